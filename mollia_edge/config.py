@@ -1,0 +1,163 @@
+"""All settings in one typed place, with the MoLLIA paper's defaults.
+
+Load a TOML file with sections ``[llm]``, ``[molam]`` and ``[al]`` (plus a top-level
+``seed``) through :func:`load_config`; any key left out keeps the paper's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+ConsistencyMode = Literal["exact", "sampled"]
+NegativeRule = Literal["every", "mean"]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """How each LLM annotator is prompted, decoded and run."""
+
+    samples: int = 10
+    """T: answers sampled per text for the sampled consistency score."""
+    temperature: float = 0.7
+    top_p: float = 0.9
+    consistency: ConsistencyMode = "exact"
+    """``exact``: the T→∞ expectation from full-vocabulary distributions; ``sampled``: T answers."""
+    max_new_tokens: int = 12
+    """Sampled answers longer than this many tokens count as invalid."""
+    shots: int = 0
+    """Demonstrations per label drawn from labelled seed rows and put in the shared prompt prefix."""
+    max_text_tokens: int = 1024
+    """Longer texts are cut to this many tokens (the cut is recorded, never silent)."""
+    n_ctx: int = 8192
+    n_batch: int = 512
+    n_seq_max: int = 64
+    n_threads: int | None = None
+    """None: all cores of this machine."""
+    n_gpu_layers: int = -1
+    """Layers offloaded to the GPU (-1: all); ignored by a CPU build of llama.cpp."""
+    flash_attn: bool = True
+    """Pinned on: it changes log-probabilities, and llama.cpp's other attention path makes a
+    sequence's logits depend on the other sequences in its batch for grouped-query-attention
+    models (SmolLM2: up to 0.7 in a logit), which breaks batched scoring."""
+    seed: int = 50
+
+    def __post_init__(self) -> None:
+        _check(self.samples >= 1, f"llm.samples must be >= 1, got {self.samples}")
+        _check(self.temperature > 0, f"llm.temperature must be > 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"llm.top_p must be in (0, 1], got {self.top_p}")
+        _check(
+            self.consistency in ("exact", "sampled"),
+            f"llm.consistency must be 'exact' or 'sampled', got {self.consistency!r}",
+        )
+        _check(self.max_new_tokens >= 1, "llm.max_new_tokens must be >= 1")
+        _check(self.shots >= 0, "llm.shots must be >= 0")
+        _check(self.max_text_tokens >= 1, "llm.max_text_tokens must be >= 1")
+        _check(self.n_ctx >= 256, f"llm.n_ctx must be >= 256, got {self.n_ctx}")
+        _check(self.n_batch >= 32, f"llm.n_batch must be >= 32, got {self.n_batch}")
+        _check(2 <= self.n_seq_max <= 256, f"llm.n_seq_max must be in [2, 256], got {self.n_seq_max}")
+        _check(self.n_threads is None or self.n_threads >= 1, "llm.n_threads must be >= 1")
+
+
+@dataclass(frozen=True)
+class MolamConfig:
+    """The mixture-of-LLMs annotation model (paper Eqs. 4-6)."""
+
+    delta: float = 0.001
+    """A label is negative when the LLMs' probability for it is below delta."""
+    sigma: float = 0.9
+    """Pseudo-label threshold on MoLAM's confidence."""
+    max_pseudo_rounds: int = 100
+    negative_rule: NegativeRule = "every"
+    """``every``: all LLMs below delta (paper Eq. 5); ``mean``: their mean <= delta (reference code)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.delta < 1, f"molam.delta must be in (0, 1), got {self.delta}")
+        _check(0 < self.sigma < 1, f"molam.sigma must be in (0, 1), got {self.sigma}")
+        _check(self.max_pseudo_rounds >= 0, "molam.max_pseudo_rounds must be >= 0")
+        _check(self.negative_rule in ("every", "mean"), "molam.negative_rule must be 'every' or 'mean'")
+
+
+@dataclass(frozen=True)
+class ActiveLearningConfig:
+    """The active-learning loop (Algorithm 1) and its robust loss (Eqs. 7-9)."""
+
+    alpha: float = 0.5
+    """Weight of rows where the previous AL model disagrees with MoLAM's label."""
+    lambda_start: float = 0.4
+    lambda_end: float = 1.0
+    """The negative-learning weight rises linearly from lambda_start to lambda_end over the rounds."""
+    seed_size: int = 50
+    query_size: int = 50
+    """B: rows queried per round."""
+    rounds: int = 10
+    learning_rate: float = 5e-5
+    epochs: int = 40
+    patience: int = 10
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        _check(0 < self.alpha <= 1, f"al.alpha must be in (0, 1], got {self.alpha}")
+        _check(self.lambda_start >= 0 and self.lambda_end >= 0, "al.lambda_start/lambda_end must be >= 0")
+        for name in ("seed_size", "query_size", "rounds", "epochs", "patience", "max_length"):
+            _check(getattr(self, name) >= 1, f"al.{name} must be >= 1")
+        _check(self.learning_rate > 0, "al.learning_rate must be > 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of mollia-edge; ``Config()`` is the paper's configuration."""
+
+    seed: int = 50
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    molam: MolamConfig = field(default_factory=MolamConfig)
+    al: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
+
+    def replace(self, **sections: Any) -> Config:
+        """A copy with some sections (or ``seed``) replaced, e.g. ``cfg.replace(llm=...)``."""
+        return dataclasses.replace(self, **sections)
+
+
+_SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from nested dicts, rejecting unknown keys by name."""
+    unknown = set(data) - set(_SECTIONS) - {"seed"}
+    _check(not unknown, f"unknown configuration section(s): {', '.join(sorted(unknown))}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values = data.get(name, {})
+        _check(isinstance(values, dict), f"[{name}] must be a table")
+        known = {f.name for f in dataclasses.fields(cls)}
+        bad = set(values) - known
+        _check(not bad, f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
+        try:
+            sections[name] = cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"[{name}]: {exc}") from None
+    return Config(seed=int(data.get("seed", 50)), **sections)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a TOML configuration file; ``None`` gives the paper's defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+    return config_from_dict(data)

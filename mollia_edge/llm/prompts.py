@@ -1,0 +1,109 @@
+"""Prompts: the paper's classification template, chat formats and k-shot demonstrations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+
+PAPER_INSTRUCTION = (
+    "Classify the given {item} based on the following categories: {labels}\n\n"
+    "Task: Determine the most appropriate category for the {item}. Your response should be "
+    "only one of these labels: {labels}, with no additional text or explanation.\n\n"
+)
+"""The appendix prompt of the paper (its "question" is the ``item``)."""
+
+# user message -> the text the model sees up to where its answer starts
+CHAT_FORMATS: dict[str, str] = {
+    "none": "{content}",
+    "chatml": "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+    "gemma": "<start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n",
+    "llama3": (
+        "<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
+    "mistral": "[INST] {content}[/INST]",
+}
+
+_TEXT_MARK = "\x00TEXT\x00"
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Everything that decides the prompt for a text, apart from the text itself."""
+
+    labels: tuple[str, ...]
+    item: str = "text"
+    instruction: str = PAPER_INSTRUCTION
+    chat_format: str = "none"
+    demonstrations: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.labels) < 2:
+            raise ConfigError(f"need at least 2 labels, got {len(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ConfigError("labels must be distinct")
+        if any(not label.strip() or "\n" in label for label in self.labels):
+            raise ConfigError("labels must be non-empty single-line strings")
+        if self.chat_format not in CHAT_FORMATS:
+            raise ConfigError(
+                f"unknown chat format {self.chat_format!r}; use one of {', '.join(CHAT_FORMATS)}"
+            )
+        unknown = {label for _, label in self.demonstrations} - set(self.labels)
+        if unknown:
+            raise ConfigError(f"demonstration label(s) not in the label set: {sorted(unknown)}")
+
+    def _user_message(self, text: str) -> str:
+        item = self.item.capitalize()
+        demos = "".join(
+            f"{item}: {demo}\n\nOutput:{self.answer(label)}\n\n" for demo, label in self.demonstrations
+        )
+        instruction = self.instruction.format(item=self.item, labels=", ".join(self.labels))
+        return f"{instruction}{demos}{item}: {text}\n\nOutput:"
+
+    def render(self, text: str) -> str:
+        """The whole prompt for ``text``, ending where the model's answer starts."""
+        return CHAT_FORMATS[self.chat_format].format(content=self._user_message(text))
+
+    def split(self) -> tuple[str, str]:
+        """(prompt before the text, prompt after it): ``render(t) == before + " " + t + after``."""
+        before, after = self.render(_TEXT_MARK).split(_TEXT_MARK)
+        return before.removesuffix(" "), after
+
+    @property
+    def prefix(self) -> str:
+        """The part shared by every text: instruction, label list and demonstrations."""
+        return self.split()[0]
+
+    def answer(self, label: str) -> str:
+        """The continuation that spells ``label``: after ``Output:`` a base model writes a space
+        first; a chat model answers at the start of its turn."""
+        return f" {label}" if self.chat_format == "none" else label
+
+    def key(self) -> str:
+        """A hash of the spec: same key, same prompt for every text."""
+        blob = json.dumps(
+            [self.labels, self.item, self.instruction, self.chat_format, self.demonstrations],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def draw_demonstrations(
+    texts: Sequence[str], labels: Sequence[str], shots: int, seed: int
+) -> tuple[tuple[str, str], ...]:
+    """Up to ``shots`` labelled rows per label, drawn at random (seeded), in shuffled order."""
+    if len(texts) != len(labels):
+        raise ConfigError(f"{len(texts)} texts but {len(labels)} labels for demonstrations")
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in sorted(set(labels)):
+        rows = [i for i, value in enumerate(labels) if value == label]
+        chosen.extend(rng.choice(rows, size=min(shots, len(rows)), replace=False).tolist())
+    rng.shuffle(chosen)
+    return tuple((texts[i], labels[i]) for i in chosen)

@@ -1,0 +1,104 @@
+"""Pure numpy maths on full-vocabulary logits and on sampled answers.
+
+The sampler modelled here is the one the engine runs: logits divided by the temperature,
+then top-p (nucleus) truncation of the tempered distribution — the smallest set of most
+likely tokens whose probability reaches ``top_p`` — renormalised, then one draw.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Probability above which tokens are candidates for the nucleus before a full sort is needed.
+_NUCLEUS_CANDIDATE_FLOOR = 1e-5
+
+
+@dataclass(frozen=True)
+class NextTokenStats:
+    """What one logits row says about a few tokens of interest.
+
+    logprob: shape (m,), log-softmax at temperature 1 of each token of interest.
+    sample_prob: shape (m,), probability that the temperature/top-p sampler emits each token.
+    stop_prob: probability that the sampler emits any stop token.
+    """
+
+    logprob: np.ndarray
+    sample_prob: np.ndarray
+    stop_prob: float
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    peak = float(x.max())
+    return peak + float(np.log(np.exp(x - peak).sum(dtype=np.float64)))
+
+
+def nucleus(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens the sampler can emit and their probabilities.
+
+    logits: shape (V,). Returns (token ids, probabilities summing to 1), most likely first.
+    """
+    tempered = logits.astype(np.float64) / temperature
+    tempered -= tempered.max()
+    weights = np.exp(tempered)
+    probs = weights / weights.sum()
+    candidates = np.flatnonzero(probs >= _NUCLEUS_CANDIDATE_FLOOR)
+    if probs[candidates].sum() < top_p:
+        candidates = np.arange(probs.size)
+    order = candidates[np.argsort(-probs[candidates], kind="stable")]
+    cumulative = np.cumsum(probs[order])
+    kept = order[: int(np.searchsorted(cumulative, top_p)) + 1]
+    return kept, probs[kept] / probs[kept].sum()
+
+
+def next_token_stats(
+    logits: np.ndarray,
+    tokens: Sequence[int],
+    stop_mask: np.ndarray | None,
+    temperature: float,
+    top_p: float,
+) -> NextTokenStats:
+    """Log-probabilities and sampling probabilities of ``tokens`` at one position.
+
+    logits: shape (V,) raw logits; stop_mask: shape (V,) bool, or None when the stop
+    probability is not wanted (it is then 0).
+    """
+    token_ids = np.asarray(tokens, dtype=np.int64)
+    logprob = logits[token_ids].astype(np.float64) - _logsumexp(logits)
+    kept, kept_prob = nucleus(logits, temperature, top_p)
+    lookup = dict(zip(kept.tolist(), kept_prob.tolist()))
+    sample_prob = np.array([lookup.get(t, 0.0) for t in token_ids.tolist()], dtype=np.float64)
+    stop_prob = float(kept_prob[stop_mask[kept]].sum()) if stop_mask is not None else 0.0
+    return NextTokenStats(logprob=logprob, sample_prob=sample_prob, stop_prob=stop_prob)
+
+
+_QUOTES = "\"'`*“”‘’«»"
+_ARTICLE = re.compile(r"^(a|an|the)\s+")
+
+
+def normalise_answer(answer: str) -> str:
+    """Lower-case; strip surrounding whitespace, quotes, markup and trailing punctuation,
+    a leading ``label:``-style prefix and a leading article."""
+    text = answer.strip().lower()
+    text = re.sub(r"^(label|category|answer|output)\s*:\s*", "", text)
+    text = text.strip(_QUOTES + " ").rstrip(".,;:!?").strip(_QUOTES + " ")
+    text = _ARTICLE.sub("", text)
+    return " ".join(text.split())
+
+
+def answer_shares(answers: Sequence[str], labels: Sequence[str]) -> tuple[np.ndarray, float]:
+    """Share of answers equal to each label after normalisation, and the invalid share.
+
+    Returns (shares of shape (K,), invalid share); ``shares.sum() + invalid == 1``.
+    """
+    index = {normalise_answer(label): k for k, label in enumerate(labels)}
+    shares = np.zeros(len(labels), dtype=np.float64)
+    for answer in answers:
+        k = index.get(normalise_answer(answer))
+        if k is not None:
+            shares[k] += 1
+    total = max(len(answers), 1)
+    return shares / total, 1.0 - shares.sum() / total

@@ -1,0 +1,20 @@
+"""Shared pytest fixtures."""
+
+from pathlib import Path
+
+import pytest
+
+from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random llama GGUF whose next token is mostly "a", "b", "</s>" or "<|im_end|>"."""
+    path = tmp_path_factory.mktemp("models") / "tiny.gguf"
+    return write_tiny_gguf(path, seed=0, boost=STANDARD_BOOST)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random llama GGUF without boosted tokens."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny_plain.gguf", seed=0)
