@@ -1,0 +1,146 @@
+"""The command line: one small function per subcommand, each only calling the library.
+
+Every :class:`~mollia_edge.errors.MolliaError` ends as one ``error: ...`` line on stderr and
+its exit code; Ctrl-C ends with exit code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import ModelError, MolliaError
+from .llm.catalog import SETUP_COMMAND, Catalog, ModelFile, inspect_gguf, load_catalog, verify
+from .store import Store
+
+# -- mollia-edge models -----------------------------------------------------------------------
+
+
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list the local GGUF models and check they are intact")
+    parser.add_argument(
+        "--verify", action="store_true", help="compare each file's sha256 with the catalog's (slow once per file)"
+    )
+    parser.add_argument("--all", action="store_true", help="also list catalog models that are not present")
+    parser.add_argument("--store", type=Path, help="session store that caches file hashes between runs")
+    parser.set_defaults(run=_run_models)
+
+
+def _present_files(catalog: Catalog) -> list[ModelFile]:
+    """Catalog files found on disk, then any other .gguf file in the models folder."""
+    found: list[ModelFile] = []
+    for spec in catalog.models.values():
+        for entry in spec.files:
+            path = catalog.find(spec, entry)
+            if path is not None:
+                found.append(ModelFile(path, path.stat().st_size, entry.quant, spec))
+    known = {f.path.resolve() for f in found}
+    if catalog.directory.is_dir():
+        for path in sorted(catalog.directory.glob("*.gguf")):
+            if path.is_file() and path.resolve() not in known:
+                found.append(ModelFile(path, path.stat().st_size, None, None))
+    return found
+
+
+def _shown(path: Path, catalog: Catalog) -> str:
+    """The file name for files in the models folder, the full path for others."""
+    return path.name if path.parent == catalog.directory else str(path)
+
+
+def _check(model_file: ModelFile, check_hash: bool, store: Store | None) -> tuple[list[str], str | None]:
+    """Table cells (architecture, file type, sha256 status) and the problem, if any."""
+    try:
+        info = inspect_gguf(model_file.path)
+    except ModelError as exc:
+        return ["-", "-", "corrupt"], str(exc)
+    cells = [info.architecture, info.file_type or "-"]
+    if model_file.expected_sha256 is None:
+        return [*cells, "no catalog hash"], None
+    if not check_hash:
+        return [*cells, "not checked"], None
+    try:
+        verify(model_file, store)
+    except ModelError as exc:
+        return [*cells, "MISMATCH"], str(exc)
+    return [*cells, "verified"], None
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .llm.engine import backend_info  # loads llama.cpp: only when needed
+
+    catalog = load_catalog()
+    store = Store(args.store) if args.store else None
+    table = Table(title=f"models in {catalog.directory}")
+    table.add_column("name", overflow="fold")
+    table.add_column("quant", no_wrap=True)
+    table.add_column("file", overflow="fold", min_width=12)
+    for column in ("MB", "arch", "file type", "sha256"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "MB" else "left")
+    problems: list[str] = []
+    present = _present_files(catalog)
+    try:
+        for model_file in present:
+            cells, problem = _check(model_file, args.verify, store)
+            name = model_file.spec.name if model_file.spec else "(not in catalog)"
+            size = f"{model_file.size / 1e6:,.0f}"
+            table.add_row(name, model_file.quant or "-", _shown(model_file.path, catalog), size, *cells)
+            if problem:
+                problems.append(problem)
+    finally:
+        if store is not None:
+            store.close()
+    if args.all:
+        present_names = {f.spec.name for f in present if f.spec}
+        for spec in catalog.models.values():
+            if spec.name not in present_names:
+                entry = spec.files[0]
+                table.add_row(spec.name, entry.quant, entry.file, "-", "-", "-", "missing")
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console.width = max(console.width, 160)
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(
+            f"no models in {catalog.directory}: run `{SETUP_COMMAND}` for the starter models, "
+            "and see `mollia-edge models --all` for the others"
+        )
+    console.print(f"llama.cpp backend: {backend_info()}")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mollia-edge", description="Offline text labelling with a mixture of local LLMs."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in _COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MolliaError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,194 @@
+"""Texts → LLM signals for one model, every result cached in the session store as it is made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..config import LLMConfig
+from ..data import text_sha256
+from ..errors import ConfigError
+from ..store import Store
+from .catalog import file_sha256
+from .engine import ENGINE_VERSION, JobResult, LlamaEngine, ScoringJob
+from .prompts import PromptSpec
+from .scoring import answer_shares, normalise_answer
+from .signals import AnnotationSignals, TextSignals
+
+Progress = Callable[[int, int], None]
+"""Called with (texts done, texts to do) as work advances."""
+
+_TEXTS_PER_STEP = 16
+_CUT_MARK = "…"
+
+
+class LLMAnnotator:
+    """One GGUF model answering the classification prompt for many texts.
+
+    The model is loaded only when some text is not in the cache yet.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        prompt: PromptSpec,
+        llm: LLMConfig | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.prompt = prompt
+        self.llm = llm or LLMConfig()
+        self.store = store
+        self.engine: LlamaEngine | None = None
+        self.computed = 0
+        """Texts evaluated by the model (not served from the cache) since construction."""
+        self.model_sha256 = file_sha256(self.model_path, store)
+        self.prompt_key = self._prompt_key()
+
+    def _prompt_key(self) -> str:
+        llm = self.llm
+        settings = {
+            "prompt": self.prompt.key(),
+            "engine": ENGINE_VERSION,
+            "flash_attn": llm.flash_attn,
+            "max_text_tokens": llm.max_text_tokens,
+            "consistency": llm.consistency,
+            "temperature": llm.temperature,
+            "top_p": llm.top_p,
+        }
+        if llm.consistency == "sampled":
+            settings |= {"samples": llm.samples, "max_new_tokens": llm.max_new_tokens, "seed": llm.seed}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def __enter__(self) -> LLMAnnotator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def annotate(self, texts: Sequence[str], progress: Progress | None = None) -> AnnotationSignals:
+        """Signals for every text, in input order; cached texts are not evaluated again."""
+        hashes = [text_sha256(t) for t in texts]
+        found = self.store.llm_outputs(self.model_sha256, self.prompt_key, hashes) if self.store else {}
+        todo = {h: t for h, t in zip(hashes, texts) if h not in found}
+        done = len(set(hashes)) - len(todo)
+        if progress:
+            progress(done, done + len(todo))
+        pending = list(todo.items())
+        for start in range(0, len(pending), _TEXTS_PER_STEP):
+            step = pending[start : start + _TEXTS_PER_STEP]
+            signals = self._evaluate([t for _, t in step], [h for h, _ in step])
+            fresh = list(zip((h for h, _ in step), signals))
+            if self.store:
+                self.store.put_llm_outputs(self.model_sha256, self.prompt_key, fresh)
+            found.update(fresh)
+            self.computed += len(step)
+            done += len(step)
+            if progress:
+                progress(done, done + len(pending) - start - len(step))
+        return AnnotationSignals.stack(self.prompt.labels, [found[h] for h in hashes])
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _engine(self) -> LlamaEngine:
+        if self.engine is None:
+            self.engine = LlamaEngine.from_config(self.model_path, self.llm)
+            self._before, self._after = self.prompt.split()
+            self.engine.set_prefix(self.engine.tokenize(self._before, add_bos=True, special=True))
+            self._continuations = [
+                self.engine.tokenize_continuation(self.prompt.answer(label)) for label in self.prompt.labels
+            ]
+            if any(not tokens for tokens in self._continuations):
+                raise ConfigError("a label tokenizes to nothing with this model")
+        return self.engine
+
+    def prompt_tokens(self, text: str) -> tuple[list[int], bool]:
+        """The prompt's tokens for ``text`` and whether the text was cut to ``max_text_tokens``.
+
+        Control-token text inside the text (``<|im_end|>``...) stays plain text.
+        """
+        engine = self._engine()
+        plain = engine.tokenize(text)
+        cut = len(plain) > self.llm.max_text_tokens
+        if cut:
+            text = engine.detokenize(plain[: self.llm.max_text_tokens])
+        if cut or engine.tokenize(text, special=True) != plain:
+            return (
+                engine.tokenize(self._before, add_bos=True, special=True)
+                + engine.tokenize_continuation(" " + text)
+                + engine.tokenize(self._after, special=True)
+            ), cut
+        return engine.tokenize(f"{self._before} {text}{self._after}", add_bos=True, special=True), cut
+
+    @property
+    def continuations(self) -> list[list[int]]:
+        """Token ids of each label's answer, shape K lists."""
+        self._engine()
+        return self._continuations
+
+    def _evaluate(self, texts: Sequence[str], hashes: Sequence[str]) -> list[TextSignals]:
+        engine = self._engine()
+        sampled = self.llm.consistency == "sampled"
+        prompts = [self.prompt_tokens(t) for t in texts]
+        jobs = [
+            ScoringJob(
+                prompt_tokens=tokens,
+                continuations=self._continuations,
+                n_samples=self.llm.samples if sampled else 0,
+                seed=_sampling_seed(self.llm.seed, h),
+                want_stop=not sampled,
+            )
+            for (tokens, _), h in zip(prompts, hashes)
+        ]
+        longest = max(len(c) for c in self._continuations)
+        results = engine.run(
+            jobs,
+            temperature=self.llm.temperature,
+            top_p=self.llm.top_p,
+            max_new_tokens=max(self.llm.max_new_tokens, longest + 1),
+        )
+        return [self._signals(r, cut) for r, (_, cut) in zip(results, prompts)]
+
+    def _signals(self, result: JobResult, cut: bool) -> TextSignals:
+        if self.llm.consistency == "exact":
+            consistency = result.label_sample_prob
+            return TextSignals(
+                label_logprob=result.label_logprob,
+                consistency=consistency,
+                invalid=max(0.0, 1.0 - float(consistency.sum())),
+                truncated=cut,
+            )
+        answers = tuple(self._answer_text(tokens) for tokens in result.samples)
+        shares, invalid = answer_shares(answers, self.prompt.labels)
+        return TextSignals(
+            label_logprob=result.label_logprob,
+            consistency=shares,
+            invalid=invalid,
+            answers=answers,
+            truncated=cut,
+        )
+
+    def _answer_text(self, tokens: list[int | None]) -> str:
+        """A sampled answer, normalised; one that never stopped is marked so it matches no label."""
+        assert self.engine is not None
+        unfinished = bool(tokens) and tokens[-1] is None
+        text = self.engine.detokenize([t for t in tokens if t is not None]).split("\n")[0]
+        return normalise_answer(text) + (_CUT_MARK if unfinished else "")
+
+
+def _sampling_seed(seed: int, text_hash: str) -> int:
+    """A per-text seed: a text's samples do not depend on which texts share its batch."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{text_hash}".encode()).digest()[:4], "little")
+
+
+def label_argmax(signals: AnnotationSignals) -> np.ndarray:
+    """Each text's most probable label index, shape (n,)."""
+    return signals.label_logprob.argmax(axis=1)
