@@ -66,6 +66,7 @@ class LLMConfig:
         _check(self.n_ctx >= 256, f"llm.n_ctx must be >= 256, got {self.n_ctx}")
         _check(self.n_batch >= 32, f"llm.n_batch must be >= 32, got {self.n_batch}")
         _check(2 <= self.n_seq_max <= 256, f"llm.n_seq_max must be in [2, 256], got {self.n_seq_max}")
+        _check(self.n_seq_max <= self.n_batch, "llm.n_seq_max must not exceed llm.n_batch")
         _check(self.n_threads is None or self.n_threads >= 1, "llm.n_threads must be >= 1")
 
 

@@ -151,6 +151,8 @@ class LlamaEngine:
         n_gpu_layers: int = -1,
         flash_attn: bool = True,
     ) -> None:
+        if n_seq_max > n_batch:  # llama.cpp aborts the process otherwise
+            raise ConfigError(f"llm.n_seq_max ({n_seq_max}) must not exceed llm.n_batch ({n_batch})")
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
