@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from mollia_edge.errors import StoreError
 from mollia_edge.llm.signals import AnnotationSignals, TextSignals
@@ -148,8 +149,7 @@ def test_label_prob_is_softmax_of_logprobs() -> None:
     logprob = rng.normal(scale=20, size=(6, 4)) - 500.0  # far below 0: naive exp underflows
     rows = [TextSignals(label_logprob=r, consistency=np.zeros(4), invalid=1.0) for r in logprob]
     prob = AnnotationSignals.stack(("a", "b", "c", "d"), rows).label_prob
-    expected = np.exp(logprob - logprob.max(axis=1, keepdims=True))
-    expected /= expected.sum(axis=1, keepdims=True)
+    expected = softmax(logprob, axis=1)
     np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     np.testing.assert_allclose(prob, expected, rtol=1e-12, atol=1e-300)
     assert np.array_equal(prob.argmax(axis=1), logprob.argmax(axis=1))
