@@ -132,6 +132,22 @@ class Config:
 _SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
 
 
+def _checked_value(where: str, value: Any, default: Any) -> Any:
+    """``value`` if it has the type of the setting's default (an int also serves as a float)."""
+    if default is None:  # optional integer settings (n_threads)
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+    elif isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    _check(ok, f"{where} must be of type {type(default).__name__ if default is not None else 'int'}, got {value!r}")
+    return float(value) if isinstance(default, float) else value
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a :class:`Config` from nested dicts, rejecting unknown keys by name."""
     unknown = set(data) - set(_SECTIONS) - {"seed"}
@@ -140,14 +156,15 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     for name, cls in _SECTIONS.items():
         values = data.get(name, {})
         _check(isinstance(values, dict), f"[{name}] must be a table")
-        known = {f.name for f in dataclasses.fields(cls)}
-        bad = set(values) - known
+        defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        bad = set(values) - set(defaults)
         _check(not bad, f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
-        try:
-            sections[name] = cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"[{name}]: {exc}") from None
-    return Config(seed=int(data.get("seed", 50)), **sections)
+        sections[name] = cls(
+            **{key: _checked_value(f"{name}.{key}", value, defaults[key]) for key, value in values.items()}
+        )
+    seed = _checked_value("seed", data.get("seed", 50), 50)
+    _check(seed >= 0, f"seed must be >= 0, got {seed}")
+    return Config(seed=seed, **sections)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -159,6 +176,6 @@ def load_config(path: str | Path | None = None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
     return config_from_dict(data)

@@ -51,8 +51,8 @@ def test_empty_toml_file_gives_the_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "named"),
     [
-        ("[sampling]\ntop_k = 5\n", "sampling"),
-        ("[llm]\ntop_k = 5\n", "top_k"),
+        ("[sampling]\ntop_k = 5\n", "unknown configuration section.*sampling"),
+        ("[llm]\ntop_k = 5\n", "unknown key.*llm.*top_k"),
         ("[molam]\nsigma = 1.5\n", "molam.sigma"),
         ("[molam]\ndelta = 0\n", "molam.delta"),
         ("[llm]\ntop_p = 0\n", "llm.top_p"),
@@ -64,7 +64,7 @@ def test_empty_toml_file_gives_the_default(tmp_path: Path) -> None:
     ],
 )
 def test_bad_setting_raises_config_error_naming_it(tmp_path: Path, content: str, named: str) -> None:
-    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
         load_config(_toml(tmp_path, content))
 
 
@@ -85,3 +85,23 @@ def test_non_utf8_file_raises_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"seed = 1 # \xe9\xff\n")
     with pytest.raises(ConfigError, match="latin1.toml"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [('seed = "x"', "seed"), ("seed = -1", "seed"), ('[llm]\nsamples = "ten"', "llm.samples"),
+     ("[llm]\nsamples = 2.5", "llm.samples"), ("[llm]\nflash_attn = 1", "llm.flash_attn")],
+)
+def test_wrong_types_name_the_key(tmp_path, text, named):
+    path = tmp_path / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_integer_given_for_a_float_setting_is_accepted(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[llm]\ntemperature = 1\nn_threads = 4", encoding="utf-8")
+    config = load_config(path)
+    assert config.llm.temperature == 1.0 and isinstance(config.llm.temperature, float)
+    assert config.llm.n_threads == 4

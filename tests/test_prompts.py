@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
@@ -63,8 +64,8 @@ def test_prefix_is_shared_by_all_texts_and_holds_the_demonstrations() -> None:
     prefix = spec.prefix
     for text in TEXTS:
         assert spec.render(text).startswith(prefix)
-    assert "Text: awful plot\n\nOutput:negative\n\n" in prefix
-    assert "Text: lovely cast\n\nOutput:positive\n\n" in prefix
+    assert re.search(r"Text: awful plot\n\nOutput: ?negative\n\n", prefix)
+    assert re.search(r"Text: lovely cast\n\nOutput: ?positive\n\n", prefix)
     assert prefix.index("awful plot") < prefix.index("lovely cast")
     assert prefix.index("Task:") < prefix.index("awful plot")
     assert prefix.endswith("Text:")

@@ -67,7 +67,7 @@ def test_llm_outputs_only_match_their_model_and_prompt_key(tmp_path: Path) -> No
 
 
 def test_llm_outputs_handles_more_hashes_than_one_query_chunk(tmp_path: Path) -> None:
-    items = [(f"t{i}", _signals(i)) for i in range(1200)]
+    items = [(f"t{i}", TextSignals(np.full(2, -float(i)), np.array([0.5, 0.25]), 0.25)) for i in range(1200)]
     with Store(tmp_path / "s.db") as store:
         store.put_llm_outputs(MODEL, PROMPT, items)
         found = store.llm_outputs(MODEL, PROMPT, [key for key, _ in items])

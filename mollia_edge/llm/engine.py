@@ -268,6 +268,11 @@ class LlamaEngine:
         return stop, halt
 
     # -- evaluation --------------------------------------------------------------------------
+    @property
+    def prefix_length(self) -> int:
+        """Tokens of the shared prefix held in the KV cache."""
+        return len(self._prefix)
+
     def set_prefix(self, tokens: Sequence[int]) -> None:
         """Evaluate the shared prompt prefix into sequence 0 (nothing to do if unchanged)."""
         tokens = list(tokens)

@@ -61,7 +61,7 @@ class PromptSpec:
     def _user_message(self, text: str) -> str:
         item = self.item.capitalize()
         demos = "".join(
-            f"{item}: {demo}\n\nOutput:{self.answer(label)}\n\n" for demo, label in self.demonstrations
+            f"{item}: {demo}\n\nOutput: {label}\n\n" for demo, label in self.demonstrations
         )
         instruction = self.instruction.format(item=self.item, labels=", ".join(self.labels))
         return f"{instruction}{demos}{item}: {text}\n\nOutput:"
