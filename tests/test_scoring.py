@@ -10,9 +10,12 @@ from mollia_edge.llm.scoring import answer_shares, next_token_stats, normalise_a
 
 
 def _reference_nucleus(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.ndarray, np.ndarray]:
-    """Full stable sort of softmax(logits / T); smallest prefix with cumulative prob >= top_p."""
+    """Full stable sort of softmax(logits / T); smallest prefix with cumulative prob >= top_p
+    (every token when top_p >= 1, as llama.cpp's sampler)."""
     probs = softmax(logits.astype(np.float64) / temperature)
     order = np.argsort(-probs, kind="stable")
+    if top_p >= 1:
+        return order, probs[order]
     reached = np.cumsum(probs[order]) >= top_p
     size = int(np.argmax(reached)) + 1 if reached.any() else probs.size
     kept = order[:size]
@@ -36,8 +39,10 @@ def test_nucleus_matches_brute_force(size: int, kind: str, temperature: float, t
         logits = _logits(kind, size, seed)
         kept, prob = nucleus(logits, temperature, top_p)
         ref_kept, ref_prob = _reference_nucleus(logits, temperature, top_p)
-        np.testing.assert_array_equal(kept, ref_kept)
-        np.testing.assert_allclose(prob, ref_prob, rtol=1e-9, atol=1e-15)
+        # float32 arithmetic, as in llama.cpp: near-ties may swap places, never membership
+        by_id, ref_by_id = np.argsort(kept), np.argsort(ref_kept)
+        np.testing.assert_array_equal(kept[by_id], ref_kept[ref_by_id])
+        np.testing.assert_allclose(prob[by_id], ref_prob[ref_by_id], rtol=1e-5, atol=1e-12)
         assert prob.sum() == pytest.approx(1.0, abs=1e-12)
         assert np.all(np.diff(prob) <= 0)
 
@@ -77,17 +82,17 @@ def test_next_token_stats_logprob_sample_prob_and_stop_prob() -> None:
     stats = next_token_stats(logits, tokens, stop_mask, temperature, top_p)
 
     np.testing.assert_allclose(stats.logprob, log_softmax(logits.astype(np.float64))[tokens], atol=1e-5)
-    np.testing.assert_allclose(stats.sample_prob, [kept_prob[0], kept_prob[2], 0.0, kept_prob[0]], rtol=1e-9)
+    np.testing.assert_allclose(stats.sample_prob, [kept_prob[0], kept_prob[2], 0.0, kept_prob[0]], rtol=1e-6)
     assert stats.sample_prob[2] == 0.0
-    assert stats.stop_prob == pytest.approx(kept_prob[1] + kept_prob[3], rel=1e-9)
+    assert stats.stop_prob == pytest.approx(kept_prob[1] + kept_prob[3], rel=1e-6)
 
 
 def test_next_token_stats_without_stop_mask_has_zero_stop_prob() -> None:
     logits = np.array([3.0, 2.0, 1.0, 0.0])
     stats = next_token_stats(logits, [0, 3], None, 1.0, 1.0)
     assert stats.stop_prob == 0.0
-    np.testing.assert_allclose(stats.logprob, log_softmax(logits)[[0, 3]], rtol=1e-12)
-    np.testing.assert_allclose(stats.sample_prob, softmax(logits)[[0, 3]], rtol=1e-12)
+    np.testing.assert_allclose(stats.logprob, log_softmax(logits)[[0, 3]], rtol=1e-6)
+    np.testing.assert_allclose(stats.sample_prob, softmax(logits)[[0, 3]], rtol=1e-6)
 
 
 # --- answers -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from .signals import AnnotationSignals, TextSignals
 Progress = Callable[[int, int], None]
 """Called with (texts done, texts to do) as work advances."""
 
-_TEXTS_PER_STEP = 16
+_TEXTS_PER_STEP = 32
 _CUT_MARK = "…"
 
 

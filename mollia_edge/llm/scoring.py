@@ -41,17 +41,21 @@ def nucleus(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
 
     logits: shape (V,). Returns (token ids, probabilities summing to 1), most likely first.
     """
-    tempered = logits.astype(np.float64) / temperature
-    tempered -= tempered.max()
-    weights = np.exp(tempered)
-    probs = weights / weights.sum()
-    candidates = np.flatnonzero(probs >= _NUCLEUS_CANDIDATE_FLOOR)
-    if probs[candidates].sum() < top_p:
-        candidates = np.arange(probs.size)
-    order = candidates[np.argsort(-probs[candidates], kind="stable")]
-    cumulative = np.cumsum(probs[order])
-    kept = order[: int(np.searchsorted(cumulative, top_p)) + 1]
-    return kept, probs[kept] / probs[kept].sum()
+    tempered = logits / np.float32(temperature)
+    weights = np.exp(tempered - tempered.max())
+    total = float(weights.sum(dtype=np.float64))
+    candidates = np.flatnonzero(weights >= _NUCLEUS_CANDIDATE_FLOOR * total)
+    if weights[candidates].sum(dtype=np.float64) < top_p * total:
+        candidates = np.arange(weights.size)
+    candidate_weights = weights[candidates].astype(np.float64)
+    order = np.argsort(-candidate_weights, kind="stable")
+    sorted_weights = candidate_weights[order]
+    if top_p >= 1:  # no truncation (llama.cpp skips the step)
+        cut = sorted_weights.size
+    else:
+        cut = int(np.searchsorted(np.cumsum(sorted_weights), top_p * total)) + 1
+    kept_weights = sorted_weights[:cut]
+    return candidates[order[:cut]], kept_weights / kept_weights.sum()
 
 
 def next_token_stats(
