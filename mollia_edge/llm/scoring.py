@@ -45,7 +45,7 @@ def nucleus(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
     weights = np.exp(tempered - tempered.max())
     total = float(weights.sum(dtype=np.float64))
     candidates = np.flatnonzero(weights >= _NUCLEUS_CANDIDATE_FLOOR * total)
-    if weights[candidates].sum(dtype=np.float64) < top_p * total:
+    if top_p >= 1 or weights[candidates].sum(dtype=np.float64) < top_p * total:
         candidates = np.arange(weights.size)
     candidate_weights = weights[candidates].astype(np.float64)
     order = np.argsort(-candidate_weights, kind="stable")
