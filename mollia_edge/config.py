@@ -167,15 +167,18 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return Config(seed=seed, **sections)
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The tables of a TOML file; a :class:`ConfigError` naming ``what`` if it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read a TOML configuration file; ``None`` gives the paper's defaults."""
     if path is None:
         return Config()
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file not found: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
-    return config_from_dict(data)
+    return config_from_dict(read_toml(Path(path), "configuration file"))

@@ -46,16 +46,23 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise StoreError(f"cannot open session store {self.path}: {exc}") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()  # refuses a newer schema before changing anything
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._lock = threading.Lock()
-            self._migrate()
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise StoreError(f"cannot open session store {self.path}: {exc}") from None
+        except StoreError:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]

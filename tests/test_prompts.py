@@ -162,3 +162,8 @@ def test_draw_with_zero_shots_is_empty() -> None:
 def test_draw_rejects_texts_and_labels_of_different_lengths() -> None:
     with pytest.raises(ConfigError, match="3 texts but 2 labels"):
         draw_demonstrations(["x", "y", "z"], ["a", "b"], shots=1, seed=0)
+
+
+def test_labels_equal_after_normalisation_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="differ after normalisation"):
+        PromptSpec(labels=("Sci/Tech", "sci/tech"))

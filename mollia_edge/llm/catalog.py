@@ -16,7 +16,6 @@ import mmap
 import os
 import re
 import struct
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, LlamaFileType
 
+from ..config import read_toml
 from ..errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -274,12 +274,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None, *, directory: Path 
     """Read the catalog (default :func:`default_catalog_path`); files are looked for in ``directory``
     (default :func:`models_dir`)."""
     where = Path(path) if path is not None else default_catalog_path()
-    try:
-        data = tomllib.loads(where.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"model catalog not found: {where}") from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read model catalog {where}: {exc}") from None
+    data = read_toml(where, "model catalog")
     if unknown := set(data) - {"defaults", "models"}:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
     models_raw = data.get("models", {})

@@ -348,13 +348,10 @@ class LlamaEngine:
         results = [
             JobResult(
                 label_logprob=np.zeros(len(job.continuations)),
-                label_sample_prob=np.zeros(len(job.continuations)) if job.want_stop else np.zeros(0),
+                label_sample_prob=np.ones(len(job.continuations)) if job.want_stop else np.zeros(0),
             )
             for job in jobs
         ]
-        for result, job in zip(results, jobs):
-            if job.want_stop:
-                result.label_sample_prob = np.ones(len(job.continuations))
         branches: list[_Branch] = []
         job_seqs: list[list[int]] = []
         next_seq = 1
@@ -374,6 +371,7 @@ class LlamaEngine:
                 seqs.append(next_seq)
                 next_seq += 1
             job_seqs.append(seqs)
+        samplers = [[b for b in branches if b.job == j and b.sampler is not None] for j in range(len(jobs))]
 
         def stats(logits_index: int, tokens: Sequence[int], with_stop: bool):
             row = np.ctypeslib.as_array(
@@ -404,9 +402,8 @@ class LlamaEngine:
                 s = stats(index, firsts, with_stop=False)
                 for k in range(len(firsts)):
                     credit(result, k, s.logprob[k], s.sample_prob[k])
-                for branch in branches:
-                    if branch.job == j and branch.sampler is not None:
-                        sample(branch, index)
+                for branch in samplers[j]:
+                    sample(branch, index)
 
             return handle
 
@@ -468,8 +465,8 @@ class LlamaEngine:
             for seqs in job_seqs:
                 for seq in seqs:
                     llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
-        for j, job in enumerate(jobs):
-            results[j].samples = [b.tokens for b in branches if b.job == j and b.sampler is not None]
+        for result, job_samplers in zip(results, samplers):
+            result.samples = [b.tokens for b in job_samplers]
         return results
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from .scoring import normalise_answer
 
 PAPER_INSTRUCTION = (
     "Classify the given {item} based on the following categories: {labels}\n\n"
@@ -50,6 +51,11 @@ class PromptSpec:
             raise ConfigError("labels must be distinct")
         if any(not label.strip() or "\n" in label for label in self.labels):
             raise ConfigError("labels must be non-empty single-line strings")
+        if len({normalise_answer(label) for label in self.labels}) != len(self.labels):
+            raise ConfigError(
+                "labels must differ after normalisation (case, quotes, punctuation, a leading "
+                f"article), or sampled answers cannot tell them apart: {', '.join(self.labels)}"
+            )
         if self.chat_format not in CHAT_FORMATS:
             raise ConfigError(
                 f"unknown chat format {self.chat_format!r}; use one of {', '.join(CHAT_FORMATS)}"
