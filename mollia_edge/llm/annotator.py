@@ -20,7 +20,6 @@ from .signals import AnnotationSignals, TextSignals
 Progress = Callable[[int, int], None]
 """Called with (texts done, texts to do) as work advances."""
 
-_TEXTS_PER_STEP = 32
 _CUT_MARK = "…"
 
 
@@ -82,8 +81,9 @@ class LLMAnnotator:
         if progress:
             progress(done, done + len(todo))
         pending = list(todo.items())
-        for start in range(0, len(pending), _TEXTS_PER_STEP):
-            step = pending[start : start + _TEXTS_PER_STEP]
+        per_step = self._texts_per_step() if pending else 1
+        for start in range(0, len(pending), per_step):
+            step = pending[start : start + per_step]
             signals = self._evaluate([t for _, t in step], [h for h, _ in step])
             fresh = list(zip((h for h, _ in step), signals))
             if self.store:
@@ -96,6 +96,12 @@ class LLMAnnotator:
         return AnnotationSignals.stack(self.prompt.labels, [found[h] for h in hashes])
 
     # -- evaluation --------------------------------------------------------------------------
+    def _texts_per_step(self) -> int:
+        """Texts evaluated (and then stored) together: as many as share one batch."""
+        sampled = self.llm.consistency == "sampled"
+        shape = ScoringJob((), self.continuations, n_samples=self.llm.samples if sampled else 0)
+        return self._engine().jobs_per_batch(shape)
+
     def _engine(self) -> LlamaEngine:
         if self.engine is None:
             self.engine = LlamaEngine.from_config(self.model_path, self.llm)

@@ -311,6 +311,10 @@ class LlamaEngine:
     def _branch_count(self, job: ScoringJob) -> int:
         return max(1, len(job.continuations) + job.n_samples)
 
+    def jobs_per_batch(self, job: ScoringJob) -> int:
+        """How many jobs like ``job`` share one batch of parallel sequences."""
+        return max(1, (self.n_seq_max - 1) // self._branch_count(job))
+
     def run(
         self,
         jobs: Sequence[ScoringJob],
@@ -322,6 +326,8 @@ class LlamaEngine:
         """Score and sample every job, packing as many into each batch as the context holds."""
         results: list[JobResult] = []
         budget = self.n_ctx - len(self._prefix) - 8
+        # every token attends over all cells in use: keep the cells in flight near two batches
+        group_budget = min(budget, 2 * self.n_batch)
         group: list[ScoringJob] = []
         cells = branches = 0
         for job in jobs:
@@ -332,7 +338,7 @@ class LlamaEngine:
                     f"{self.n_ctx} / llm.n_seq_max={self.n_seq_max} allow; raise them or lower "
                     "llm.max_text_tokens"
                 )
-            if group and (cells + need > budget or branches + seqs > self.n_seq_max - 1):
+            if group and (cells + need > group_budget or branches + seqs > self.n_seq_max - 1):
                 results.extend(self._run_group(group, temperature, top_p, max_new_tokens))
                 group, cells, branches = [], 0, 0
             group.append(job)
@@ -441,7 +447,9 @@ class LlamaEngine:
                     continue
                 job = jobs[branch.job]
                 continuation = job.continuations[branch.label]
-                evaluated = len(continuation) if job.want_stop else len(continuation) - 1
+                # the stop probability matters only while the sampler can still write this label
+                needs_stop = job.want_stop and results[branch.job].label_sample_prob[branch.label] > 0
+                evaluated = len(continuation) if needs_stop else len(continuation) - 1
                 for position in range(evaluated):
                     feeder.add(
                         continuation[position],
