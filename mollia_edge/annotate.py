@@ -54,7 +54,7 @@ class AnnotationReport:
     runs: list[ModelRun]
 
     def columns(self) -> list[str]:
-        per_label = [f"{kind}_{label}" for kind in ("logprob", "consistency") for label in self.labels]
+        per_label = [f"{kind}_{label}" for kind in ("logprob", "prob", "consistency") for label in self.labels]
         return ["row", "model", "predicted", *per_label, "invalid", "truncated"]
 
     def rows(self, row_ids: Sequence[int]) -> list[dict[str, object]]:
@@ -62,6 +62,7 @@ class AnnotationReport:
         out: list[dict[str, object]] = []
         for run in self.runs:
             s = run.signals
+            prob = s.label_prob
             for i, row_id in enumerate(row_ids):
                 row: dict[str, object] = {
                     "row": row_id,
@@ -72,6 +73,7 @@ class AnnotationReport:
                 }
                 for k, label in enumerate(self.labels):
                     row[f"logprob_{label}"] = round(float(s.label_logprob[i, k]), 6)
+                    row[f"prob_{label}"] = round(float(prob[i, k]), 6)
                     row[f"consistency_{label}"] = round(float(s.consistency[i, k]), 6)
                 out.append(row)
         return out

@@ -110,7 +110,8 @@ def test_annotate_command_writes_signals_and_reports_accuracy(tiny_model_path, t
     assert main(args) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["row"] for r in rows] == ["1", "2", "3", "4"]
-    assert {"logprob_ab", "consistency_a", "invalid", "predicted"} <= set(rows[0])
+    assert {"logprob_ab", "prob_b", "consistency_a", "invalid", "predicted"} <= set(rows[0])
+    assert sum(float(rows[0][f"prob_{label}"]) for label in ("a", "b", "ab")) == pytest.approx(1, abs=1e-5)
     assert "great film" not in out.read_text(encoding="utf-8")  # texts are not copied out
     assert "accuracy" in capsys.readouterr().out
 
