@@ -258,13 +258,19 @@ class LlamaEngine:
         """
         stop = np.zeros(self.n_vocab, dtype=bool)
         halt = np.zeros(self.n_vocab, dtype=bool)
+        buffer = ctypes.create_string_buffer(256)
+        to_piece, is_eog = llama_cpp.llama_token_to_piece, llama_cpp.llama_vocab_is_eog
         for token in range(self.n_vocab):
-            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                stop[token] = halt[token] = True
+            n = to_piece(self._vocab, token, buffer, 256, 0, False)
+            if n == 0:  # control tokens have no text: only end-of-generation ones matter
+                stop[token] = halt[token] = is_eog(self._vocab, token)
                 continue
-            piece = self.token_bytes(token)
+            piece = buffer.raw[:n] if n > 0 else self.token_bytes(token)
             stop[token] = piece.lstrip(b" \t").startswith((b"\n", b"\r"))
             halt[token] = b"\n" in piece or b"\r" in piece
+        for token in (llama_cpp.llama_vocab_eos(self._vocab), llama_cpp.llama_vocab_eot(self._vocab)):
+            if 0 <= token < self.n_vocab:
+                stop[token] = halt[token] = True
         return stop, halt
 
     # -- evaluation --------------------------------------------------------------------------
