@@ -1,0 +1,548 @@
+"""MoLAM: the mixture-of-LLMs annotation model (paper Eqs. 4-6) and its honest baselines.
+
+Shapes used throughout: ``n`` rows, ``N`` annotators (LLMs), ``K`` classes.
+
+* :func:`molam_features` builds h(x) = [z_1, c_1, ..., z_N, c_N] from label scores and
+  consistency, each of shape (n, N, K).
+* :func:`negative_labels` marks the classes every annotator (or their mean) rules out.
+* Baselines, each returning probabilities (n, K): :func:`vote`, :func:`score_average`,
+  :func:`single`, :func:`dawid_skene` (needs no seed labels).
+* :class:`MoLAM`: XGBoost ``multi:softprob`` on the seed rows plus pseudo-labelling, with an
+  optional base margin (log of an ensemble's probabilities) so boosting starts from it.
+* :func:`select_molam`: picks candidate settings by stratified k-fold cross-validation on the
+  seed rows only (the reference code's selection by gold accuracy on the pool is leakage).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+
+_EPS = 1e-12
+
+
+# ----------------------------------------------------------------------------- validation
+def _array3(name: str, value: Any) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 3:
+        raise DataError(f"{name} must have shape (rows, annotators, classes), got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise DataError(f"{name} must have at least one row and one annotator, got shape {arr.shape}")
+    if arr.shape[2] < 2:
+        raise DataError(f"{name} must have at least 2 classes (last axis), got {arr.shape[2]}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{name} contains NaN or infinite values: replace them (e.g. with 0) first")
+    if np.any(arr < 0):
+        raise DataError(f"{name} must be non-negative (probabilities or shares), found {arr.min():g}")
+    return arr
+
+
+def _features2(name: str, value: Any, n_features: int | None = None) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 2:
+        raise DataError(f"{name} must have shape (rows, features), got shape {arr.shape}")
+    if arr.shape[0] < 1:
+        raise DataError(f"{name} has no rows: pass at least one row")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise DataError(
+            f"{name} has {arr.shape[1]} feature columns but the model was fitted on {n_features}: "
+            "build the features the same way for both"
+        )
+    if np.any(np.isnan(arr)):
+        raise DataError(f"{name} contains NaN values: replace them before fitting or predicting")
+    return arr
+
+
+def _check_classes(n_classes: Any) -> int:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+        raise ConfigError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    if n_classes < 2:
+        raise ConfigError(f"n_classes must be >= 2 (a label set needs at least 2 classes), got {n_classes}")
+    return int(n_classes)
+
+
+def _labels(name: str, value: Any, n_rows: int, n_classes: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise DataError(f"{name} must have shape ({n_rows},) to match the feature rows, got {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise DataError(f"{name} must hold integer class indices 0..{n_classes - 1}")
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= n_classes)
+    if np.any(bad):
+        raise DataError(
+            f"{name} has labels out of range [0, {n_classes}): e.g. {arr[bad][:5].tolist()}; "
+            "map labels to 0..n_classes-1 or raise n_classes"
+        )
+    return arr
+
+
+def _margin(name: str, value: Any, n_rows: int, n_classes: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n_rows, n_classes):
+        raise DataError(f"{name} must have shape ({n_rows}, {n_classes}) (rows, classes), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{name} must be finite: use log(clip(probabilities, 1e-6, 1)), not log(0)")
+    return arr
+
+
+def _normalise(scores: np.ndarray) -> np.ndarray:
+    """Scores (..., K) divided by their row sum; an all-zero row becomes uniform."""
+    total = scores.sum(axis=-1, keepdims=True)
+    k = scores.shape[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, scores / np.where(total > 0, total, 1.0), 1.0 / k)
+    return out
+
+
+def log_margin(probabilities: Any, floor: float = 1e-4) -> np.ndarray:
+    """Base margin (n, K) for :class:`MoLAM`: log of probabilities (n, K) clipped below at ``floor``."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2:
+        raise DataError(f"probabilities must have shape (rows, classes), got {p.shape}")
+    return np.log(np.clip(p, floor, 1.0))
+
+
+# ----------------------------------------------------------------------------- features
+def molam_features(scores: Any, consistency: Any, invalid: Any = None) -> np.ndarray:
+    """h(x) of paper Eq. 4.
+
+    scores, consistency: (n, N, K) label scores z and consistency shares c of N annotators.
+    invalid: optional (n, N) share of each annotator's sampled answers that were no label.
+    Returns (n, 2*N*K) = [z_1, c_1, ..., z_N, c_N]; with ``invalid`` given, (n, 2*N*K + 2*N):
+    the paper's columns followed by, per annotator, [invalid share, entropy of its
+    normalised scores]. Leave ``invalid`` out to reproduce the paper exactly.
+    """
+    z = _array3("scores", scores)
+    c = _array3("consistency", consistency)
+    if z.shape != c.shape:
+        raise DataError(f"scores {z.shape} and consistency {c.shape} must have the same shape (n, N, K)")
+    n, n_ann, k = z.shape
+    out = np.concatenate([z, c], axis=2).reshape(n, 2 * n_ann * k)
+    if invalid is None:
+        return out
+    inv = np.asarray(invalid, dtype=np.float64)
+    if inv.shape != (n, n_ann):
+        raise DataError(f"invalid must have shape ({n}, {n_ann}) (rows, annotators), got {inv.shape}")
+    if not np.all(np.isfinite(inv)) or np.any(inv < 0) or np.any(inv > 1):
+        raise DataError("invalid must hold shares in [0, 1]")
+    p = _normalise(z)
+    entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=2)
+    extra = np.stack([inv, entropy], axis=2).reshape(n, 2 * n_ann)
+    return np.concatenate([out, extra], axis=1)
+
+
+def split_meta(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's recorded ``*_meta_x.npy`` (n, 2*N, K) as (scores, consistency), each (n, N, K)."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[1] % 2:
+        raise DataError(f"meta features must have shape (rows, 2*annotators, classes), got {arr.shape}")
+    return arr[:, 0::2], arr[:, 1::2]
+
+
+def negative_labels(scores: Any, delta: float = 0.001, rule: str = "every") -> np.ndarray:
+    """Negative labels y- (paper Eq. 5): bool (n, K), True where the class is ruled out.
+
+    scores: (n, N, K). ``rule="every"``: every annotator's score < delta (the paper);
+    ``rule="mean"``: the mean over annotators <= delta (the reference code).
+    """
+    z = _array3("scores", scores)
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must be in (0, 1), got {delta}")
+    if rule == "every":
+        return np.all(z < delta, axis=1)
+    if rule == "mean":
+        return z.mean(axis=1) <= delta
+    raise ConfigError(f"rule must be 'every' or 'mean', got {rule!r}")
+
+
+# ----------------------------------------------------------------------------- baselines
+def score_average(scores: Any) -> np.ndarray:
+    """Score-average ensemble: mean over annotators of each one's row-normalised scores (n, N, K) -> (n, K)."""
+    return _normalise(_array3("scores", scores)).mean(axis=1)
+
+
+def single(scores: Any, i: int) -> np.ndarray:
+    """Annotator ``i`` alone: its row-normalised scores, (n, N, K) -> (n, K)."""
+    z = _array3("scores", scores)
+    if not -z.shape[1] <= i < z.shape[1]:
+        raise DataError(f"annotator index {i} out of range: there are {z.shape[1]} annotators")
+    return _normalise(z[:, i])
+
+
+def vote(consistency: Any, scores: Any = None) -> np.ndarray:
+    """Vote ensemble: sum over annotators of consistency (n, N, K), normalised -> (n, K).
+
+    With equal consistency the majority is the class of all annotators' samples pooled; ties
+    go to the higher score average (``scores`` (n, N, K) if given, else uniform). A row with
+    no valid sample at all gets the score average (or uniform).
+    """
+    c = _array3("consistency", consistency)
+    total = c.sum(axis=1)
+    if scores is not None:
+        z = _array3("scores", scores)
+        if z.shape != c.shape:
+            raise DataError(f"scores {z.shape} and consistency {c.shape} must have the same shape")
+        tie = score_average(z)
+    else:
+        tie = np.full(total.shape, 1.0 / total.shape[1])
+    # tie-break below the smallest vote step (1/T with T <= 1e4 samples)
+    votes = total + 1e-6 * tie
+    return np.where(total.sum(axis=1, keepdims=True) > 0, _normalise(votes), tie)
+
+
+def dawid_skene(
+    labels: Any, n_classes: int, iterations: int = 50, seed: int = 50, smoothing: float = 0.01
+) -> np.ndarray:
+    """Dawid-Skene EM label model; needs no seed labels. Returns class posteriors (n, K).
+
+    labels: either soft votes (n, N, K) such as consistency shares, or hard labels (n, N)
+    with -1 for "no answer". Initialised from the pooled vote; ``seed`` only breaks exact
+    ties in that start, so the result is deterministic for a given seed.
+    """
+    k = _check_classes(n_classes)
+    arr = np.asarray(labels)
+    if arr.ndim == 2:
+        hard = arr.astype(np.int64)
+        if np.any((hard < -1) | (hard >= k)):
+            raise DataError(f"hard labels must be in [0, {k}) or -1 for no answer")
+        soft = np.zeros(hard.shape + (k,))
+        rows, anns = np.nonzero(hard >= 0)
+        soft[rows, anns, hard[rows, anns]] = 1.0
+    else:
+        soft = _array3("labels", arr)
+        if soft.shape[2] != k:
+            raise DataError(f"labels have {soft.shape[2]} classes on the last axis but n_classes is {k}")
+    if iterations < 1:
+        raise ConfigError(f"iterations must be >= 1, got {iterations}")
+    rng = np.random.default_rng(seed)
+    post = soft.sum(axis=1) + 1e-9 * rng.random((soft.shape[0], k))
+    post = _normalise(post)
+    for _ in range(iterations):
+        # M step: class priors and per-annotator confusion matrices conf[j, true, given]
+        prior = (post.sum(axis=0) + smoothing) / (post.shape[0] + k * smoothing)
+        conf = np.einsum("nt,njg->jtg", post, soft) + smoothing
+        conf /= conf.sum(axis=2, keepdims=True)
+        # E step
+        log_post = np.log(prior)[None, :] + np.einsum("njg,jtg->nt", soft, np.log(conf))
+        log_post -= log_post.max(axis=1, keepdims=True)
+        new = np.exp(log_post)
+        new /= new.sum(axis=1, keepdims=True)
+        if np.max(np.abs(new - post)) < 1e-7:
+            post = new
+            break
+        post = new
+    return post
+
+
+# ----------------------------------------------------------------------------- MoLAM
+class MoLAM:
+    """XGBoost ``multi:softprob`` annotation model with pseudo-labelling (paper Eq. 6).
+
+    ``fit`` trains on the seed rows, then repeatedly adds unlabelled rows whose highest
+    probability exceeds ``sigma`` (with their argmax label; a row keeps its first label),
+    refitting from scratch, until no row is added or ``max_pseudo_rounds`` is reached
+    (``min_new_rows`` > 1 stops earlier, when a round would add fewer rows than that: the
+    tail rounds that add a handful of rows each cost a full refit).
+    ``nthread`` None: 1 thread below 2,000 training rows, else 2.
+    A base margin (n, K), e.g. :func:`log_margin` of :func:`score_average`, makes boosting
+    start from an ensemble; it must then also be given to :meth:`predict_proba`.
+
+    Fitted attributes: ``booster_`` (xgboost.Booster), ``n_classes_``, ``n_features_in_``,
+    ``pseudo_rows_`` (indices into the unlabelled rows, in the order added),
+    ``pseudo_labels_`` (their labels), ``pseudo_counts_`` (rows added per round),
+    ``uses_base_margin_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        learning_rate: float = 0.05,
+        max_depth: int = 3,
+        n_estimators: int = 300,
+        sigma: float = 0.9,
+        max_pseudo_rounds: int = 100,
+        pseudo_label: bool = True,
+        reg_lambda: float = 1.0,
+        min_child_weight: float = 1.0,
+        subsample: float = 1.0,
+        seed: int = 50,
+        min_new_rows: int = 1,
+        max_bin: int = 64,
+        nthread: int | None = None,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.n_estimators = n_estimators
+        self.sigma = sigma
+        self.max_pseudo_rounds = max_pseudo_rounds
+        self.pseudo_label = pseudo_label
+        self.reg_lambda = reg_lambda
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.seed = seed
+        self.min_new_rows = min_new_rows
+        self.max_bin = max_bin
+        self.nthread = nthread
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters as a dict."""
+        return {name: getattr(self, name) for name in _PARAM_NAMES}
+
+    def _validate_params(self) -> None:
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (isinstance(self.max_depth, (int, np.integer)) and self.max_depth >= 1):
+            raise ConfigError(f"max_depth must be an integer >= 1, got {self.max_depth}")
+        if not (isinstance(self.n_estimators, (int, np.integer)) and self.n_estimators >= 1):
+            raise ConfigError(f"n_estimators must be an integer >= 1, got {self.n_estimators}")
+        if not 0 < self.sigma < 1:
+            raise ConfigError(f"sigma must be in (0, 1), got {self.sigma}")
+        if not (isinstance(self.max_pseudo_rounds, (int, np.integer)) and self.max_pseudo_rounds >= 0):
+            raise ConfigError(f"max_pseudo_rounds must be an integer >= 0, got {self.max_pseudo_rounds}")
+        if self.reg_lambda < 0 or self.min_child_weight < 0:
+            raise ConfigError("reg_lambda and min_child_weight must be >= 0")
+        if not (isinstance(self.min_new_rows, (int, np.integer)) and self.min_new_rows >= 1):
+            raise ConfigError(f"min_new_rows must be an integer >= 1, got {self.min_new_rows}")
+        if not (isinstance(self.max_bin, (int, np.integer)) and self.max_bin >= 2):
+            raise ConfigError(f"max_bin must be an integer >= 2, got {self.max_bin}")
+        if self.nthread is not None and not (isinstance(self.nthread, (int, np.integer)) and self.nthread >= 1):
+            raise ConfigError(f"nthread must be None (automatic) or an integer >= 1, got {self.nthread}")
+        if not 0 < self.subsample <= 1:
+            raise ConfigError(f"subsample must be in (0, 1], got {self.subsample}")
+
+    def _threads(self, n_rows: int) -> int:
+        if self.nthread is not None:
+            return int(self.nthread)
+        # one thread is fastest on seed-sized data; two pay off from a few thousand rows
+        return 1 if n_rows < 2000 else min(2, os.cpu_count() or 1)
+
+    def _xgb_params(self, n_classes: int, n_rows: int) -> dict[str, Any]:
+        return {
+            "objective": "multi:softprob",
+            "num_class": n_classes,
+            "eta": float(self.learning_rate),
+            "max_depth": int(self.max_depth),
+            "lambda": float(self.reg_lambda),
+            "min_child_weight": float(self.min_child_weight),
+            "subsample": float(self.subsample),
+            "tree_method": "hist",
+            "max_bin": int(self.max_bin),
+            "nthread": self._threads(n_rows),
+            "seed": int(self.seed),
+            "verbosity": 0,
+        }
+
+    def _train(self, x: np.ndarray, y: np.ndarray, margin: np.ndarray | None) -> Any:
+        import xgboost as xgb
+
+        dtrain = xgb.DMatrix(x, label=y, nthread=self._threads(x.shape[0]))
+        if margin is not None:
+            dtrain.set_base_margin(margin.reshape(-1))
+        params = self._xgb_params(self.n_classes_, x.shape[0])
+        if margin is not None:
+            params["base_score"] = 0.5  # start exactly from the margin, no fitted intercept
+        return xgb.train(params, dtrain, num_boost_round=int(self.n_estimators))
+
+    def _proba(self, booster: Any, x: np.ndarray, margin: np.ndarray | None) -> np.ndarray:
+        import xgboost as xgb
+
+        d = xgb.DMatrix(x, nthread=self._threads(x.shape[0]))
+        if margin is not None:
+            d.set_base_margin(margin.reshape(-1))
+        p = booster.predict(d).reshape(x.shape[0], self.n_classes_).astype(np.float64)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def fit(
+        self,
+        features_seed: Any,
+        y_seed: Any,
+        features_unlabelled: Any = None,
+        n_classes: int | None = None,
+        base_margin_seed: Any = None,
+        base_margin_unlabelled: Any = None,
+    ) -> MoLAM:
+        """Fit on seed rows (n_s, F) with labels (n_s,) in [0, K), pseudo-labelling (n_u, F).
+
+        ``n_classes`` K defaults to max(y_seed) + 1; pass it when classes may be absent from
+        the seeds. Base margins: (n_s, K) and (n_u, K), both or neither.
+        """
+        self._validate_params()
+        xs = _features2("features_seed", features_seed)
+        if n_classes is None:
+            y_raw = np.asarray(y_seed)
+            n_classes = int(y_raw.max()) + 1 if y_raw.size and np.issubdtype(y_raw.dtype, np.number) else 0
+            n_classes = max(n_classes, 2)
+        k = _check_classes(n_classes)
+        ys = _labels("y_seed", y_seed, xs.shape[0], k)
+        xu = None
+        if features_unlabelled is not None:
+            xu = _features2("features_unlabelled", features_unlabelled, xs.shape[1])
+        ms = _margin("base_margin_seed", base_margin_seed, xs.shape[0], k)
+        mu = None
+        if xu is not None:
+            mu = _margin("base_margin_unlabelled", base_margin_unlabelled, xu.shape[0], k)
+        if (ms is None) != (mu is None) and xu is not None and self.pseudo_label:
+            raise DataError("give base_margin_seed and base_margin_unlabelled together, or neither")
+        self.n_classes_ = k
+        self.n_features_in_ = xs.shape[1]
+        self.uses_base_margin_ = ms is not None
+        self.booster_ = self._train(xs, ys, ms)
+        added = np.zeros(0, dtype=np.int64)
+        labels = np.zeros(0, dtype=np.int64)
+        counts: list[int] = []
+        if self.pseudo_label and xu is not None and self.max_pseudo_rounds > 0:
+            taken = np.zeros(xu.shape[0], dtype=bool)
+            for _ in range(int(self.max_pseudo_rounds)):
+                p = self._proba(self.booster_, xu, mu)
+                new = np.flatnonzero(~taken & (p.max(axis=1) > self.sigma))
+                counts.append(int(new.size))
+                if new.size < self.min_new_rows:
+                    break
+                taken[new] = True
+                added = np.concatenate([added, new])
+                labels = np.concatenate([labels, p[new].argmax(axis=1)])
+                x_all = np.concatenate([xs, xu[added]])
+                y_all = np.concatenate([ys, labels])
+                m_all = None if ms is None else np.concatenate([ms, mu[added]])
+                self.booster_ = self._train(x_all, y_all, m_all)
+        self.pseudo_rows_ = added
+        self.pseudo_labels_ = labels
+        self.pseudo_counts_ = counts
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise ConfigError("this MoLAM is not fitted yet: call fit(...) first")
+
+    def predict_proba(self, features: Any, base_margin: Any = None) -> np.ndarray:
+        """Class probabilities (n, K) for features (n, F); each row sums to 1."""
+        self._check_fitted()
+        x = _features2("features", features, self.n_features_in_)
+        m = _margin("base_margin", base_margin, x.shape[0], self.n_classes_)
+        if self.uses_base_margin_ and m is None:
+            raise DataError("this MoLAM was fitted with a base margin: pass base_margin for these rows too")
+        if not self.uses_base_margin_ and m is not None:
+            raise DataError("this MoLAM was fitted without a base margin: do not pass one to predict")
+        return self._proba(self.booster_, x, m)
+
+    def predict(self, features: Any, base_margin: Any = None) -> np.ndarray:
+        """Most probable class (n,) for features (n, F)."""
+        return self.predict_proba(features, base_margin).argmax(axis=1)
+
+
+_PARAM_NAMES = (
+    "learning_rate",
+    "max_depth",
+    "n_estimators",
+    "sigma",
+    "max_pseudo_rounds",
+    "pseudo_label",
+    "reg_lambda",
+    "min_child_weight",
+    "subsample",
+    "seed",
+    "min_new_rows",
+    "max_bin",
+    "nthread",
+)
+
+
+# ----------------------------------------------------------------------------- selection
+def stratified_folds(y: Any, folds: int, seed: int = 50) -> np.ndarray:
+    """Fold index (n,) for labels (n,): each class's rows shuffled and dealt round-robin."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    out = np.empty(y.shape[0], dtype=np.int64)
+    start = 0
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        out[idx] = (start + np.arange(idx.size)) % folds
+        start = (start + idx.size) % folds
+    return out
+
+
+def select_molam(
+    features_seed: Any,
+    y_seed: Any,
+    features_unlabelled: Any,
+    n_classes: int,
+    candidates: Sequence[Mapping[str, Any]],
+    folds: int = 5,
+    seed: int = 50,
+    metric: str = "log_loss",
+    base_margin_seed: Any = None,
+    base_margin_unlabelled: Any = None,
+    max_unlabelled_cv: int | None = 2000,
+) -> MoLAM:
+    """Choose among candidate settings by stratified k-fold CV on the SEED rows, then refit.
+
+    candidates: dicts of :class:`MoLAM` parameters, optionally with ``"base_margin": True``
+    to use the given base margins (n_s, K) / (n_u, K). Only seed labels are used to score:
+    ``metric`` "log_loss" (lower is better) or "accuracy". During CV pseudo-labelling uses at
+    most ``max_unlabelled_cv`` random unlabelled rows (None: all) to stay fast. The winner is
+    fitted on all seeds (+ all unlabelled rows) and returned; ``cv_scores_`` on it lists
+    each candidate's score, ``selected_`` the winning dict.
+    """
+    k = _check_classes(n_classes)
+    xs = _features2("features_seed", features_seed)
+    ys = _labels("y_seed", y_seed, xs.shape[0], k)
+    xu = None if features_unlabelled is None else _features2("features_unlabelled", features_unlabelled, xs.shape[1])
+    ms = _margin("base_margin_seed", base_margin_seed, xs.shape[0], k)
+    mu = None if xu is None else _margin("base_margin_unlabelled", base_margin_unlabelled, xu.shape[0], k)
+    if not candidates:
+        raise ConfigError("candidates is empty: give at least one dict of MoLAM parameters")
+    if metric not in ("log_loss", "accuracy"):
+        raise ConfigError(f"metric must be 'log_loss' or 'accuracy', got {metric!r}")
+    if not (isinstance(folds, int) and 2 <= folds <= xs.shape[0]):
+        raise ConfigError(f"folds must be an integer in [2, {xs.shape[0]}] (the number of seed rows), got {folds}")
+    for cand in candidates:
+        unknown = set(cand) - set(_PARAM_NAMES) - {"base_margin"}
+        if unknown:
+            raise ConfigError(f"unknown candidate key(s): {', '.join(sorted(unknown))}")
+        if cand.get("base_margin") and (ms is None or (xu is not None and mu is None)):
+            raise DataError("a candidate asks for a base margin: pass base_margin_seed (and _unlabelled)")
+    fold = stratified_folds(ys, folds, seed)
+    cv_u = xu
+    cv_mu = mu
+    if xu is not None and max_unlabelled_cv is not None and xu.shape[0] > max_unlabelled_cv:
+        pick = np.sort(np.random.default_rng(seed).choice(xu.shape[0], max_unlabelled_cv, replace=False))
+        cv_u = xu[pick]
+        cv_mu = None if mu is None else mu[pick]
+    scores = []
+    for cand in candidates:
+        use_m = bool(cand.get("base_margin", False))
+        params = {key: value for key, value in cand.items() if key != "base_margin"}
+        total = 0.0
+        for f in range(folds):
+            tr, te = fold != f, fold == f
+            if not te.any():
+                continue
+            model = MoLAM(**{**params, "seed": params.get("seed", seed)})
+            model.fit(
+                xs[tr], ys[tr], cv_u, k,
+                ms[tr] if use_m else None, cv_mu if use_m else None,
+            )
+            p = model.predict_proba(xs[te], ms[te] if use_m else None)
+            if metric == "log_loss":
+                total += -np.sum(np.log(np.clip(p[np.arange(te.sum()), ys[te]], 1e-6, 1.0)))
+            else:
+                total -= np.sum(p.argmax(axis=1) == ys[te])
+        scores.append(total / xs.shape[0])
+    best = int(np.argmin(scores))
+    cand = candidates[best]
+    use_m = bool(cand.get("base_margin", False))
+    params = {key: value for key, value in cand.items() if key != "base_margin"}
+    model = MoLAM(**{**params, "seed": params.get("seed", seed)})
+    model.fit(xs, ys, xu, k, ms if use_m else None, mu if use_m else None)
+    model.cv_scores_ = scores
+    model.selected_ = dict(cand)
+    return model

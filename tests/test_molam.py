@@ -1,0 +1,224 @@
+"""MoLAM and its baselines on synthetic annotators with known accuracies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mollia_edge.errors import ConfigError, DataError
+from mollia_edge.molam import (
+    MoLAM,
+    dawid_skene,
+    log_margin,
+    molam_features,
+    negative_labels,
+    score_average,
+    select_molam,
+    single,
+    vote,
+)
+
+
+def synthetic(n: int, k: int, accuracies: list[float], seed: int = 0, samples: int = 10):
+    """Gold labels (n,), scores and consistency (n, N, K) of annotators with given accuracies.
+
+    Each annotator answers its chosen class (gold with probability ``acc``, else a random other
+    class) with confidence ~0.6-0.95 and spreads the rest; consistency is ``samples`` draws.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    scores = np.zeros((n, len(accuracies), k))
+    consistency = np.zeros_like(scores)
+    for j, acc in enumerate(accuracies):
+        right = rng.random(n) < acc
+        other = (y + rng.integers(1, k, n)) % k
+        chosen = np.where(right, y, other)
+        conf = rng.uniform(0.6, 0.95, n)
+        rest = rng.dirichlet(np.ones(k), n) * (1 - conf)[:, None]
+        rest[np.arange(n), chosen] = 0
+        rest *= (1 - conf)[:, None] / np.maximum(rest.sum(axis=1, keepdims=True), 1e-12)
+        rest[np.arange(n), chosen] = conf
+        scores[:, j] = rest
+        for i in range(n):
+            consistency[i, j] = rng.multinomial(samples, rest[i]) / samples
+    return y, scores, consistency
+
+
+def _acc(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(p.argmax(axis=1) == y))
+
+
+FAST = dict(n_estimators=60, learning_rate=0.1, max_depth=2)
+
+
+def test_features_shape_and_order():
+    s = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4) / 100
+    c = s + 1
+    h = molam_features(s, c)
+    assert h.shape == (2, 2 * 3 * 4)
+    np.testing.assert_array_equal(h[0, :4], s[0, 0])
+    np.testing.assert_array_equal(h[0, 4:8], c[0, 0])
+    np.testing.assert_array_equal(h[1, 8:12], s[1, 1])
+    extra = molam_features(s, c, invalid=np.full((2, 3), 0.25))
+    assert extra.shape == (2, 24 + 6)
+    np.testing.assert_array_equal(extra[:, :24], h)
+    assert np.all(extra[:, 24::2] == 0.25)
+    assert np.all(extra[:, 25::2] > 0)  # entropies
+
+
+def test_molam_recovers_better_annotator():
+    y, s, c = synthetic(1000, 4, [0.85, 0.55], seed=1)
+    h = molam_features(s, c)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(y))
+    seed_rows, rest = idx[:50], idx[50:]
+    model = MoLAM(**FAST, seed=3).fit(h[seed_rows], y[seed_rows], h[rest], 4)
+    acc = _acc(model.predict_proba(h[rest]), y[rest])
+    good = _acc(single(s, 0)[rest], y[rest])
+    bad = _acc(single(s, 1)[rest], y[rest])
+    assert acc >= good - 0.03
+    assert acc > bad + 0.15
+    # with the ensemble as base margin too
+    m = log_margin(score_average(s))
+    model = MoLAM(**FAST).fit(h[seed_rows], y[seed_rows], h[rest], 4, m[seed_rows], m[rest])
+    assert _acc(model.predict_proba(h[rest], m[rest]), y[rest]) >= good - 0.03
+
+
+@pytest.mark.parametrize("missing", [0, 2, 4])
+def test_missing_classes_in_seeds(missing):
+    k = 5
+    y, s, c = synthetic(400, k, [0.9, 0.8], seed=2)
+    h = molam_features(s, c)
+    keep = np.flatnonzero(y != missing)[:40]
+    model = MoLAM(**FAST).fit(h[keep], y[keep], h, k)
+    p = model.predict_proba(h)
+    assert p.shape == (400, k)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert model.n_classes_ == k
+
+
+@pytest.mark.parametrize("k", [2, 20])
+def test_k2_and_k20(k):
+    y, s, c = synthetic(600, k, [0.9, 0.7], seed=k)
+    h = molam_features(s, c)
+    # 50 seeds cannot teach trees 20 classes (2.5 rows each): start from the ensemble
+    m = log_margin(score_average(s))
+    model = MoLAM(**FAST, max_pseudo_rounds=3).fit(h[:50], y[:50], h[50:], k, m[:50], m[50:])
+    p = model.predict_proba(h[50:], m[50:])
+    assert p.shape == (550, k)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert _acc(p, y[50:]) >= _acc(score_average(s)[50:], y[50:]) - 0.03
+    assert _acc(p, y[50:]) > 0.8
+    assert model.predict(h[:3], m[:3]).shape == (3,)
+
+
+def test_deterministic_with_seed():
+    y, s, c = synthetic(500, 4, [0.8, 0.7], seed=4)
+    h = molam_features(s, c)
+    params = dict(FAST, subsample=0.8, seed=7)
+    a = MoLAM(**params).fit(h[:50], y[:50], h[50:], 4)
+    b = MoLAM(**params).fit(h[:50], y[:50], h[50:], 4)
+    np.testing.assert_array_equal(a.predict_proba(h), b.predict_proba(h))
+    np.testing.assert_array_equal(a.pseudo_rows_, b.pseudo_rows_)
+
+
+def test_pseudo_labels_only_above_sigma():
+    y, s, c = synthetic(500, 3, [0.9, 0.8], seed=5)
+    h = molam_features(s, c)
+    hu = h[50:]
+    sigma = 0.9
+    plain = MoLAM(**FAST, pseudo_label=False).fit(h[:50], y[:50], hu, 3)
+    assert plain.pseudo_counts_ == [] and plain.pseudo_rows_.size == 0
+    first = plain.predict_proba(hu)
+    model = MoLAM(**FAST, sigma=sigma).fit(h[:50], y[:50], hu, 3)
+    counts = model.pseudo_counts_
+    assert counts[0] == int(np.sum(first.max(axis=1) > sigma))
+    assert sum(counts) == model.pseudo_rows_.size
+    assert len(set(model.pseudo_rows_.tolist())) == model.pseudo_rows_.size
+    # first-round rows carry the seed-only model's argmax label
+    np.testing.assert_array_equal(model.pseudo_labels_[: counts[0]], first[model.pseudo_rows_[: counts[0]]].argmax(1))
+    assert counts[-1] == 0 or len(counts) == model.max_pseudo_rounds
+    capped = MoLAM(**FAST, max_pseudo_rounds=1).fit(h[:50], y[:50], hu, 3)
+    assert len(capped.pseudo_counts_) == 1
+
+
+def test_negative_label_rules():
+    scores = np.array(
+        [
+            [[0.0005, 0.9, 0.0995], [0.0001, 0.5, 0.4999]],  # class 0 low everywhere
+            [[0.0005, 0.9, 0.0995], [0.0015, 0.5, 0.4985]],  # class 0: mean 0.001, one above
+        ]
+    )
+    every = negative_labels(scores, 0.001, "every")
+    mean = negative_labels(scores, 0.001, "mean")
+    np.testing.assert_array_equal(every, [[True, False, False], [False, False, False]])
+    np.testing.assert_array_equal(mean, [[True, False, False], [True, False, False]])
+    with pytest.raises(ConfigError, match="rule"):
+        negative_labels(scores, rule="median")
+
+
+def test_baselines_recover_easy_labels():
+    y, s, c = synthetic(800, 4, [0.9, 0.85, 0.8], seed=6)
+    assert _acc(vote(c, s), y) > 0.9
+    assert _acc(score_average(s), y) > 0.9
+    ds = dawid_skene(c, 4, seed=0)
+    assert ds.shape == (800, 4)
+    np.testing.assert_allclose(ds.sum(axis=1), 1.0)
+    assert _acc(ds, y) > 0.9
+    hard = s.argmax(axis=2)
+    assert _acc(dawid_skene(hard, 4), y) > 0.9
+    np.testing.assert_allclose(vote(c).sum(axis=1), 1.0)
+    assert _acc(single(s, 0), y) > 0.85
+
+
+def test_vote_tie_goes_to_higher_score():
+    c = np.array([[[1.0, 0.0], [0.0, 1.0]]])
+    s = np.array([[[0.6, 0.4], [0.1, 0.9]]])
+    assert vote(c, s).argmax() == 1
+
+
+def test_select_molam_uses_seed_rows_only():
+    y, s, c = synthetic(600, 3, [0.85, 0.6], seed=8)
+    h = molam_features(s, c)
+    m = log_margin(score_average(s))
+    candidates = [
+        dict(FAST, pseudo_label=False),
+        dict(FAST, pseudo_label=True),
+        dict(FAST, pseudo_label=False, base_margin=True),
+    ]
+    model = select_molam(h[:50], y[:50], h[50:], 3, candidates, folds=3, seed=1,
+                         base_margin_seed=m[:50], base_margin_unlabelled=m[50:])
+    assert len(model.cv_scores_) == 3
+    assert model.selected_ == candidates[int(np.argmin(model.cv_scores_))]
+    margin = m[50:] if model.uses_base_margin_ else None
+    assert model.predict_proba(h[50:], margin).shape == (550, 3)
+
+
+def test_bad_inputs():
+    y, s, c = synthetic(100, 3, [0.9], seed=9)
+    h = molam_features(s, c)
+    with pytest.raises(DataError, match="same shape"):
+        molam_features(s, c[:, :, :2])
+    with pytest.raises(DataError, match="2 classes"):
+        molam_features(s[:, :, :1], c[:, :, :1])
+    with pytest.raises(DataError, match="shape"):
+        molam_features(s[0], c[0])
+    with pytest.raises(DataError, match="out of range"):
+        MoLAM(**FAST).fit(h[:50], np.full(50, 3), h[50:], 3)
+    with pytest.raises(DataError, match="match the feature rows"):
+        MoLAM(**FAST).fit(h[:50], y[:40], h[50:], 3)
+    with pytest.raises(DataError, match="feature columns"):
+        MoLAM(**FAST).fit(h[:50], y[:50], h[50:, :-1], 3)
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        MoLAM(**FAST).fit(h[:50], np.zeros(50, int), h[50:], 1)
+    with pytest.raises(ConfigError, match="sigma"):
+        MoLAM(sigma=1.5).fit(h[:50], y[:50], h[50:], 3)
+    with pytest.raises(ConfigError, match="not fitted"):
+        MoLAM().predict(h)
+    model = MoLAM(**FAST, pseudo_label=False).fit(h[:50], y[:50], None, 3)
+    with pytest.raises(DataError, match="feature columns"):
+        model.predict(h[:, :-1])
+    with pytest.raises(DataError, match="without a base margin"):
+        model.predict(h, np.zeros((100, 3)))
+    with pytest.raises(ConfigError, match="candidates"):
+        select_molam(h[:50], y[:50], h[50:], 3, [])
