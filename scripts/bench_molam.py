@@ -74,7 +74,12 @@ def one_draw(scores, consistency, gold, draw: int) -> dict[str, float]:
     rest = np.setdiff1d(np.arange(n), seed_rows)
     features = molam_features(scores, consistency)
     margin = log_margin(score_average(scores))
+    # each LLM alone, by its label scores and by the majority of its sampled answers
     out = {f"single_{i}": accuracy(single(scores, i)[rest], gold[rest]) for i in range(n_models)}
+    out |= {
+        f"single_vote_{i}": accuracy(vote(consistency[:, i : i + 1], scores[:, i : i + 1])[rest], gold[rest])
+        for i in range(n_models)
+    }
     out["vote"] = accuracy(vote(consistency, scores)[rest], gold[rest])
     out["score_avg"] = accuracy(score_average(scores)[rest], gold[rest])
     out["label_model"] = accuracy(dawid_skene(consistency, k, seed=draw)[rest], gold[rest])
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         draws = [one_draw(scores, consistency, gold, d) for d in range(args.draws)]
         mean = {key: float(np.mean([d[key] for d in draws])) for key in draws[0]}
         sd = {key: float(np.std([d[key] for d in draws])) for key in draws[0]}
-        singles = [mean[f"single_{i}"] for i in range(scores.shape[1])]
+        singles = [max(mean[f"single_{i}"], mean[f"single_vote_{i}"]) for i in range(scores.shape[1])]
         negatives = {rule: negative_shares(scores, gold, rule) for rule in ("every", "mean")}
         report["datasets"][name] = {
             "molam": mean["molam"], "molam_sd": sd["molam"], "mol": mean["mol"], "mol_sd": sd["mol"],
