@@ -293,10 +293,6 @@ class MoLAM:
         self.max_bin = max_bin
         self.nthread = nthread
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor's parameters as a dict."""
-        return {name: getattr(self, name) for name in _PARAM_NAMES}
-
     def _validate_params(self) -> None:
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")

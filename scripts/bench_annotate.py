@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from bench_report import print_and_save
 
 from mollia_edge.config import LLMConfig
 from mollia_edge.datasets import load_dataset
@@ -177,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{1 / m['speedup_sampled']:.4f} ({m['speedup_sampled']:.0f}× faster)",
             f"{m['exact_over_floor']:.2f}", f"{m['accuracy']:.3f}",
         )
-    console.print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        console.print(f"wrote {args.out}")
+    print_and_save(console, table, report, args.out)
     return 0
 
 

@@ -10,7 +10,6 @@ all other rows; mean ± sd over ``--draws`` draws. Model selection uses the seed
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from bench_report import print_and_save
 
 from mollia_edge.molam import (
     dawid_skene,
@@ -151,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         table.add_row(f"negative labels, rule '{rule}'", *cells)
     table.add_row("MoLAM selection + fit seconds", *[f"{r['fit_seconds']:.2f}" for r in report["datasets"].values()])
-    console.print(table)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        console.print(f"wrote {args.out}")
+    print_and_save(console, table, report, args.out)
     return 0
 
 
