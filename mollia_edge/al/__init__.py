@@ -1,0 +1,1 @@
+"""The active-learning model and loop: ONNX encoder, ONNX training-step graphs, query strategies."""
