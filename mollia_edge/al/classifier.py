@@ -1,0 +1,427 @@
+"""The AL model: a classifier trained by ONNX training-step graphs on stock onnxruntime.
+
+:class:`OnnxClassifier` follows scikit-learn conventions (settings in the constructor,
+``fit`` does the work, fitted attributes end in ``_``). Every mini-batch runs one ONNX graph
+(forward, robust loss of paper Eqs. 7-9, backward, AdamW; see :mod:`.graphs`); parameters
+and AdamW moments stay onnxruntime ``OrtValue`` objects from one step to the next.
+
+Inputs ``x``: in ``head`` mode a float array (n, D); in ``top-layers`` mode any object with
+``.values`` (n, T, E) float32 and ``.mask`` (n, T) int64 (cached hidden states below the
+trained layers). ``K`` = n_classes, ``H`` = hidden width.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator, Mapping
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import version_converter
+
+from ..errors import ConfigError, DataError
+from .autodiff import OPSET, adam_state_names, updated_name
+from .graphs import (
+    EncoderSpec,
+    ModelSpec,
+    encoder_layer_prefix,
+    inference_model,
+    parameter_shapes,
+    training_step_model,
+)
+
+MODES = ("head", "top-layers")
+_CHUNK_ROWS = {"head": 8192, "top-layers": 256}
+_LAYER_INDEX = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+# ---------------------------------------------------------------------------- sessions
+@functools.lru_cache(maxsize=16)
+def _session(spec: ModelSpec, kind: str, threads: int) -> ort.InferenceSession:
+    """A cached onnxruntime session for the ``train`` or ``inference`` graph of ``spec``."""
+    model = training_step_model(spec) if kind == "train" else inference_model(spec)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _ort(array: np.ndarray) -> ort.OrtValue:
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+
+
+def _scalar(value: float) -> ort.OrtValue:
+    """A float32 scalar of shape () (``ortvalue_from_numpy`` would give shape (1,))."""
+    out = ort.OrtValue.ortvalue_from_shape_and_type([], np.float32)
+    out.update_inplace(np.asarray(value, dtype=np.float32))
+    return out
+
+
+# ---------------------------------------------------------------------------- validation
+def _rows(x: Any, mode: str) -> int:
+    if mode == "head":
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise DataError(f"head mode needs x as a numpy array (rows, features), got {type(x).__name__} "
+                            f"{getattr(x, 'shape', '')}")
+        if not np.all(np.isfinite(x)):
+            raise DataError("x contains NaN or infinite values: clean the features first")
+        return x.shape[0]
+    values, mask = getattr(x, "values", None), getattr(x, "mask", None)
+    if not isinstance(values, np.ndarray) or not isinstance(mask, np.ndarray):
+        raise DataError("top-layers mode needs x with .values (rows, tokens, width) and .mask (rows, tokens) arrays")
+    if values.ndim != 3 or mask.shape != values.shape[:2]:
+        raise DataError(f"x.values must be (rows, tokens, width) and x.mask (rows, tokens); got {values.shape} and {mask.shape}")
+    return values.shape[0]
+
+
+def _labels(name: str, y: Any, n: int, n_classes: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.shape != (n,) or y.dtype.kind not in "iu":
+        raise DataError(f"{name} must be integer class indices of shape ({n},), got {y.dtype} {y.shape}")
+    if n and (y.min() < 0 or y.max() >= n_classes):
+        raise DataError(f"{name} must lie in 0..{n_classes - 1}, found {y.min()}..{y.max()}: check n_classes")
+    return y.astype(np.int64)
+
+
+def _row_weights(weights: Any, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float32)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise DataError(f"weights must be {n} finite non-negative numbers (one per row), got shape {w.shape}")
+    return w
+
+
+def _negative_mask(negatives: Any, n: int, n_classes: int) -> np.ndarray:
+    if negatives is None:
+        return np.zeros((n, n_classes), dtype=np.float32)
+    neg = np.asarray(negatives, dtype=np.float32)
+    if neg.shape != (n, n_classes) or not np.all((neg == 0) | (neg == 1)):
+        raise DataError(f"negatives must be a 0/1 (or boolean) mask of shape ({n}, {n_classes}), got {neg.shape}")
+    return neg
+
+
+def _encoder_spec(init_layers: Mapping[str, np.ndarray], n_heads: int, eps: float) -> EncoderSpec:
+    layers = sorted({int(m.group(1)) for name in init_layers if (m := _LAYER_INDEX.match(name))})
+    if not layers:
+        raise ConfigError("init_layers has no 'encoder.layer.<i>.' weights: pass the top layers' safetensors tensors")
+    first = encoder_layer_prefix(layers[0])
+    try:
+        ffn, width = np.shape(init_layers[first + "intermediate.dense.weight"])
+    except KeyError:
+        raise ConfigError(f"init_layers lacks {first}intermediate.dense.weight") from None
+    spec = EncoderSpec(tuple(layers), width=width, n_heads=n_heads, ffn=ffn, layer_norm_eps=eps)
+    expected = parameter_shapes(ModelSpec(width, 2, encoder=spec))
+    for name, shape in expected.items():
+        if name.startswith("encoder.") and np.shape(init_layers.get(name)) != shape:
+            raise ConfigError(f"init_layers[{name!r}] must have shape {shape}, got "
+                              f"{np.shape(init_layers[name]) if name in init_layers else 'nothing'}")
+    return spec
+
+
+class OnnxClassifier:
+    """MLP head (optionally under trainable BERT top layers) trained with the robust AL loss.
+
+    ``learning_rate`` drives the head (default 1e-3), ``encoder_learning_rate`` the encoder
+    layers (paper: 5e-5). ``init_layers`` (top-layers mode) maps safetensors names such as
+    ``encoder.layer.5.attention.self.query.weight`` to fp32 arrays; the layers trained are
+    those it contains. Each ``fit`` is a cold start: a fresh head drawn from ``seed``.
+    """
+
+    def __init__(
+        self,
+        mode: str = "head",
+        *,
+        n_classes: int,
+        hidden: int = 256,
+        dropout: float = 0.1,
+        learning_rate: float = 1e-3,
+        encoder_learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        epochs: int = 40,
+        batch_size: int = 50,
+        patience: int = 10,
+        seed: int = 0,
+        init_layers: Mapping[str, np.ndarray] | None = None,
+        n_heads: int = 12,
+        layer_norm_eps: float = 1e-12,
+        threads: int = 1,
+    ):
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        if n_classes < 2:
+            raise ConfigError(f"n_classes must be at least 2, got {n_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        for name, value in (("hidden", hidden), ("epochs", epochs), ("batch_size", batch_size),
+                            ("patience", patience), ("threads", threads), ("n_heads", n_heads)):
+            if int(value) != value or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if learning_rate <= 0 or encoder_learning_rate <= 0 or weight_decay < 0:
+            raise ConfigError("learning rates must be positive and weight_decay non-negative")
+        if mode == "top-layers" and not init_layers:
+            raise ConfigError("top-layers mode needs init_layers: the pretrained weights of the layers to train")
+        self.mode = mode
+        self.n_classes = n_classes
+        self.hidden_width = hidden  # the setting `hidden`; `hidden(x)` is the features method
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.encoder_learning_rate = encoder_learning_rate
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.seed = seed
+        self.init_layers = init_layers
+        self.n_heads = n_heads
+        self.layer_norm_eps = layer_norm_eps
+        self.threads = threads
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        x: Any,
+        y_pos: Any,
+        weights: Any = None,
+        negatives: Any = None,
+        lambda_nl: float = 0.0,
+        x_val: Any = None,
+        y_val: Any = None,
+    ) -> OnnxClassifier:
+        """Train from scratch on ``x`` with labels ``y_pos`` (n,), row ``weights`` W_d (n,),
+        ``negatives`` (n, K) 0/1 and negative-learning weight ``lambda_nl``.
+
+        With ``x_val``/``y_val`` training stops after ``patience`` epochs without a lower
+        validation cross-entropy and keeps the best epoch's parameters; otherwise it runs
+        all ``epochs``.
+        """
+        n = _rows(x, self.mode)
+        if n == 0:
+            raise DataError("fit needs at least one labelled row")
+        y = _labels("y_pos", y_pos, n, self.n_classes)
+        w = _row_weights(weights, n)
+        neg = _negative_mask(negatives, n, self.n_classes)
+        if not np.isfinite(lambda_nl) or lambda_nl < 0:
+            raise DataError(f"lambda_nl must be a non-negative number, got {lambda_nl}")
+        if (x_val is None) != (y_val is None):
+            raise DataError("pass both x_val and y_val for early stopping, or neither")
+        if x_val is not None:
+            y_val = _labels("y_val", y_val, _rows(x_val, self.mode), self.n_classes)
+
+        self.spec_ = self._model_spec(x)
+        self.n_classes_ = self.n_classes
+        if x_val is not None:
+            self._check_width(x_val)
+        rng = np.random.default_rng(self.seed)
+        state = {name: _ort(value) for name, value in self._initial_parameters(rng).items()}
+        for name in list(state):
+            for moment in adam_state_names(name):
+                state[moment] = _ort(np.zeros(parameter_shapes(self.spec_)[name], dtype=np.float32))
+        constants = {
+            "lambda_nl": _scalar(lambda_nl),
+            "weight_decay": _scalar(self.weight_decay),
+            "lr.head": _scalar(self.learning_rate),
+        }
+        if self.mode == "top-layers":
+            constants["lr.encoder"] = _scalar(self.encoder_learning_rate)
+
+        session = _session(self.spec_, "train", self.threads)
+        output_names = [o.name for o in session.get_outputs()]
+        param_names = list(parameter_shapes(self.spec_))
+        best_loss, best_params, stale, step = np.inf, None, 0, 0
+        self.history_: list[dict[str, float]] = []
+        for epoch in range(self.epochs):
+            order = rng.permutation(n)
+            losses = []
+            for start in range(0, n, self.batch_size):
+                rows = order[start:start + self.batch_size]
+                step += 1
+                feeds = {
+                    **state, **constants, **self._batch_feeds(x, rows),
+                    "y_pos": _ort(y[rows]), "row_weights": _ort(w[rows]), "negative_mask": _ort(neg[rows]),
+                    "dropout_keep": _ort(self._keep_mask(rng, len(rows))),
+                    "step": _scalar(step),
+                }
+                outputs = dict(zip(output_names, session.run_with_ort_values(output_names, feeds)))
+                losses.append(outputs.pop("loss"))
+                state = {name: outputs[updated_name(name)] for name in state}
+            record = {"epoch": epoch, "train_loss": float(np.mean([v.numpy() for v in losses]))}
+            if x_val is not None:
+                record["val_loss"] = self._cross_entropy(x_val, y_val, {p: state[p] for p in param_names})
+                if record["val_loss"] < best_loss:
+                    best_loss, best_params, stale = record["val_loss"], {p: state[p] for p in param_names}, 0
+                    self.best_epoch_ = epoch
+                else:
+                    stale += 1
+            self.history_.append(record)
+            if stale >= self.patience:
+                break
+        if best_params is None:
+            best_params, self.best_epoch_ = {p: state[p] for p in param_names}, len(self.history_) - 1
+        self.params_ = {name: value.numpy().copy() for name, value in best_params.items()}
+        self._param_feeds = {name: _ort(value) for name, value in self.params_.items()}
+        return self
+
+    def _model_spec(self, x: Any) -> ModelSpec:
+        if self.mode == "head":
+            return ModelSpec(x.shape[1], self.n_classes, self.hidden_width)
+        encoder = _encoder_spec(self.init_layers, self.n_heads, self.layer_norm_eps)
+        if x.values.shape[2] != encoder.width:
+            raise DataError(f"x.values has width {x.values.shape[2]} but init_layers are {encoder.width} wide")
+        return ModelSpec(encoder.width, self.n_classes, self.hidden_width, encoder)
+
+    def _initial_parameters(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Encoder weights copied from ``init_layers``; head as PyTorch's Linear: U(+-1/sqrt(fan_in))."""
+        params, shapes = {}, parameter_shapes(self.spec_)
+        for name, shape in shapes.items():
+            if name.startswith("encoder."):
+                params[name] = np.array(self.init_layers[name], dtype=np.float32)
+            else:
+                fan_in = shapes[name.rsplit(".", 1)[0] + ".weight"][1]
+                bound = 1.0 / np.sqrt(fan_in)
+                params[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
+        return params
+
+    def _keep_mask(self, rng: np.random.Generator, rows: int) -> np.ndarray:
+        """Dropout keep-mask (rows, H) scaled by 1/(1-p)."""
+        keep = rng.random((rows, self.hidden_width)) >= self.dropout
+        return (keep / (1.0 - self.dropout)).astype(np.float32)
+
+    def _batch_feeds(self, x: Any, rows: np.ndarray | slice) -> dict[str, ort.OrtValue]:
+        if self.mode == "head":
+            return {"x": _ort(x[rows].astype(np.float32, copy=False))}
+        return {
+            "hidden_states": _ort(x.values[rows].astype(np.float32, copy=False)),
+            "attention_mask": _ort(x.mask[rows].astype(np.int64, copy=False)),
+        }
+
+    # ------------------------------------------------------------------ inference
+    def _fitted_feeds(self) -> dict[str, ort.OrtValue]:
+        if not hasattr(self, "params_"):
+            raise ConfigError("this OnnxClassifier is not fitted yet: call fit first")
+        return self._param_feeds
+
+    def _check_width(self, x: Any) -> int:
+        n = _rows(x, self.mode)
+        width = x.shape[1] if self.mode == "head" else x.values.shape[2]
+        if width != self.spec_.n_features:
+            raise DataError(f"x has width {width} but the model was fitted on {self.spec_.n_features}")
+        return n
+
+    def _chunks(self, n: int) -> Iterator[slice]:
+        size = _CHUNK_ROWS[self.mode]
+        for start in range(0, n, size):
+            yield slice(start, min(start + size, n))
+
+    def _infer(
+        self, x: Any, params: Mapping[str, ort.OrtValue], output: str = "probabilities",
+        keep: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """``probabilities`` (n, K) or ``features`` (n, H); dropout masks drawn from ``keep``."""
+        n = self._check_width(x)
+        session = _session(self.spec_, "inference", self.threads)
+        result = np.empty((n, self.n_classes_ if output == "probabilities" else self.spec_.hidden), np.float32)
+        for rows in self._chunks(n):
+            size = rows.stop - rows.start
+            mask = np.ones((size, self.spec_.hidden), np.float32) if keep is None else self._keep_mask(keep, size)
+            feeds = {**params, **self._batch_feeds(x, rows), "dropout_keep": _ort(mask)}
+            result[rows] = session.run_with_ort_values([output], feeds)[0].numpy()
+        return result
+
+    def _cross_entropy(self, x: Any, y: np.ndarray, params: Mapping[str, ort.OrtValue]) -> float:
+        p = self._infer(x, params)
+        return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Class probabilities (n, K), dropout off."""
+        return self._infer(x, self._fitted_feeds())
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Most probable class (n,)."""
+        return self.predict_proba(x).argmax(axis=1)
+
+    def hidden(self, x: Any) -> np.ndarray:
+        """Penultimate features (n, H): the head's GELU output, dropout off."""
+        return self._infer(x, self._fitted_feeds(), "features")
+
+    def posterior_samples(self, x: Any, n_samples: int, seed: int) -> np.ndarray:
+        """MC-dropout probabilities (S, n, K): one random keep-mask per sample, seeded."""
+        if n_samples < 1:
+            raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
+        rng = np.random.default_rng(seed)
+        return np.stack([self._infer(x, self._fitted_feeds(), keep=rng) for _ in range(n_samples)])
+
+    def noisy_proba(self, x: Any, noise_scale: float, n_draws: int, seed: int) -> np.ndarray:
+        """Probabilities (D, n, K) under weight noise: every parameter tensor W gets Gaussian
+        noise rescaled to norm ``noise_scale * ||W||`` (NoiseStability), dropout off."""
+        if n_draws < 1 or noise_scale < 0:
+            raise ConfigError(f"need n_draws >= 1 and noise_scale >= 0, got {n_draws} and {noise_scale}")
+        self._fitted_feeds()
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(n_draws):
+            noisy = {}
+            for name, w in self.params_.items():
+                noise = rng.standard_normal(w.shape)
+                scale = noise_scale * np.linalg.norm(w) / max(np.linalg.norm(noise), 1e-12)
+                noisy[name] = _ort((w + scale * noise).astype(np.float32))
+            draws.append(self._infer(x, noisy))
+        return np.stack(draws)
+
+    # ------------------------------------------------------------------ export
+    def export_inference(self, path: str | PathLike, prefix_model: onnx.ModelProto | None = None) -> None:
+        """Write one self-contained inference ONNX file (outputs ``probabilities``, ``features``).
+
+        In top-layers mode with ``prefix_model`` (token ids -> hidden states (B, T, E) below the
+        trained layers; inputs input_ids/attention_mask/token_type_ids) the file is one graph:
+        prefix + trained layers + head, taking the prefix's inputs.
+        """
+        self._fitted_feeds()
+        model = inference_model(self.spec_, weights=self.params_, dropout_input=False)
+        if prefix_model is not None:
+            if self.mode != "top-layers":
+                raise ConfigError("prefix_model only applies in top-layers mode")
+            model = attach_prefix(prefix_model, model)
+        onnx.save(model, str(path))
+
+
+def attach_prefix(prefix: onnx.ModelProto, top: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph: ``prefix`` (its single output = hidden states) feeding ``top``'s
+    ``hidden_states``; ``top``'s ``attention_mask`` is the prefix's input of that name."""
+    if len(prefix.graph.output) != 1:
+        raise ConfigError(f"prefix_model must have one output (the hidden states), has {len(prefix.graph.output)}")
+    if "attention_mask" not in {i.name for i in prefix.graph.input}:
+        raise ConfigError("prefix_model must take an 'attention_mask' input")
+    prefix_opset = next((o.version for o in prefix.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+    if prefix_opset < OPSET:
+        prefix = version_converter.convert_version(prefix, OPSET)
+    outer_names = {i.name for i in top.graph.input} | {o.name for o in top.graph.output}
+    renamed = {"hidden_states": prefix.graph.output[0].name, "attention_mask": "attention_mask"}
+
+    def rename(name: str) -> str:
+        if name in renamed:
+            return renamed[name]
+        return name if name in outer_names or not name else f"trained/{name}"
+
+    top = onnx.ModelProto.FromString(top.SerializeToString())
+    for node in top.graph.node:
+        node.name = rename(node.name) if node.name else node.name
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for init in top.graph.initializer:
+        init.name = rename(init.name)
+    graph = onnx.helper.make_graph(
+        list(prefix.graph.node) + list(top.graph.node), "prefix_and_trained_layers",
+        list(prefix.graph.input), list(top.graph.output),
+        list(prefix.graph.initializer) + list(top.graph.initializer),
+    )
+    opsets = [o for o in prefix.opset_import if o.domain not in ("", "ai.onnx")]
+    opsets.append(onnx.helper.make_opsetid("", max(prefix_opset, OPSET)))
+    merged = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=max(prefix.ir_version, top.ir_version))
+    onnx.checker.check_model(merged)
+    return merged

