@@ -81,12 +81,21 @@ class MolamConfig:
     max_pseudo_rounds: int = 100
     negative_rule: NegativeRule = "every"
     """``every``: all LLMs below delta (paper Eq. 5); ``mean``: their mean <= delta (reference code)."""
+    min_new_share: float = 0.002
+    """Pseudo-labelling stops when a round adds fewer than this share of the unlabelled rows
+    (0: the paper's "until no row is added"; the tail rounds each cost a full refit)."""
+    cv_folds: int = 5
+    """Folds of the cross-validation on the seed rows that selects MoLAM's settings."""
+    calibrate: bool = False
+    """Soften MoLAM's probabilities by a temperature fitted on the seed rows' out-of-fold predictions."""
 
     def __post_init__(self) -> None:
         _check(0 < self.delta < 1, f"molam.delta must be in (0, 1), got {self.delta}")
         _check(0 < self.sigma < 1, f"molam.sigma must be in (0, 1), got {self.sigma}")
         _check(self.max_pseudo_rounds >= 0, "molam.max_pseudo_rounds must be >= 0")
         _check(self.negative_rule in ("every", "mean"), "molam.negative_rule must be 'every' or 'mean'")
+        _check(0 <= self.min_new_share < 1, f"molam.min_new_share must be in [0, 1), got {self.min_new_share}")
+        _check(self.cv_folds >= 2, f"molam.cv_folds must be >= 2, got {self.cv_folds}")
 
 
 @dataclass(frozen=True)

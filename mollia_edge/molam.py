@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .calibration import fit_temperature, temper
+from .config import MolamConfig
 from .errors import ConfigError, DataError
 
 _EPS = 1e-12
@@ -91,6 +94,15 @@ def _margin(name: str, value: Any, n_rows: int, n_classes: int) -> np.ndarray | 
         raise DataError(f"{name} must have shape ({n_rows}, {n_classes}) (rows, classes), got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise DataError(f"{name} must be finite: use log(clip(probabilities, 1e-6, 1)), not log(0)")
+    return arr
+
+
+def _class_probabilities(name: str, value: Any, n_rows: int, n_classes: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n_rows, n_classes):
+        raise DataError(f"{name} must have shape ({n_rows}, {n_classes}) (rows, classes), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise DataError(f"{name} must hold finite, non-negative probabilities")
     return arr
 
 
@@ -199,16 +211,8 @@ def vote(consistency: Any, scores: Any = None) -> np.ndarray:
     return np.where(total.sum(axis=1, keepdims=True) > 0, _normalise(votes), tie)
 
 
-def dawid_skene(
-    labels: Any, n_classes: int, iterations: int = 50, seed: int = 50, smoothing: float = 0.01
-) -> np.ndarray:
-    """Dawid-Skene EM label model; needs no seed labels. Returns class posteriors (n, K).
-
-    labels: either soft votes (n, N, K) such as consistency shares, or hard labels (n, N)
-    with -1 for "no answer". Initialised from the pooled vote; ``seed`` only breaks exact
-    ties in that start, so the result is deterministic for a given seed.
-    """
-    k = _check_classes(n_classes)
+def _soft_labels(labels: Any, k: int) -> np.ndarray:
+    """Soft votes (n, N, K) from soft votes (n, N, K) or hard labels (n, N) with -1 for no answer."""
     arr = np.asarray(labels)
     if arr.ndim == 2:
         hard = arr.astype(np.int64)
@@ -217,30 +221,78 @@ def dawid_skene(
         soft = np.zeros(hard.shape + (k,))
         rows, anns = np.nonzero(hard >= 0)
         soft[rows, anns, hard[rows, anns]] = 1.0
-    else:
-        soft = _array3("labels", arr)
-        if soft.shape[2] != k:
-            raise DataError(f"labels have {soft.shape[2]} classes on the last axis but n_classes is {k}")
-    if iterations < 1:
-        raise ConfigError(f"iterations must be >= 1, got {iterations}")
-    rng = np.random.default_rng(seed)
-    post = soft.sum(axis=1) + 1e-9 * rng.random((soft.shape[0], k))
-    post = _normalise(post)
-    for _ in range(iterations):
-        # M step: class priors and per-annotator confusion matrices conf[j, true, given]
-        prior = (post.sum(axis=0) + smoothing) / (post.shape[0] + k * smoothing)
-        conf = np.einsum("nt,njg->jtg", post, soft) + smoothing
-        conf /= conf.sum(axis=2, keepdims=True)
-        # E step
-        log_post = np.log(prior)[None, :] + np.einsum("njg,jtg->nt", soft, np.log(conf))
-        log_post -= log_post.max(axis=1, keepdims=True)
-        new = np.exp(log_post)
-        new /= new.sum(axis=1, keepdims=True)
-        if np.max(np.abs(new - post)) < 1e-7:
+        return soft
+    soft = _array3("labels", arr)
+    if soft.shape[2] != k:
+        raise DataError(f"labels have {soft.shape[2]} classes on the last axis but n_classes is {k}")
+    return soft
+
+
+class DawidSkene:
+    """Dawid-Skene EM label model; needs no seed labels.
+
+    ``fit(labels)`` estimates class priors ``prior_`` (K,) and per-annotator confusion
+    matrices ``confusion_`` (N, K true, K given) from soft votes (n, N, K) such as
+    consistency shares, or hard labels (n, N) with -1 for "no answer"; ``predict_proba``
+    gives class posteriors (n, K) for any rows. Initialised from the pooled vote; ``seed``
+    only breaks exact ties in that start, so results are deterministic for a seed.
+    ``evidence`` multiplies soft votes: 1 treats an annotator's shares as one vote (measured
+    best on the paper's recorded outputs, though EM then drifts towards flatter confusion
+    matrices); T, the number of samples behind consistency shares, makes the likelihood that
+    of T independent answers.
+    """
+
+    def __init__(
+        self, n_classes: int, iterations: int = 50, seed: int = 50, smoothing: float = 0.01, evidence: float = 1.0
+    ) -> None:
+        self.n_classes = n_classes
+        self.evidence = evidence
+        self.iterations = iterations
+        self.seed = seed
+        self.smoothing = smoothing
+
+    def fit(self, labels: Any) -> DawidSkene:
+        k = _check_classes(self.n_classes)
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        if not self.evidence > 0:
+            raise ConfigError(f"evidence must be > 0, got {self.evidence}")
+        soft = _soft_labels(labels, k) * self.evidence
+        rng = np.random.default_rng(self.seed)
+        post = _normalise(soft.sum(axis=1) + 1e-9 * rng.random((soft.shape[0], k)))
+        for _ in range(self.iterations):
+            # M step: class priors and per-annotator confusion matrices conf[j, true, given]
+            self.prior_ = (post.sum(axis=0) + self.smoothing) / (post.shape[0] + k * self.smoothing)
+            conf = np.einsum("nt,njg->jtg", post, soft) + self.smoothing
+            self.confusion_ = conf / conf.sum(axis=2, keepdims=True)
+            new = self._posterior(soft)
+            converged = np.max(np.abs(new - post)) < 1e-7
             post = new
-            break
-        post = new
-    return post
+            if converged:
+                break
+        return self
+
+    def _posterior(self, soft: np.ndarray) -> np.ndarray:
+        log_post = np.log(self.prior_)[None, :] + np.einsum("njg,jtg->nt", soft, np.log(self.confusion_))
+        log_post -= log_post.max(axis=1, keepdims=True)
+        post = np.exp(log_post)
+        return post / post.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, labels: Any) -> np.ndarray:
+        """Class posteriors (n, K) for soft votes (n, N, K) or hard labels (n, N)."""
+        if not hasattr(self, "confusion_"):
+            raise ConfigError("this DawidSkene is not fitted yet: call fit(labels) first")
+        soft = _soft_labels(labels, int(self.n_classes)) * self.evidence
+        if soft.shape[1] != self.confusion_.shape[0]:
+            raise DataError(f"labels come from {soft.shape[1]} annotators, the model was fitted on {self.confusion_.shape[0]}")
+        return self._posterior(soft)
+
+
+def dawid_skene(
+    labels: Any, n_classes: int, iterations: int = 50, seed: int = 50, smoothing: float = 0.01
+) -> np.ndarray:
+    """Class posteriors (n, K) of :class:`DawidSkene` fitted on the same labels (n, N, K) or (n, N)."""
+    return DawidSkene(n_classes, iterations, seed, smoothing).fit(labels).predict_proba(labels)
 
 
 # ----------------------------------------------------------------------------- MoLAM
@@ -249,9 +301,12 @@ class MoLAM:
 
     ``fit`` trains on the seed rows, then repeatedly adds unlabelled rows whose highest
     probability exceeds ``sigma`` (with their argmax label; a row keeps its first label),
-    refitting from scratch, until no row is added or ``max_pseudo_rounds`` is reached
-    (``min_new_rows`` > 1 stops earlier, when a round would add fewer rows than that: the
-    tail rounds that add a handful of rows each cost a full refit).
+    refitting from scratch, until no row is added or ``max_pseudo_rounds`` is reached.
+    ``min_new_share`` > 0 stops earlier, when a round would add fewer than that share of the
+    unlabelled rows: the tail rounds that add a handful of rows each cost a full refit
+    (0 reproduces the paper's "until no row is added").
+    ``temperature`` T scales the output, softmax(log p / T), both for the pseudo-label
+    threshold and in :meth:`predict_proba` (:func:`select_molam` fits it on the seed rows).
     ``nthread`` None: 1 thread below 2,000 training rows, else 2.
     A base margin (n, K), e.g. :func:`log_margin` of :func:`score_average`, makes boosting
     start from an ensemble; it must then also be given to :meth:`predict_proba`.
@@ -275,7 +330,8 @@ class MoLAM:
         min_child_weight: float = 1.0,
         subsample: float = 1.0,
         seed: int = 50,
-        min_new_rows: int = 1,
+        min_new_share: float = 0.002,
+        temperature: float = 1.0,
         max_bin: int = 64,
         nthread: int | None = None,
     ) -> None:
@@ -289,7 +345,8 @@ class MoLAM:
         self.min_child_weight = min_child_weight
         self.subsample = subsample
         self.seed = seed
-        self.min_new_rows = min_new_rows
+        self.min_new_share = min_new_share
+        self.temperature = temperature
         self.max_bin = max_bin
         self.nthread = nthread
 
@@ -306,8 +363,10 @@ class MoLAM:
             raise ConfigError(f"max_pseudo_rounds must be an integer >= 0, got {self.max_pseudo_rounds}")
         if self.reg_lambda < 0 or self.min_child_weight < 0:
             raise ConfigError("reg_lambda and min_child_weight must be >= 0")
-        if not (isinstance(self.min_new_rows, (int, np.integer)) and self.min_new_rows >= 1):
-            raise ConfigError(f"min_new_rows must be an integer >= 1, got {self.min_new_rows}")
+        if not 0 <= self.min_new_share < 1:
+            raise ConfigError(f"min_new_share must be in [0, 1), got {self.min_new_share}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if not (isinstance(self.max_bin, (int, np.integer)) and self.max_bin >= 2):
             raise ConfigError(f"max_bin must be an integer >= 2, got {self.max_bin}")
         if self.nthread is not None and not (isinstance(self.nthread, (int, np.integer)) and self.nthread >= 1):
@@ -355,7 +414,7 @@ class MoLAM:
         if margin is not None:
             d.set_base_margin(margin.reshape(-1))
         p = booster.predict(d).reshape(x.shape[0], self.n_classes_).astype(np.float64)
-        return p / p.sum(axis=1, keepdims=True)
+        return temper(p, self.temperature)
 
     def fit(
         self,
@@ -397,11 +456,12 @@ class MoLAM:
         counts: list[int] = []
         if self.pseudo_label and xu is not None and self.max_pseudo_rounds > 0:
             taken = np.zeros(xu.shape[0], dtype=bool)
+            min_new = max(1, int(np.ceil(self.min_new_share * xu.shape[0])))
             for _ in range(int(self.max_pseudo_rounds)):
                 p = self._proba(self.booster_, xu, mu)
                 new = np.flatnonzero(~taken & (p.max(axis=1) > self.sigma))
                 counts.append(int(new.size))
-                if new.size < self.min_new_rows:
+                if new.size < min_new:
                     break
                 taken[new] = True
                 added = np.concatenate([added, new])
@@ -446,7 +506,8 @@ _PARAM_NAMES = (
     "min_child_weight",
     "subsample",
     "seed",
-    "min_new_rows",
+    "min_new_share",
+    "temperature",
     "max_bin",
     "nthread",
 )
@@ -466,79 +527,204 @@ def stratified_folds(y: Any, folds: int, seed: int = 50) -> np.ndarray:
     return out
 
 
+@dataclass
+class SelectedMoLAM:
+    """The result of :func:`select_molam`: the refitted winner and how to build its base margin.
+
+    ``base`` names the ensemble the winner boosts from (None: no base margin), softened or
+    sharpened by ``base_temperature`` fitted on the seed rows; ``cv_scores`` holds each
+    candidate's cross-validated log-loss on the seed rows (lower is better).
+    """
+
+    model: MoLAM
+    candidate: dict[str, Any]
+    base: str | None
+    base_temperature: float
+    cv_scores: list[float]
+
+    def predict_proba(self, features: Any, ensembles: Mapping[str, Any] | None = None) -> np.ndarray:
+        """Class probabilities (n, K); ``ensembles`` maps names to probabilities (n, K)."""
+        return self.model.predict_proba(features, _base_margin(self.base, ensembles, self.base_temperature))
+
+
+def _base_margin(base: str | None, ensembles: Mapping[str, Any] | None, temperature: float) -> np.ndarray | None:
+    if base is None:
+        return None
+    if not ensembles or base not in ensembles:
+        raise DataError(f"this model boosts from the {base!r} ensemble: pass its probabilities in ensembles")
+    return log_margin(temper(ensembles[base], temperature))
+
+
+def _split_candidate(candidate: Mapping[str, Any], seed: int) -> tuple[str | None, dict[str, Any]]:
+    params = {key: value for key, value in candidate.items() if key != "base"}
+    params.setdefault("seed", seed)
+    return candidate.get("base"), params
+
+
 def select_molam(
     features_seed: Any,
     y_seed: Any,
     features_unlabelled: Any,
     n_classes: int,
     candidates: Sequence[Mapping[str, Any]],
+    *,
+    ensembles_seed: Mapping[str, Any] | None = None,
+    ensembles_unlabelled: Mapping[str, Any] | None = None,
     folds: int = 5,
     seed: int = 50,
-    metric: str = "log_loss",
-    base_margin_seed: Any = None,
-    base_margin_unlabelled: Any = None,
-    max_unlabelled_cv: int | None = 2000,
-) -> MoLAM:
+    max_unlabelled_cv: int | None = 500,
+    calibrate: bool = True,
+) -> SelectedMoLAM:
     """Choose among candidate settings by stratified k-fold CV on the SEED rows, then refit.
 
-    candidates: dicts of :class:`MoLAM` parameters, optionally with ``"base_margin": True``
-    to use the given base margins (n_s, K) / (n_u, K). Only seed labels are used to score:
-    ``metric`` "log_loss" (lower is better) or "accuracy". During CV pseudo-labelling uses at
-    most ``max_unlabelled_cv`` random unlabelled rows (None: all) to stay fast. The winner is
-    fitted on all seeds (+ all unlabelled rows) and returned; ``cv_scores_`` on it lists
-    each candidate's score, ``selected_`` the winning dict.
+    features_seed (n_s, F), y_seed (n_s,), features_unlabelled (n_u, F) or None.
+    candidates: dicts of :class:`MoLAM` parameters, optionally with ``"base": NAME`` to boost
+    from the ensemble ``ensembles_seed[NAME]`` (n_s, K) / ``ensembles_unlabelled[NAME]``
+    (n_u, K), whose temperature is fitted on the training seeds of each fold. Only seed
+    labels are used: each candidate is scored by the log-loss of its out-of-fold
+    predictions. During CV pseudo-labelling uses at most ``max_unlabelled_cv`` random
+    unlabelled rows (None: all) to stay fast. With ``calibrate`` the winner's output
+    temperature is fitted on its out-of-fold predictions (softening only: T >= 1; 50 rows
+    cannot justify sharpening). The winner is refitted on all seeds (+ all unlabelled rows).
     """
     k = _check_classes(n_classes)
     xs = _features2("features_seed", features_seed)
     ys = _labels("y_seed", y_seed, xs.shape[0], k)
     xu = None if features_unlabelled is None else _features2("features_unlabelled", features_unlabelled, xs.shape[1])
-    ms = _margin("base_margin_seed", base_margin_seed, xs.shape[0], k)
-    mu = None if xu is None else _margin("base_margin_unlabelled", base_margin_unlabelled, xu.shape[0], k)
     if not candidates:
         raise ConfigError("candidates is empty: give at least one dict of MoLAM parameters")
-    if metric not in ("log_loss", "accuracy"):
-        raise ConfigError(f"metric must be 'log_loss' or 'accuracy', got {metric!r}")
     if not (isinstance(folds, int) and 2 <= folds <= xs.shape[0]):
         raise ConfigError(f"folds must be an integer in [2, {xs.shape[0]}] (the number of seed rows), got {folds}")
+    ens_s = {name: _class_probabilities(f"ensembles_seed[{name!r}]", p, xs.shape[0], k)
+             for name, p in (ensembles_seed or {}).items()}
+    ens_u = {}
+    if xu is not None:
+        ens_u = {
+            name: _class_probabilities(f"ensembles_unlabelled[{name!r}]", p, xu.shape[0], k)
+            for name, p in (ensembles_unlabelled or {}).items()
+        }
     for cand in candidates:
-        unknown = set(cand) - set(_PARAM_NAMES) - {"base_margin"}
+        unknown = set(cand) - set(_PARAM_NAMES) - {"base"}
         if unknown:
             raise ConfigError(f"unknown candidate key(s): {', '.join(sorted(unknown))}")
-        if cand.get("base_margin") and (ms is None or (xu is not None and mu is None)):
-            raise DataError("a candidate asks for a base margin: pass base_margin_seed (and _unlabelled)")
+        base = cand.get("base")
+        if base is not None and (base not in ens_s or (xu is not None and base not in ens_u)):
+            raise DataError(f"a candidate boosts from {base!r}: pass it in ensembles_seed (and ensembles_unlabelled)")
     fold = stratified_folds(ys, folds, seed)
-    cv_u = xu
-    cv_mu = mu
+    cv_rows = None
     if xu is not None and max_unlabelled_cv is not None and xu.shape[0] > max_unlabelled_cv:
-        pick = np.sort(np.random.default_rng(seed).choice(xu.shape[0], max_unlabelled_cv, replace=False))
-        cv_u = xu[pick]
-        cv_mu = None if mu is None else mu[pick]
-    scores = []
+        cv_rows = np.sort(np.random.default_rng(seed).choice(xu.shape[0], max_unlabelled_cv, replace=False))
+    cv_u = xu if cv_rows is None else xu[cv_rows]
+    cv_ens_u = ens_u if cv_rows is None else {name: p[cv_rows] for name, p in ens_u.items()}
+
+    def fit(params: dict[str, Any], base: str | None, rows: np.ndarray, x_u: Any, e_u: Mapping[str, Any]):
+        temperature = 1.0 if base is None else fit_temperature(ens_s[base][rows], ys[rows], low=0.25)
+        m_s = _base_margin(base, {} if base is None else {base: ens_s[base][rows]}, temperature)
+        m_u = None if x_u is None else _base_margin(base, e_u, temperature)
+        model = MoLAM(**params).fit(xs[rows], ys[rows], x_u, k, m_s, m_u)
+        return model, temperature
+
+    scores, out_of_fold = [], []
     for cand in candidates:
-        use_m = bool(cand.get("base_margin", False))
-        params = {key: value for key, value in cand.items() if key != "base_margin"}
-        total = 0.0
+        base, params = _split_candidate(cand, seed)
+        oof = np.zeros((xs.shape[0], k))
         for f in range(folds):
-            tr, te = fold != f, fold == f
-            if not te.any():
+            test = fold == f
+            if not test.any():
                 continue
-            model = MoLAM(**{**params, "seed": params.get("seed", seed)})
-            model.fit(
-                xs[tr], ys[tr], cv_u, k,
-                ms[tr] if use_m else None, cv_mu if use_m else None,
-            )
-            p = model.predict_proba(xs[te], ms[te] if use_m else None)
-            if metric == "log_loss":
-                total += -np.sum(np.log(np.clip(p[np.arange(te.sum()), ys[te]], 1e-6, 1.0)))
-            else:
-                total -= np.sum(p.argmax(axis=1) == ys[te])
-        scores.append(total / xs.shape[0])
+            model, temperature = fit(params, base, np.flatnonzero(~test), cv_u, cv_ens_u)
+            margin = _base_margin(base, {} if base is None else {base: ens_s[base][test]}, temperature)
+            oof[test] = model.predict_proba(xs[test], margin)
+        out_of_fold.append(oof)
+        scores.append(float(-np.mean(np.log(np.clip(oof[np.arange(ys.size), ys], 1e-6, 1.0)))))
     best = int(np.argmin(scores))
-    cand = candidates[best]
-    use_m = bool(cand.get("base_margin", False))
-    params = {key: value for key, value in cand.items() if key != "base_margin"}
-    model = MoLAM(**{**params, "seed": params.get("seed", seed)})
-    model.fit(xs, ys, xu, k, ms if use_m else None, mu if use_m else None)
-    model.cv_scores_ = scores
-    model.selected_ = dict(cand)
-    return model
+    base, params = _split_candidate(candidates[best], seed)
+    if calibrate:
+        params["temperature"] = fit_temperature(out_of_fold[best], ys, low=1.0)
+    model, temperature = fit(params, base, np.arange(xs.shape[0]), xu, ens_u)
+    return SelectedMoLAM(model, dict(candidates[best]), base, temperature, scores)
+
+
+# ----------------------------------------------------------------------------- annotation model
+# Boosting from an ensemble, strongly regularised for 50 seed rows: the score average (the
+# LLMs' label probabilities) or the Dawid-Skene posterior (their sampled answers).
+DEFAULT_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
+    {"base": base, "learning_rate": 0.05, "max_depth": 2, "n_estimators": 100, "reg_lambda": 5.0}
+    for base in ("score_avg", "dawid_skene")
+)
+
+
+def _ensembles(label_model: DawidSkene, scores: Any, consistency: Any) -> dict[str, np.ndarray]:
+    return {"score_avg": score_average(scores), "dawid_skene": label_model.predict_proba(consistency)}
+
+
+@dataclass
+class AnnotationModel:
+    """MoLAM over N LLM annotators, ready to label rows from their signals.
+
+    Built by :func:`fit_annotation_model`. ``label_model`` is the Dawid-Skene model fitted
+    on all rows' consistency (no labels); ``selection`` the cross-validated MoLAM.
+    """
+
+    selection: SelectedMoLAM
+    label_model: DawidSkene
+    config: MolamConfig
+
+    def ensembles(self, scores: Any, consistency: Any) -> dict[str, np.ndarray]:
+        """The ensembles MoLAM may boost from, each (n, K), for scores and consistency (n, N, K)."""
+        return _ensembles(self.label_model, scores, consistency)
+
+    def predict_proba(self, scores: Any, consistency: Any) -> np.ndarray:
+        """Class probabilities (n, K) from scores and consistency (n, N, K)."""
+        return self.selection.predict_proba(molam_features(scores, consistency), self.ensembles(scores, consistency))
+
+    def predict(self, scores: Any, consistency: Any) -> np.ndarray:
+        """y+ (n,): the most probable class."""
+        return self.predict_proba(scores, consistency).argmax(axis=1)
+
+    def negative_labels(self, scores: Any) -> np.ndarray:
+        """y- (n, K) bool by the configured rule and delta (paper Eq. 5)."""
+        return negative_labels(scores, self.config.delta, self.config.negative_rule)
+
+
+def fit_annotation_model(
+    scores_seed: Any,
+    consistency_seed: Any,
+    y_seed: Any,
+    scores_unlabelled: Any,
+    consistency_unlabelled: Any,
+    n_classes: int,
+    *,
+    config: MolamConfig | None = None,
+    seed: int = 50,
+    pseudo_label: bool = True,
+    candidates: Sequence[Mapping[str, Any]] = DEFAULT_CANDIDATES,
+) -> AnnotationModel:
+    """Fit MoLAM on seed rows (scores and consistency (n_s, N, K), labels (n_s,)) and the
+    unlabelled rows' signals (n_u, N, K), selecting among ``candidates`` by CV on the seeds.
+
+    ``pseudo_label=False`` gives the paper's MoL (no pseudo-labels).
+    """
+    cfg = config or MolamConfig()
+    k = _check_classes(n_classes)
+    z_s, c_s = _array3("scores_seed", scores_seed), _array3("consistency_seed", consistency_seed)
+    z_u, c_u = _array3("scores_unlabelled", scores_unlabelled), _array3("consistency_unlabelled", consistency_unlabelled)
+    if z_s.shape[1:] != z_u.shape[1:] or z_s.shape[2] != k:
+        raise DataError(
+            f"seed signals {z_s.shape[1:]} and unlabelled signals {z_u.shape[1:]} must both be "
+            f"(annotators, {k} classes)"
+        )
+    label_model = DawidSkene(k, seed=seed).fit(np.concatenate([c_s, c_u]))
+    shared = {
+        "sigma": cfg.sigma,
+        "max_pseudo_rounds": cfg.max_pseudo_rounds,
+        "min_new_share": cfg.min_new_share,
+        "pseudo_label": pseudo_label,
+    }
+    selection = select_molam(
+        molam_features(z_s, c_s), y_seed, molam_features(z_u, c_u), k,
+        [{**shared, **cand} for cand in candidates],
+        ensembles_seed=_ensembles(label_model, z_s, c_s), ensembles_unlabelled=_ensembles(label_model, z_u, c_u),
+        folds=min(cfg.cv_folds, len(z_s)), seed=seed, calibrate=cfg.calibrate,
+    )
+    return AnnotationModel(selection, label_model, cfg)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mollia_edge.calibration import expected_calibration_error, fit_temperature, temper
 from mollia_edge.errors import ConfigError, DataError
 from mollia_edge.molam import (
+    DawidSkene,
     MoLAM,
     dawid_skene,
+    fit_annotation_model,
     log_margin,
     molam_features,
     negative_labels,
@@ -137,7 +140,7 @@ def test_pseudo_labels_only_above_sigma():
     assert len(set(model.pseudo_rows_.tolist())) == model.pseudo_rows_.size
     # first-round rows carry the seed-only model's argmax label
     np.testing.assert_array_equal(model.pseudo_labels_[: counts[0]], first[model.pseudo_rows_[: counts[0]]].argmax(1))
-    assert counts[-1] == 0 or len(counts) == model.max_pseudo_rounds
+    assert counts[-1] < max(1, np.ceil(model.min_new_share * len(hu))) or len(counts) == model.max_pseudo_rounds
     capped = MoLAM(**FAST, max_pseudo_rounds=1).fit(h[:50], y[:50], hu, 3)
     assert len(capped.pseudo_counts_) == 1
 
@@ -180,18 +183,63 @@ def test_vote_tie_goes_to_higher_score():
 def test_select_molam_uses_seed_rows_only():
     y, s, c = synthetic(600, 3, [0.85, 0.6], seed=8)
     h = molam_features(s, c)
-    m = log_margin(score_average(s))
+    avg = score_average(s)
     candidates = [
         dict(FAST, pseudo_label=False),
         dict(FAST, pseudo_label=True),
-        dict(FAST, pseudo_label=False, base_margin=True),
+        dict(FAST, pseudo_label=False, base="score_avg"),
     ]
-    model = select_molam(h[:50], y[:50], h[50:], 3, candidates, folds=3, seed=1,
-                         base_margin_seed=m[:50], base_margin_unlabelled=m[50:])
-    assert len(model.cv_scores_) == 3
-    assert model.selected_ == candidates[int(np.argmin(model.cv_scores_))]
-    margin = m[50:] if model.uses_base_margin_ else None
-    assert model.predict_proba(h[50:], margin).shape == (550, 3)
+    chosen = select_molam(h[:50], y[:50], h[50:], 3, candidates, folds=3, seed=1,
+                          ensembles_seed={"score_avg": avg[:50]}, ensembles_unlabelled={"score_avg": avg[50:]})
+    assert len(chosen.cv_scores) == 3
+    assert chosen.candidate == candidates[int(np.argmin(chosen.cv_scores))]
+    p = chosen.predict_proba(h[50:], {"score_avg": avg[50:]})
+    assert p.shape == (550, 3)
+    # the pool's gold labels play no part: scrambling them changes nothing
+    again = select_molam(h[:50], y[:50], h[50:], 3, candidates, folds=3, seed=1,
+                         ensembles_seed={"score_avg": avg[:50]}, ensembles_unlabelled={"score_avg": avg[50:]})
+    np.testing.assert_array_equal(again.predict_proba(h[50:], {"score_avg": avg[50:]}), p)
+    with pytest.raises(DataError, match="boosts from 'vote'"):
+        select_molam(h[:50], y[:50], h[50:], 3, [dict(FAST, base="vote")], folds=3,
+                     ensembles_seed={"score_avg": avg[:50]}, ensembles_unlabelled={"score_avg": avg[50:]})
+
+
+def test_select_molam_calibration_softens_only():
+    y, s, c = synthetic(600, 3, [0.7, 0.6], seed=10)
+    h = molam_features(s, c)
+    chosen = select_molam(h[:50], y[:50], h[50:], 3, [dict(FAST, pseudo_label=False)], folds=5, calibrate=True)
+    assert chosen.model.temperature >= 1.0
+    plain = select_molam(h[:50], y[:50], h[50:], 3, [dict(FAST, pseudo_label=False)], folds=5, calibrate=False)
+    assert plain.model.temperature == 1.0
+
+
+def test_dawid_skene_estimator_predicts_new_rows():
+    y, s, c = synthetic(800, 4, [0.9, 0.7, 0.6], seed=11)
+    model = DawidSkene(4, seed=0, evidence=10).fit(c[:600])  # consistency from 10 samples
+    assert model.confusion_.shape == (3, 4, 4)
+    np.testing.assert_allclose(model.confusion_.sum(axis=2), 1.0)
+    # the best annotator's confusion matrix has the heaviest diagonal
+    diagonals = np.trace(model.confusion_, axis1=1, axis2=2)
+    assert diagonals.argmax() == 0
+    assert _acc(model.predict_proba(c[600:]), y[600:]) >= _acc(vote(c, s)[600:], y[600:])
+    with pytest.raises(DataError, match="annotators"):
+        model.predict_proba(c[600:, :2])
+
+
+def test_fit_annotation_model_end_to_end():
+    y, s, c = synthetic(700, 4, [0.85, 0.65, 0.6], seed=12)
+    model = fit_annotation_model(s[:50], c[:50], y[:50], s[50:], c[50:], 4, seed=3,
+                                 candidates=[dict(FAST, base="score_avg"), dict(FAST, base="dawid_skene")])
+    p = model.predict_proba(s[50:], c[50:])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert _acc(p, y[50:]) >= max(_acc(vote(c, s)[50:], y[50:]), _acc(score_average(s)[50:], y[50:])) - 0.01
+    assert model.selection.base in ("score_avg", "dawid_skene")
+    assert model.negative_labels(s[50:]).shape == (650, 4)
+    again = fit_annotation_model(s[:50], c[:50], y[:50], s[50:], c[50:], 4, seed=3,
+                                 candidates=[dict(FAST, base="score_avg"), dict(FAST, base="dawid_skene")])
+    np.testing.assert_array_equal(again.predict(s[50:], c[50:]), p.argmax(axis=1))
+    with pytest.raises(DataError, match="classes"):
+        fit_annotation_model(s[:50], c[:50], y[:50], s[50:, :, :3], c[50:, :, :3], 4)
 
 
 def test_bad_inputs():
@@ -222,3 +270,21 @@ def test_bad_inputs():
         model.predict(h, np.zeros((100, 3)))
     with pytest.raises(ConfigError, match="candidates"):
         select_molam(h[:50], y[:50], h[50:], 3, [])
+
+
+def test_temperature_scaling_and_ece():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 4000)
+    # overconfident: always 0.95 on the chosen class, right only 70% of the time
+    chosen = np.where(rng.random(4000) < 0.7, y, (y + 1) % 3)
+    p = np.full((4000, 3), 0.025)
+    p[np.arange(4000), chosen] = 0.95
+    assert expected_calibration_error(p, y) == pytest.approx(0.25, abs=0.02)
+    t = fit_temperature(p, y)
+    assert t > 1.5
+    calibrated = temper(p, t)
+    assert calibrated.max(axis=1).mean() == pytest.approx(0.7, abs=0.02)
+    assert expected_calibration_error(calibrated, y) < 0.03
+    np.testing.assert_allclose(temper(p, 1.0), p)
+    with pytest.raises(DataError, match="temperature"):
+        temper(p, 0)
