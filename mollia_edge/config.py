@@ -86,8 +86,9 @@ class MolamConfig:
     (0: the paper's "until no row is added"; the tail rounds each cost a full refit)."""
     cv_folds: int = 5
     """Folds of the cross-validation on the seed rows that selects MoLAM's settings."""
-    calibrate: bool = False
-    """Soften MoLAM's probabilities by a temperature fitted on the seed rows' out-of-fold predictions."""
+    calibrate: bool = True
+    """Soften MoLAM's output probabilities by a temperature fitted on the seed rows' out-of-fold
+    predictions (pseudo-labelling makes MoLAM overconfident: ECE 0.19 -> 0.15 on TREC)."""
 
     def __post_init__(self) -> None:
         _check(0 < self.delta < 1, f"molam.delta must be in (0, 1), got {self.delta}")
@@ -111,17 +112,36 @@ class ActiveLearningConfig:
     query_size: int = 50
     """B: rows queried per round."""
     rounds: int = 10
+    """Queries made; the model is trained rounds + 1 times (round r after r queries)."""
     learning_rate: float = 5e-5
+    """AdamW learning rate of the trained encoder layers (the paper's 5e-5)."""
+    head_learning_rate: float = 1e-3
+    """AdamW learning rate of the classification head (a freshly drawn MLP)."""
+    hidden: int = 256
+    """Width of the head's hidden layer."""
     epochs: int = 40
     patience: int = 10
+    batch_size: int = 50
+    validation_fraction: float = 0.15
+    """Share of the labelled rows held out each round for early stopping (their labels as the
+    annotator gave them: no gold beyond the seed set)."""
+    negative_learning: bool = True
+    """Use the annotator's negative labels (Eq. 7); off for ablation variants C and D."""
+    discrepancy_weighting: bool = True
+    """Weight alpha for rows where the AL model disagreed with the annotator (Eq. 8); off for B and D."""
     max_length: int = 128
 
     def __post_init__(self) -> None:
         _check(0 < self.alpha <= 1, f"al.alpha must be in (0, 1], got {self.alpha}")
         _check(self.lambda_start >= 0 and self.lambda_end >= 0, "al.lambda_start/lambda_end must be >= 0")
-        for name in ("seed_size", "query_size", "rounds", "epochs", "patience", "max_length"):
+        for name in ("seed_size", "query_size", "rounds", "hidden", "epochs", "patience", "batch_size", "max_length"):
             _check(getattr(self, name) >= 1, f"al.{name} must be >= 1")
         _check(self.learning_rate > 0, "al.learning_rate must be > 0")
+        _check(self.head_learning_rate > 0, "al.head_learning_rate must be > 0")
+        _check(
+            0 < self.validation_fraction < 1,
+            f"al.validation_fraction must be in (0, 1), got {self.validation_fraction}",
+        )
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mollia_edge.agreement import annotator_report, cohen_kappa
 from mollia_edge.calibration import expected_calibration_error, fit_temperature, temper
 from mollia_edge.errors import ConfigError, DataError
 from mollia_edge.molam import (
@@ -208,9 +209,12 @@ def test_select_molam_calibration_softens_only():
     y, s, c = synthetic(600, 3, [0.7, 0.6], seed=10)
     h = molam_features(s, c)
     chosen = select_molam(h[:50], y[:50], h[50:], 3, [dict(FAST, pseudo_label=False)], folds=5, calibrate=True)
-    assert chosen.model.temperature >= 1.0
+    assert chosen.temperature >= 1.0
     plain = select_molam(h[:50], y[:50], h[50:], 3, [dict(FAST, pseudo_label=False)], folds=5, calibrate=False)
-    assert plain.model.temperature == 1.0
+    assert plain.temperature == 1.0
+    raw = plain.predict_proba(h[50:])
+    np.testing.assert_allclose(chosen.predict_proba(h[50:]), temper(raw, chosen.temperature))
+    assert chosen.predict_proba(h[50:]).max(axis=1).mean() <= raw.max(axis=1).mean()
 
 
 def test_dawid_skene_estimator_predicts_new_rows():
@@ -288,3 +292,19 @@ def test_temperature_scaling_and_ece():
     np.testing.assert_allclose(temper(p, 1.0), p)
     with pytest.raises(DataError, match="temperature"):
         temper(p, 0)
+
+
+def test_annotator_report_and_kappa():
+    y, s, c = synthetic(400, 3, [0.95, 0.6], seed=13)
+    report = annotator_report(s, c, y, names=["good", "weak"])
+    assert report.accuracy_scores[0] > 0.9 > report.accuracy_scores[1]
+    assert report.accuracy_samples[0] > report.accuracy_samples[1]
+    assert report.kappa.shape == (2, 2)
+    np.testing.assert_allclose(np.diag(report.kappa), 1.0)
+    assert report.kappa[0, 1] == report.kappa[1, 0]
+    assert set(report.as_dict()["good"]["kappa"]) == {"weak"}
+    # textbook example: 50 items, observed agreement 0.7, chance 0.5 -> kappa 0.4
+    a = np.array([0] * 20 + [0] * 5 + [1] * 10 + [1] * 15)
+    b = np.array([0] * 20 + [1] * 5 + [0] * 10 + [1] * 15)
+    assert cohen_kappa(a, b, 2) == pytest.approx(0.4)
+    assert cohen_kappa(np.zeros(5, int), np.zeros(5, int), 2) == 1.0

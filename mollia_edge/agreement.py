@@ -1,0 +1,68 @@
+"""Per-annotator report on the seed rows: each LLM's accuracy and pairwise agreement.
+
+Shapes: ``n`` rows, ``N`` annotators, ``K`` classes; scores and consistency (n, N, K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .molam import single, vote
+
+
+def cohen_kappa(a: Any, b: Any, n_classes: int) -> float:
+    """Cohen's kappa between two labellings (n,) with classes in [0, K): 1 = full agreement,
+    0 = as much as chance; 1.0 when both give one and the same class everywhere."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise DataError(f"labellings must be non-empty 1-D arrays of one length, got {a.shape} and {b.shape}")
+    observed = float(np.mean(a == b))
+    expected = float(np.dot(np.bincount(a, minlength=n_classes), np.bincount(b, minlength=n_classes))) / a.size**2
+    if expected >= 1.0:
+        return 1.0
+    return (observed - expected) / (1.0 - expected)
+
+
+@dataclass(frozen=True)
+class AnnotatorReport:
+    """``accuracy_scores`` and ``accuracy_samples`` (N,): each annotator's accuracy on the seed
+    rows by the argmax of its label scores and by the majority of its sampled answers;
+    ``kappa`` (N, N): Cohen's kappa between the annotators' score labels."""
+
+    names: list[str]
+    accuracy_scores: np.ndarray
+    accuracy_samples: np.ndarray
+    kappa: np.ndarray
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            name: {
+                "accuracy_scores": float(self.accuracy_scores[i]),
+                "accuracy_samples": float(self.accuracy_samples[i]),
+                "kappa": {other: float(self.kappa[i, j]) for j, other in enumerate(self.names) if j != i},
+            }
+            for i, name in enumerate(self.names)
+        }
+
+
+def annotator_report(scores: Any, consistency: Any, y: Any, names: Sequence[str] | None = None) -> AnnotatorReport:
+    """Report on rows with known labels y (n,) for annotators' scores and consistency (n, N, K)."""
+    z, c = np.asarray(scores, dtype=np.float64), np.asarray(consistency, dtype=np.float64)
+    if z.ndim != 3 or z.shape != c.shape:
+        raise DataError(f"scores {z.shape} and consistency {c.shape} must both have shape (rows, annotators, classes)")
+    y = np.asarray(y)
+    if y.shape != (z.shape[0],):
+        raise DataError(f"labels must have shape ({z.shape[0]},), got {y.shape}")
+    n_ann, k = z.shape[1], z.shape[2]
+    names = list(names) if names is not None else [f"llm{i}" for i in range(n_ann)]
+    if len(names) != n_ann:
+        raise DataError(f"{len(names)} names given for {n_ann} annotators")
+    by_scores = np.stack([single(z, i).argmax(axis=1) for i in range(n_ann)])
+    by_samples = np.stack([vote(c[:, i : i + 1], z[:, i : i + 1]).argmax(axis=1) for i in range(n_ann)])
+    kappa = np.array([[cohen_kappa(by_scores[i], by_scores[j], k) for j in range(n_ann)] for i in range(n_ann)])
+    return AnnotatorReport(names, (by_scores == y).mean(axis=1), (by_samples == y).mean(axis=1), kappa)
