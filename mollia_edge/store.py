@@ -1,7 +1,9 @@
 """The session store: one SQLite file (WAL) under everything, written as results are made.
 
-This version holds the cache of LLM outputs and of model-file hashes; later versions add
-sessions, labels and the audit trail through new entries in ``_MIGRATIONS``.
+Schema 1 holds the cache of LLM outputs and of model-file hashes; schema 2 adds active-learning
+runs (settings), their per-round metrics and the rows each round annotated, committed together
+so that a run never loses a finished round and can resume after it. Later versions add
+sessions and the audit trail through new entries in ``_MIGRATIONS``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,31 @@ _MIGRATIONS: list[str] = [
         truncated     INTEGER NOT NULL,
         created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
         PRIMARY KEY (model_sha256, prompt_key, text_sha256)
+    );
+    """,
+    """
+    CREATE TABLE al_runs (
+        run_id     TEXT PRIMARY KEY,
+        settings   TEXT NOT NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    CREATE TABLE al_rounds (
+        run_id     TEXT NOT NULL REFERENCES al_runs (run_id),
+        round      INTEGER NOT NULL,
+        metrics    TEXT NOT NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        PRIMARY KEY (run_id, round)
+    );
+    CREATE TABLE al_labels (
+        run_id    TEXT NOT NULL REFERENCES al_runs (run_id),
+        position  INTEGER NOT NULL,
+        row_index INTEGER NOT NULL,
+        round     INTEGER NOT NULL,
+        label     INTEGER NOT NULL,
+        weight    REAL NOT NULL,
+        negatives BLOB NOT NULL,
+        PRIMARY KEY (run_id, position),
+        UNIQUE (run_id, row_index)
     );
     """,
 ]
@@ -157,3 +184,65 @@ class Store:
     def count_llm_outputs(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM llm_outputs").fetchone()[0]
+
+    # -- active-learning runs ------------------------------------------------------------------
+    def begin_al_run(self, run_id: str, settings: dict) -> None:
+        """Record a run's settings (JSON-able), or check them against those already recorded."""
+        text = json.dumps(settings, sort_keys=True)
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO al_runs (run_id, settings) VALUES (?, ?)", (run_id, text))
+            stored = self._db.execute("SELECT settings FROM al_runs WHERE run_id=?", (run_id,)).fetchone()[0]
+        if stored != text:
+            raise StoreError(
+                f"active-learning run {run_id!r} is already recorded with other settings: "
+                "give this run another id, or repeat the recorded settings to resume it"
+            )
+
+    def al_rounds(self, run_id: str) -> list[dict]:
+        """The metrics of each finished round of a run, in round order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT metrics FROM al_rounds WHERE run_id=? ORDER BY round", (run_id,)
+            ).fetchall()
+        return [json.loads(metrics) for (metrics,) in rows]
+
+    def al_labels(self, run_id: str) -> list[tuple[int, int, int, float, np.ndarray]]:
+        """(row index, round that queried it, label, weight, negatives (K,) bool) of each annotated
+        row of a run, in the order the rows were added."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT row_index, round, label, weight, negatives FROM al_labels WHERE run_id=? ORDER BY position",
+                (run_id,),
+            ).fetchall()
+        return [(i, r, y, w, np.frombuffer(neg, dtype=np.uint8).astype(bool)) for i, r, y, w, neg in rows]
+
+    def put_al_round(
+        self,
+        run_id: str,
+        round_number: int,
+        metrics: dict,
+        labels: Iterable[tuple[int, int, float, np.ndarray]] = (),
+    ) -> None:
+        """Record one finished round: its ``metrics`` and the rows it annotated, as (row index,
+        label, weight, negatives (K,) bool), in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                start = self._db.execute("SELECT COUNT(*) FROM al_labels WHERE run_id=?", (run_id,)).fetchone()[0]
+                self._db.execute(
+                    "INSERT INTO al_rounds (run_id, round, metrics) VALUES (?, ?, ?)",
+                    (run_id, round_number, json.dumps(metrics, sort_keys=True)),
+                )
+                self._db.executemany(
+                    "INSERT INTO al_labels (run_id, position, row_index, round, label, weight, negatives) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (run_id, start + offset, int(row), round_number, int(label), float(weight),
+                         np.asarray(negatives, dtype=np.uint8).tobytes())
+                        for offset, (row, label, weight, negatives) in enumerate(labels)
+                    ],
+                )
+            except sqlite3.DatabaseError as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot record round {round_number} of run {run_id!r}: {exc}") from None
+            self._db.execute("COMMIT")

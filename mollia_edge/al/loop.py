@@ -1,0 +1,355 @@
+"""The active-learning loop (paper Algorithm 1) with the robust loss of Eqs. 7-9.
+
+Round counting (the paper's curves: round r = after r queries): round ``r`` trains a fresh
+classifier (cold start, seeded by ``(seed, r)``) on the seed rows plus ``r`` annotated batches,
+``seed_size + r * B`` rows, and evaluates it. Then, while ``r < rounds``, that model queries
+``B`` rows, the annotator labels them (y+, y-), and each new row's discrepancy weight W_d
+(Eq. 8) is fixed once: ``alpha`` where this model - the model of the iteration before the
+row is trained on - predicts another class than y+, else 1. Seed rows carry gold labels,
+weight 1 and no negatives. ``rounds = 10`` thus trains 11 models; round 10 has 550 rows.
+
+Each fit holds out a seeded ``validation_fraction`` of the labelled rows, with the labels they
+have (annotator labels beyond the seed set: no gold is used), for early stopping. The
+negative-learning weight rises linearly from ``lambda_start`` (round 0) to ``lambda_end``
+(round ``rounds``). With a :class:`~mollia_edge.store.Store`, each round's metrics and the rows
+it annotated are committed together as the round ends; running the same run again returns
+the recorded rounds and goes on after the last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import ActiveLearningConfig
+from ..errors import ConfigError, DataError
+from ..store import Store
+from .annotators import Annotator
+from .classifier import MODES, OnnxClassifier
+from .strategies import make_strategy
+
+Progress = Callable[["RoundMetrics"], None]
+"""Called with each round's metrics as the round ends."""
+
+
+@dataclass(frozen=True)
+class ActiveLearningTask:
+    """The rows of one active-learning problem.
+
+    ``inputs``: the classifier's inputs of all ``n`` rows, indexable by an index array - an
+    array (n, D) in head mode, :class:`~mollia_edge.al.encoder.HiddenStates` in top-layers mode.
+    ``pool`` (P,): rows the loop may label (seed rows included). ``gold`` (n,) int64: gold
+    labels, -1 where unknown; required on the seed rows and the ``test`` rows (T,), which
+    must lie outside the pool. Label noise is measured on queried rows whose gold is known.
+    """
+
+    inputs: Any
+    pool: np.ndarray
+    n_classes: int
+    gold: np.ndarray
+    test: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """One round: the model trained on ``labelled`` rows, and the batch it queried."""
+
+    round: int
+    labelled: int
+    """Rows labelled when this round's model was trained (held-out rows included)."""
+    lambda_nl: float
+    best_epoch: int
+    micro_f1: float | None
+    """On the test rows; equals accuracy (one label per row). None without test rows."""
+    macro_f1: float | None
+    queried: int
+    """Rows this round's model queried (0 in the last round)."""
+    disagreed: int
+    """Queried rows where this model predicted another class than the annotator's y+."""
+    disagreed_wrong: int | None
+    """Of those, rows whose y+ differs from gold (the discrepancy caught a wrong label)."""
+    down_weighted: int
+    """Queried rows given weight alpha (``disagreed``, or 0 without discrepancy weighting)."""
+    label_noise: float | None
+    """Share of the queried rows whose y+ differs from gold (None if gold is not known)."""
+    negative_share: float | None
+    """Share of the queried rows' label space (rows x K) marked negative and used."""
+    false_negative_share: float | None
+    """Share of that label space where the gold class is marked negative (paper Table 3)."""
+    train_seconds: float
+    evaluate_seconds: float
+    query_seconds: float
+    annotate_seconds: float
+
+
+def negative_learning_weight(round_number: int, config: ActiveLearningConfig) -> float:
+    """lambda of round ``round_number`` (0..rounds): linear from lambda_start to lambda_end, 0 without NL."""
+    if not config.negative_learning:
+        return 0.0
+    share = round_number / config.rounds
+    return config.lambda_start + (config.lambda_end - config.lambda_start) * share
+
+
+def discrepancy_weights(predicted: np.ndarray, annotated: np.ndarray, alpha: float) -> np.ndarray:
+    """W_d (n,) float32 (Eq. 8): ``alpha`` where ``predicted`` (n,) differs from ``annotated`` (n,), else 1."""
+    return np.where(predicted != annotated, alpha, 1.0).astype(np.float32)
+
+
+def f1_scores(gold: np.ndarray, predicted: np.ndarray, n_classes: int) -> tuple[float, float]:
+    """(micro-F1, macro-F1) of ``predicted`` (n,) against ``gold`` (n,). Micro-F1 equals accuracy
+    (one label per row); the macro mean runs over the classes present in gold or predictions."""
+    micro = float(np.mean(predicted == gold))
+    f1 = []
+    for k in range(n_classes):
+        true_pos = np.sum((predicted == k) & (gold == k))
+        size = np.sum(predicted == k) + np.sum(gold == k)
+        if size:
+            f1.append(2 * true_pos / size)
+    return micro, float(np.mean(f1))
+
+
+def draw_seed_rows(pool: Any, size: int, seed: int) -> np.ndarray:
+    """``size`` distinct rows (size,) int64 drawn from ``pool`` with ``seed``, sorted."""
+    pool = np.asarray(pool, dtype=np.int64)
+    if size > len(pool):
+        raise ConfigError(f"cannot draw {size} seed rows from a pool of {len(pool)}")
+    return np.sort(np.random.default_rng(_derived_seed(seed, 0)).choice(pool, size=size, replace=False))
+
+
+def _derived_seed(seed: int, *extra: int) -> int:
+    """A 32-bit seed for one purpose, from ``seed`` and ``extra`` (NumPy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence([seed, *extra]).generate_state(1)[0])
+
+
+@dataclass
+class _LabelledSet:
+    """The labelled rows in the order added: rows, labels, weights W_d and negatives (M, K)."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+    negatives: np.ndarray
+
+    def add(self, rows: np.ndarray, labels: np.ndarray, weights: np.ndarray, negatives: np.ndarray) -> None:
+        self.rows = np.concatenate([self.rows, rows]).astype(np.int64)
+        self.labels = np.concatenate([self.labels, labels]).astype(np.int64)
+        self.weights = np.concatenate([self.weights, weights]).astype(np.float32)
+        self.negatives = np.concatenate([self.negatives, negatives]).astype(bool)
+
+
+# ------------------------------------------------------------------------------ validation
+def _index_array(name: str, value: Any, n_rows: int) -> np.ndarray:
+    rows = np.asarray(value)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise DataError(f"{name} must be a 1-D array of integer row indices, got {rows.dtype} {rows.shape}")
+    if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+        raise DataError(f"{name} must lie in 0..{n_rows - 1}, found {rows.min()}..{rows.max()}")
+    if len(np.unique(rows)) != len(rows):
+        raise DataError(f"{name} contains duplicate rows: list each row once")
+    return rows.astype(np.int64)
+
+
+def _check_task(task: ActiveLearningTask, seed_rows: np.ndarray, config: ActiveLearningConfig) -> None:
+    gold = task.gold
+    if task.n_classes < 2:
+        raise ConfigError(f"n_classes must be at least 2, got {task.n_classes}")
+    integer = gold.ndim == 1 and np.issubdtype(gold.dtype, np.integer)
+    if not integer or np.any(gold >= task.n_classes) or np.any(gold < -1):
+        raise DataError(f"gold must be (rows,) integer labels in -1..{task.n_classes - 1} (-1: unknown)")
+    n_rows = len(gold)
+    pool = _index_array("pool", task.pool, n_rows)
+    seeds = _index_array("seed_rows", seed_rows, n_rows)
+    if not np.all(np.isin(seeds, pool)):
+        raise DataError("every seed row must be a pool row")
+    if np.any(gold[seeds] < 0):
+        raise DataError("every seed row needs a gold label (the seed set is labelled by a person)")
+    needed = len(seeds) + config.rounds * config.query_size
+    if needed > len(pool):
+        raise ConfigError(
+            f"{config.rounds} rounds of {config.query_size} queries after {len(seeds)} seed rows need a pool "
+            f"of {needed} rows, it has {len(pool)}: lower al.rounds or al.query_size"
+        )
+    if task.test is not None:
+        test = _index_array("test", task.test, n_rows)
+        if np.any(np.isin(test, pool)):
+            raise DataError("test rows must not be in the pool")
+        if np.any(gold[test] < 0):
+            raise DataError("every test row needs a gold label")
+
+
+def _fingerprint(inputs: Any, n_rows: int) -> str:
+    """sha256 of the inputs of up to 64 rows spread over the data set (cheap, catches a changed data set)."""
+    sample = inputs[np.unique(np.linspace(0, n_rows - 1, num=min(n_rows, 64)).astype(np.int64))]
+    digest = hashlib.sha256()
+    for part in (sample,) if isinstance(sample, np.ndarray) else (sample.values, sample.mask):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()
+
+
+def _rows_digest(rows: np.ndarray | None) -> str | None:
+    return None if rows is None else hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ the loop
+def _train(
+    task: ActiveLearningTask,
+    labelled: _LabelledSet,
+    round_number: int,
+    config: ActiveLearningConfig,
+    classifier: Mapping[str, Any],
+    seed: int,
+) -> OnnxClassifier:
+    """A cold-started classifier fitted on the labelled rows minus a held-out slice for early stopping."""
+    order = np.random.default_rng(_derived_seed(seed, round_number, 1)).permutation(len(labelled.rows))
+    n_val = min(len(order) - 1, max(1, round(config.validation_fraction * len(order))))
+    fit, val = order[n_val:], order[:n_val]
+    lambda_nl = negative_learning_weight(round_number, config)
+    clf = OnnxClassifier(
+        n_classes=task.n_classes, hidden=config.hidden, learning_rate=config.head_learning_rate,
+        encoder_learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
+        patience=config.patience, seed=_derived_seed(seed, round_number, 2), **classifier,
+    )
+    rows = labelled.rows
+    return clf.fit(
+        task.inputs[rows[fit]], labelled.labels[fit], labelled.weights[fit],
+        labelled.negatives[fit] if lambda_nl > 0 else None, lambda_nl,
+        x_val=task.inputs[rows[val]], y_val=labelled.labels[val],
+    )
+
+
+def _annotation(annotator: Annotator, rows: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The annotator's (y+ (n,), y- (n, K)) for ``rows``, checked."""
+    positive, negatives = annotator.annotate(rows)
+    positive, negatives = np.asarray(positive), np.asarray(negatives, dtype=bool)
+    if positive.shape != rows.shape or np.any(positive < 0) or np.any(positive >= n_classes):
+        raise DataError(f"annotator {annotator.name!r} must give one label in 0..{n_classes - 1} per queried row")
+    if negatives.shape != (len(rows), n_classes):
+        raise DataError(
+            f"annotator {annotator.name!r} gave negatives of shape {negatives.shape}, not ({len(rows)}, {n_classes})"
+        )
+    return positive.astype(np.int64), negatives
+
+
+def run_active_learning(
+    task: ActiveLearningTask,
+    annotator: Annotator,
+    strategy: str,
+    *,
+    config: ActiveLearningConfig | None = None,
+    seed: int = 50,
+    seed_rows: Any = None,
+    mode: str = "head",
+    init_layers: Mapping[str, np.ndarray] | None = None,
+    threads: int = 1,
+    store: Store | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> list[RoundMetrics]:
+    """Run Algorithm 1 for rounds 0..``config.rounds`` and return each round's metrics.
+
+    ``strategy``: a name from :data:`~mollia_edge.al.strategies.STRATEGIES`. ``seed_rows``
+    (default: ``config.seed_size`` pool rows drawn by :func:`draw_seed_rows` with ``seed``) get
+    their gold labels. ``mode``/``init_layers``/``threads`` go to :class:`OnnxClassifier`.
+    With a ``store`` the run is recorded under ``run_id`` (default: a hash of every setting and
+    a fingerprint of the data); recorded rounds are returned as they are and the run goes on
+    after them. Everything is deterministic for a given ``seed``.
+    """
+    config = config or ActiveLearningConfig()
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+    if annotator.n_classes != task.n_classes:
+        raise ConfigError(f"annotator {annotator.name!r} has {annotator.n_classes} classes, the task {task.n_classes}")
+    gold = np.asarray(task.gold)
+    task = dataclasses.replace(task, gold=gold)
+    seeds = draw_seed_rows(task.pool, config.seed_size, seed) if seed_rows is None else np.asarray(seed_rows)
+    _check_task(task, seeds, config)
+    query = make_strategy(strategy, seed)
+    classifier = {"mode": mode, "init_layers": init_layers, "threads": threads}
+    k = task.n_classes
+    labelled = _LabelledSet(
+        seeds.astype(np.int64), gold[seeds], np.ones(len(seeds), np.float32), np.zeros((len(seeds), k), bool)
+    )
+
+    results: list[RoundMetrics] = []
+    if store is not None:
+        settings = {
+            "config": dataclasses.asdict(config), "strategy": strategy, "annotator": annotator.name, "seed": seed,
+            "mode": mode, "init_layers": sorted(init_layers or ()), "n_classes": k, "rows": len(gold),
+            "pool": _rows_digest(task.pool), "test": _rows_digest(task.test), "seed_rows": _rows_digest(seeds),
+            "inputs": _fingerprint(task.inputs, len(gold)),
+        }
+        run_id = run_id or "al-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        store.begin_al_run(run_id, settings)
+        results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
+        recorded = store.al_labels(run_id)
+        if recorded:
+            rows, _, labels, weights, negatives = zip(*recorded)
+            labelled.add(np.array(rows), np.array(labels), np.array(weights), np.stack(negatives))
+
+    for round_number in range(len(results), config.rounds + 1):
+        started = time.perf_counter()
+        clf = _train(task, labelled, round_number, config, classifier, seed)
+        train_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        micro = macro = None
+        if task.test is not None:
+            micro, macro = f1_scores(gold[task.test], clf.predict(task.inputs[task.test]), k)
+        evaluate_seconds = time.perf_counter() - started
+
+        new_rows = np.empty(0, np.int64)
+        positive, weights, negatives = new_rows, np.empty(0, np.float32), np.zeros((0, k), bool)
+        query_seconds = annotate_seconds = 0.0
+        disagree = np.zeros(0, bool)
+        if round_number < config.rounds:
+            started = time.perf_counter()
+            unlabelled = np.setdiff1d(task.pool, labelled.rows)
+            new_rows = query.query(clf, task.inputs, unlabelled, labelled.rows, labelled.labels, config.query_size)
+            query_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            positive, negatives = _annotation(annotator, new_rows, k)
+            annotate_seconds = time.perf_counter() - started
+            if not config.negative_learning:
+                negatives = np.zeros_like(negatives)
+            predicted = clf.predict(task.inputs[new_rows])
+            disagree = predicted != positive
+            alpha = config.alpha if config.discrepancy_weighting else 1.0
+            weights = discrepancy_weights(predicted, positive, alpha)
+
+        measurable = len(new_rows) > 0 and bool(np.all(gold[new_rows] >= 0))  # gold known for the batch
+        wrong = positive != gold[new_rows]
+        gold_negative = negatives[np.arange(len(new_rows)), gold[new_rows]] if measurable else None
+        metrics = RoundMetrics(
+            round=round_number,
+            labelled=len(labelled.rows),
+            lambda_nl=negative_learning_weight(round_number, config),
+            best_epoch=int(clf.best_epoch_),
+            micro_f1=micro,
+            macro_f1=macro,
+            queried=len(new_rows),
+            disagreed=int(disagree.sum()),
+            disagreed_wrong=int((disagree & wrong).sum()) if measurable else None,
+            down_weighted=int(np.sum(weights < 1)),
+            label_noise=float(wrong.mean()) if measurable else None,
+            negative_share=float(negatives.mean()) if len(new_rows) else None,
+            false_negative_share=float(gold_negative.sum() / (len(new_rows) * k)) if measurable else None,
+            train_seconds=train_seconds,
+            evaluate_seconds=evaluate_seconds,
+            query_seconds=query_seconds,
+            annotate_seconds=annotate_seconds,
+        )
+        if store is not None:
+            added = zip(new_rows, positive, weights, negatives)
+            store.put_al_round(run_id, round_number, dataclasses.asdict(metrics), added)
+        labelled.add(new_rows, positive, weights, negatives)
+        results.append(metrics)
+        if progress is not None:
+            progress(metrics)
+    return results

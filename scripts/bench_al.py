@@ -1,0 +1,238 @@
+"""The active-learning loop replayed on the MoLLIA paper's recorded TREC LLM outputs.
+
+Per seed: a seeded split puts ``--test-size`` rows aside (gold labels, for micro-F1) and the
+rest in the pool; 50 seed rows from the pool get gold labels; MoLAM is fitted once on them
+and on the pool's LLM signals (never on test rows). Annotators, as in the paper:
+
+* ``mollia``: MoLAM + negative learning (NL) + annotation-discrepancy weights (AD) - Table 4 A;
+* ``B``: MoLAM + NL; ``C``: MoLAM + AD; ``D``: MoLAM alone (Table 4);
+* ``vote`` (vote ensemble of the 5 LLMs), ``yi`` (Yi-1.5-9B alone, the best single LLM),
+  ``oracle`` (gold labels): plain cross-entropy, as the paper's baselines.
+
+Round r = the model after r queries (round 10: 550 labelled rows). Head mode trains an MLP on
+frozen MiniLM embeddings (optionally beside hashed TF-IDF n-grams, ``--lexical-bits``);
+top-layers mode also fine-tunes MiniLM's top layer on cached hidden states.
+
+    OPENBLAS_NUM_THREADS=1 python scripts/bench_al.py ../shared/data/mollia-paper --out results/bench_al.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from bench_report import print_and_save
+
+import mollia_edge.molam
+from mollia_edge.al.annotators import (
+    Annotator,
+    MolamAnnotator,
+    OracleAnnotator,
+    PrecomputedAnnotator,
+    SingleLLMAnnotator,
+    VoteAnnotator,
+)
+from mollia_edge.al.encoder import EmbeddingCache, Encoder, encode_cached, load_top_layers
+from mollia_edge.al.lexical import with_lexical_features
+from mollia_edge.al.loop import ActiveLearningTask, RoundMetrics, draw_seed_rows, run_active_learning
+from mollia_edge.al.replay import TREC_LABELS, ReplayData, load_trec_replay
+from mollia_edge.al.strategies import STRATEGIES
+from mollia_edge.config import ActiveLearningConfig
+from mollia_edge.store import Store
+
+ANNOTATORS = ("mollia", "B", "C", "D", "vote", "yi", "oracle")
+MOLAM_VARIANTS = {  # name: (negative learning, discrepancy weighting), paper Table 4
+    "mollia": (True, True), "B": (True, False), "C": (False, True), "D": (False, False),
+}
+CACHE = Path("results/cache")
+K = len(TREC_LABELS)
+
+
+def split(n_rows: int, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(test rows, pool rows), both sorted, from a permutation seeded by ``seed``."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(order[:test_size]), np.sort(order[test_size:])
+
+
+def molam_annotations(
+    data: ReplayData, seeds: np.ndarray, pool: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """MoLAM's (y+ (n,), y- (n, K), fit seconds) for every row, fitted on the seed rows and the
+    pool; cached under results/cache per seed rows, pool and molam.py source."""
+    key = hashlib.sha256(
+        seeds.tobytes() + pool.tobytes() + str(seed).encode() + Path(mollia_edge.molam.__file__).read_bytes()
+    ).hexdigest()[:16]
+    path = CACHE / f"molam-trec-{key}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return cached["labels"], cached["negatives"], float(cached["seconds"])
+    annotator = MolamAnnotator(
+        data.scores, data.consistency, seeds, data.gold[seeds], K,
+        unlabelled_rows=np.setdiff1d(pool, seeds), seed=seed,
+    )
+    labels, negatives = annotator.annotate(np.arange(len(data.gold)))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, labels=labels, negatives=negatives, seconds=annotator.fit_seconds_)
+    return labels, negatives, annotator.fit_seconds_
+
+
+def annotators_for(data: ReplayData, names: list[str], seeds: np.ndarray, pool: np.ndarray, seed: int,
+                   base: ActiveLearningConfig, console: Console) -> dict[str, tuple[Annotator, ActiveLearningConfig]]:
+    """Each annotator with the loss terms it trains with."""
+    plain = dataclasses.replace(base, negative_learning=False, discrepancy_weighting=False)
+    out: dict[str, tuple[Annotator, ActiveLearningConfig]] = {}
+    if any(name in MOLAM_VARIANTS for name in names):
+        labels, negatives, seconds = molam_annotations(data, seeds, pool, seed)
+        accuracy = np.mean(labels[pool] == data.gold[pool])
+        console.print(f"seed {seed}: MoLAM fitted in {seconds:.0f} s, annotation accuracy on the pool {accuracy:.4f}")
+        molam = PrecomputedAnnotator("molam", labels, K, negatives)
+        for name, (nl, ad) in MOLAM_VARIANTS.items():
+            out[name] = (molam, dataclasses.replace(base, negative_learning=nl, discrepancy_weighting=ad))
+    out["vote"] = (VoteAnnotator(data.scores, data.consistency), plain)
+    out["yi"] = (SingleLLMAnnotator(data.scores, data.consistency, data.llm_names.index("yi"), "yi"), plain)
+    out["oracle"] = (OracleAnnotator(data.gold, K), plain)
+    return {name: out[name] for name in names}
+
+
+def model_inputs(data: ReplayData, mode: str, lexical_bits: int, console: Console) -> object:
+    """Head mode: embeddings (n, 384) [+ hashed TF-IDF]; top-layers: hidden states below the top layer."""
+    started = time.perf_counter()
+    encoder = Encoder(intra_op_threads=2)
+    if mode == "head":
+        inputs = encode_cached(encoder, data.texts, EmbeddingCache(CACHE))
+        if lexical_bits:
+            inputs = with_lexical_features(inputs, data.texts, lexical_bits)
+    else:
+        inputs = encoder.hidden_states(data.texts, below_top=1)
+    console.print(f"{mode} inputs ready in {time.perf_counter() - started:.0f} s")
+    return inputs
+
+
+def mean_sd(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "sd": float(np.std(values))}
+
+
+def plot(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(mode, strategy) for mode in curves for strategy in curves[mode]]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, (mode, strategy) in zip(axes[0], panels):
+        for name, curve in curves[mode][strategy].items():
+            axis.plot(range(len(curve["mean"])), curve["mean"], marker="o", markersize=3, label=name)
+        axis.set(title=f"{mode}, {strategy}", xlabel="round (queries of 50)", ylabel="micro-F1")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="folder with trec_{gemma,llama,mistral,qwen,yi}.jsonl")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--mode", choices=("head", "top-layers", "both"), default="head")
+    strategies = parser.add_mutually_exclusive_group()
+    strategies.add_argument("--strategies", default="random,coreset", help=f"comma-separated: {', '.join(STRATEGIES)}")
+    strategies.add_argument("--all", action="store_true", help="every query strategy")
+    parser.add_argument("--annotators", default=",".join(ANNOTATORS))
+    parser.add_argument("--test-size", type=int, default=500)
+    parser.add_argument("--epochs", type=int, help="training epochs per round (default: the paper's 40)")
+    parser.add_argument("--lexical-bits", type=int, default=0, help="head mode: add 2**N hashed TF-IDF n-grams (0: off)")
+    parser.add_argument("--store", type=Path, help="SQLite store: finished rounds are kept and a rerun resumes")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--plot", type=Path, help="PNG of the curves (needs matplotlib)")
+    args = parser.parse_args(argv)
+    names = args.annotators.split(",")
+    if unknown := set(names) - set(ANNOTATORS):
+        parser.error(f"unknown annotators {sorted(unknown)}: choose from {', '.join(ANNOTATORS)}")
+    strategy_names = list(STRATEGIES) if args.all else args.strategies.split(",")
+    modes = ["head", "top-layers"] if args.mode == "both" else [args.mode]
+    console = Console(width=160)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        console.print("matplotlib is not installed: no plot (the curves are in the JSON)")
+        args.plot = None
+
+    data = load_trec_replay(args.data)
+    base = ActiveLearningConfig(rounds=args.rounds, **({"epochs": args.epochs} if args.epochs else {}))
+    store = Store(args.store) if args.store else None
+    runs: dict[tuple[str, str, str], list[list[RoundMetrics]]] = {}
+    for mode in modes:
+        inputs = model_inputs(data, mode, args.lexical_bits if mode == "head" else 0, console)
+        init_layers = load_top_layers(1) if mode == "top-layers" else None
+        for seed in range(args.seeds):
+            test, pool = split(len(data.gold), args.test_size, seed)
+            seeds = draw_seed_rows(pool, base.seed_size, seed)
+            task = ActiveLearningTask(inputs, pool, K, data.gold, test)
+            for name, (annotator, config) in annotators_for(data, names, seeds, pool, seed, base, console).items():
+                for strategy in strategy_names:
+                    started = time.perf_counter()
+                    rounds = run_active_learning(
+                        task, annotator, strategy, config=config, seed=seed, seed_rows=seeds,
+                        mode=mode, init_layers=init_layers, store=store,
+                    )
+                    runs.setdefault((mode, strategy, name), []).append(rounds)
+                    console.print(
+                        f"{mode} {strategy} {name} seed {seed}: round {rounds[-1].round} micro-F1 "
+                        f"{rounds[-1].micro_f1:.4f} ({time.perf_counter() - started:.0f} s)"
+                    )
+
+    report: dict = {
+        "settings": {"seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
+                     "lexical_bits": args.lexical_bits, "config": dataclasses.asdict(base)},
+        "round10": {}, "round_seconds": {}, "curves": {}, "label_noise": {},
+    }
+    for (mode, strategy, name), per_seed in runs.items():
+        last = [rounds[-1].micro_f1 for rounds in per_seed]
+        report["round10"].setdefault(mode, {}).setdefault(strategy, {})[name] = mean_sd(last)
+        curve = np.array([[m.micro_f1 for m in rounds] for rounds in per_seed])
+        report["curves"].setdefault(mode, {}).setdefault(strategy, {})[name] = {
+            "mean": curve.mean(axis=0).tolist(), "sd": curve.std(axis=0).tolist(),
+        }
+        noise = [m.label_noise for rounds in per_seed for m in rounds if m.label_noise is not None]
+        report["label_noise"].setdefault(name, []).extend(noise)
+        seconds = [m.train_seconds + m.evaluate_seconds + m.query_seconds + m.annotate_seconds
+                   for rounds in per_seed for m in rounds]
+        report["round_seconds"].setdefault(mode, {}).setdefault(strategy, []).extend(seconds)
+    report["label_noise"] = {name: float(np.mean(v)) for name, v in report["label_noise"].items()}
+    report["round_seconds"] = {
+        mode: {strategy: float(np.mean(v)) for strategy, v in per_mode.items()}
+        for mode, per_mode in report["round_seconds"].items()
+    }
+
+    table = Table(title=f"TREC round-{args.rounds} micro-F1, mean ± sd over {args.seeds} seeds "
+                        f"({args.test_size} test rows; label noise of the queried rows in brackets)")
+    table.add_column("annotator")
+    columns = [(mode, strategy) for mode in report["round10"] for strategy in report["round10"][mode]]
+    for mode, strategy in columns:
+        table.add_column(f"{mode}\n{strategy}", justify="right")
+    for name in names:
+        cells = [report["round10"][mode][strategy].get(name) for mode, strategy in columns]
+        table.add_row(
+            f"{name} ({report['label_noise'].get(name, 0):.3f})",
+            *[f"{cell['mean']:.4f} ± {cell['sd']:.4f}" if cell else "-" for cell in cells],
+        )
+    table.add_row("seconds per round", *[f"{report['round_seconds'][mode][strategy]:.2f}" for mode, strategy in columns])
+    if args.plot:
+        plot(report["curves"], args.plot)
+        console.print(f"wrote {args.plot}")
+    print_and_save(console, table, report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""The active-learning loop, its annotators and the recorded-TREC replay loader."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mollia_edge.al import loop as loop_module
+from mollia_edge.al.annotators import MolamAnnotator, OracleAnnotator, SingleLLMAnnotator, VoteAnnotator
+from mollia_edge.al.lexical import hashed_tfidf, with_lexical_features
+from mollia_edge.al.loop import (
+    ActiveLearningTask,
+    discrepancy_weights,
+    draw_seed_rows,
+    f1_scores,
+    negative_learning_weight,
+    run_active_learning,
+)
+from mollia_edge.al.replay import TREC_LABELS, TREC_LLMS, load_trec_replay
+from mollia_edge.config import ActiveLearningConfig
+from mollia_edge.errors import ConfigError, DataError, StoreError
+from mollia_edge.store import Store
+
+K = 3
+N_ROWS = 420
+PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mollia-paper"
+SMALL = ActiveLearningConfig(seed_size=20, query_size=15, rounds=3, epochs=12, patience=4, batch_size=20,
+                             hidden=16, head_learning_rate=1e-2)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """Blobs in 8 dimensions with 3 classes; 60 test rows outside the pool; fake LLM signals
+    (3 LLMs, each right ~70% of the time, with near-zero scores on one wrong class)."""
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, K, N_ROWS)
+    x = (np.eye(K, 8)[gold] * 2.0 + rng.normal(size=(N_ROWS, 8))).astype(np.float32)
+    said = np.where(rng.random((N_ROWS, 3)) < 0.7, gold[:, None], rng.integers(0, K, (N_ROWS, 3)))
+    consistency = np.eye(K)[said]
+    scores = 0.8 * consistency + 0.2 / K
+    scores[np.arange(N_ROWS), :, (gold + 1) % K] = 1e-5  # every LLM rules out one wrong class
+    task = ActiveLearningTask(x, np.arange(60, N_ROWS), K, gold, np.arange(60))
+    return task, scores, consistency
+
+
+def _noisy(gold, share, seed=1):
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random(len(gold)) < share, (gold + rng.integers(1, K, len(gold))) % K, gold)
+    return OracleAnnotator(labels, K, name="noisy")
+
+
+def _run(task, annotator, **kwargs):
+    return run_active_learning(task, annotator, "random", config=kwargs.pop("config", SMALL), seed=3, **kwargs)
+
+
+class RecordingAnnotator(OracleAnnotator):
+    """Fixed labels; remembers every batch it was asked for."""
+
+    def __init__(self, labels, name="recording"):
+        super().__init__(labels, K, name=name)
+        self.batches = []
+
+    def _annotate(self, rows):
+        self.batches.append(rows.copy())
+        return super()._annotate(rows)
+
+
+# ------------------------------------------------------------------------------ the loop
+def test_each_round_adds_b_distinct_new_pool_rows(problem):
+    task, _, _ = problem
+    annotator = RecordingAnnotator(task.gold)
+    seen = []
+    rounds = _run(task, annotator, progress=seen.append)
+    assert [m.round for m in rounds] == [0, 1, 2, 3] and seen == rounds
+    assert [m.labelled for m in rounds] == [20, 35, 50, 65]
+    assert [m.queried for m in rounds] == [15, 15, 15, 0]
+    added = np.concatenate(annotator.batches)
+    seeds = draw_seed_rows(task.pool, SMALL.seed_size, 3)
+    assert len(annotator.batches) == 3 and all(len(b) == 15 for b in annotator.batches)
+    assert len(np.unique(np.concatenate([added, seeds]))) == 20 + 45
+    assert np.all(np.isin(added, task.pool))
+    assert all(m.micro_f1 is not None and 0 <= m.macro_f1 <= 1 for m in rounds)
+
+
+def test_weights_are_alpha_exactly_where_the_model_disagreed(problem, tmp_path, monkeypatch):
+    task, _, _ = problem
+    predictions = []  # (rows' inputs, predicted classes) of every predict call
+
+    class RecordingClassifier(loop_module.OnnxClassifier):
+        def predict(self, x):
+            predicted = super().predict(x)
+            predictions.append((x.copy(), predicted))
+            return predicted
+
+    monkeypatch.setattr(loop_module, "OnnxClassifier", RecordingClassifier)
+    with Store(tmp_path / "s.sqlite") as store:
+        rounds = _run(task, _noisy(task.gold, 0.3), store=store, run_id="w")
+        labels = store.al_labels("w")
+    for metrics in rounds[:-1]:
+        batch = [(row, label, weight) for row, r, label, weight, _ in labels if r == metrics.round]
+        rows, annotated, weights = (np.array(column) for column in zip(*batch))
+        x_batch = task.inputs[rows]
+        predicted = next(p for x, p in predictions if x.shape == x_batch.shape and np.array_equal(x, x_batch))
+        np.testing.assert_array_equal(weights, np.where(predicted != annotated, SMALL.alpha, 1.0))
+        assert metrics.down_weighted == metrics.disagreed == np.sum(predicted != annotated)
+    assert sum(m.disagreed for m in rounds) > 0
+    np.testing.assert_array_equal(discrepancy_weights(np.array([0, 1, 2]), np.array([0, 2, 2]), 0.5), [1, 0.5, 1])
+
+
+def test_weighting_and_negatives_can_be_switched_off(problem, tmp_path):
+    task, _, _ = problem
+    plain = dataclasses.replace(SMALL, discrepancy_weighting=False, negative_learning=False)
+    with Store(tmp_path / "s.sqlite") as store:
+        rounds = _run(task, _noisy(task.gold, 0.3), config=plain, store=store, run_id="plain")
+        labels = store.al_labels("plain")
+    assert all(w == 1.0 for _, _, _, w, _ in labels) and all(m.down_weighted == 0 for m in rounds)
+    assert all(m.lambda_nl == 0.0 for m in rounds)
+
+
+def test_lambda_rises_linearly_from_start_to_end():
+    config = ActiveLearningConfig()
+    weights = [negative_learning_weight(r, config) for r in range(config.rounds + 1)]
+    assert weights[0] == pytest.approx(0.4) and weights[-1] == pytest.approx(1.0)
+    assert np.allclose(np.diff(weights), 0.06)
+    assert negative_learning_weight(5, ActiveLearningConfig(negative_learning=False)) == 0.0
+
+
+def test_same_seed_same_run_and_another_seed_differs(problem):
+    task, _, _ = problem
+    first, again = _run(task, _noisy(task.gold, 0.2)), _run(task, _noisy(task.gold, 0.2))
+    strip = lambda rounds: [(m.micro_f1, m.disagreed, m.best_epoch, m.label_noise) for m in rounds]  # noqa: E731
+    assert strip(first) == strip(again)
+    other = run_active_learning(task, _noisy(task.gold, 0.2), "random", config=SMALL, seed=4)
+    assert strip(other) != strip(first)
+
+
+def test_rounds_are_stored_once_and_a_repeated_run_is_read_back(problem, tmp_path):
+    task, _, _ = problem
+    labels = _noisy(task.gold, 0.2).labels
+    with Store(tmp_path / "s.sqlite") as store:
+        full = _run(task, RecordingAnnotator(labels, "noisy"), store=store)  # run id: a hash of the settings
+        repeated = RecordingAnnotator(labels, "noisy")
+        assert _run(task, repeated, store=store) == full and repeated.batches == []
+        other = RecordingAnnotator(labels, "other")  # another annotator: another run
+        _run(task, other, store=store)
+        assert len(other.batches) == SMALL.rounds
+        _run(task, RecordingAnnotator(labels, "noisy"), store=store, run_id="named")
+        _run(task, RecordingAnnotator(labels, "noisy"), store=store, run_id="named")
+        assert [m["round"] for m in store.al_rounds("named")] == [0, 1, 2, 3]
+        assert len(store.al_labels("named")) == SMALL.rounds * SMALL.query_size
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(problem, tmp_path):
+    task, _, _ = problem
+    reference = _run(task, _noisy(task.gold, 0.2))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_round_one(metrics):
+        if metrics.round == 1:
+            raise Interrupt
+
+    with Store(tmp_path / "s.sqlite") as store:
+        with pytest.raises(Interrupt):
+            _run(task, _noisy(task.gold, 0.2), store=store, run_id="r", progress=stop_after_round_one)
+        assert len(store.al_rounds("r")) == 2
+        resumed = _run(task, _noisy(task.gold, 0.2), store=store, run_id="r")
+        assert len(store.al_rounds("r")) == 4
+    strip = lambda rounds: [(m.micro_f1, m.disagreed, m.best_epoch) for m in rounds]  # noqa: E731
+    assert strip(resumed) == strip(reference)
+
+
+def test_a_run_id_with_other_settings_is_refused(problem, tmp_path):
+    task, _, _ = problem
+    with Store(tmp_path / "s.sqlite") as store:
+        _run(task, OracleAnnotator(task.gold, K), store=store, run_id="x")
+        with pytest.raises(StoreError, match="other settings"):
+            _run(task, _noisy(task.gold, 0.2), store=store, run_id="x")
+
+
+def test_oracle_beats_a_noisy_annotator_and_noise_is_measured(problem):
+    task, _, _ = problem
+    config = dataclasses.replace(SMALL, rounds=4, query_size=25)
+    oracle = _run(task, OracleAnnotator(task.gold, K), config=config)
+    noisy = _run(task, _noisy(task.gold, 0.6), config=config)
+    assert all(m.label_noise == 0 for m in oracle[:-1])
+    assert np.mean([m.label_noise for m in noisy[:-1]]) > 0.4
+    assert oracle[-1].micro_f1 > noisy[-1].micro_f1
+
+
+def test_llm_annotators_label_from_the_signals(problem):
+    task, scores, consistency = problem
+    rows = np.arange(60, 90)
+    y, negatives = VoteAnnotator(scores, consistency).annotate(rows)
+    assert y.dtype == np.int64 and negatives.shape == (30, K) and not negatives.any()
+    single, _ = SingleLLMAnnotator(scores, consistency, 1, "second").annotate(rows)
+    np.testing.assert_array_equal(single, consistency[rows, 1].argmax(axis=1))
+    with pytest.raises(DataError, match="out of range"):
+        SingleLLMAnnotator(scores, consistency, 3, "fourth")
+    with pytest.raises(DataError, match="0..419"):
+        OracleAnnotator(task.gold, K).annotate(np.array([N_ROWS]))
+
+
+def test_molam_annotator_gives_labels_and_negatives(problem):
+    task, scores, consistency = problem
+    seeds = np.arange(60, 110)
+    annotator = MolamAnnotator(scores, consistency, seeds, task.gold[seeds], K, unlabelled_rows=np.arange(110, N_ROWS))
+    y, negatives = annotator.annotate(np.arange(110, N_ROWS))
+    gold = task.gold[110:]
+    assert np.mean(y == gold) > 0.8
+    assert negatives[np.arange(len(gold)), (gold + 1) % K].all() and not negatives[np.arange(len(gold)), gold].any()
+    rounds = _run(task, annotator)
+    assert all(m.negative_share == pytest.approx(1 / K) for m in rounds[:-1])
+    assert all(m.false_negative_share == 0 for m in rounds[:-1])
+
+
+def test_unusable_settings_are_refused_up_front(problem):
+    task, _, _ = problem
+    too_many = ActiveLearningConfig(seed_size=20, query_size=200, rounds=3)
+    with pytest.raises(ConfigError, match="need a pool"):
+        run_active_learning(task, OracleAnnotator(task.gold, K), "random", config=too_many)
+    with pytest.raises(DataError, match="test rows must not be in the pool"):
+        bad = ActiveLearningTask(task.inputs, task.pool, K, task.gold, task.pool[:5])
+        run_active_learning(bad, OracleAnnotator(task.gold, K), "random", config=SMALL)
+    with pytest.raises(ConfigError, match="unknown query strategy"):
+        run_active_learning(task, OracleAnnotator(task.gold, K), "psychic", config=SMALL)
+
+
+def test_f1_scores():
+    micro, macro = f1_scores(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3)
+    assert micro == 0.75 and macro == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+
+
+# ------------------------------------------------------------------------------ replay
+def _write_replay(folder: Path, llms=TREC_LLMS, rows=3):
+    for i, llm in enumerate(llms):
+        with (folder / f"trec_{llm}.jsonl").open("w") as handle:
+            for r in range(rows):
+                answers = [" Human", "human", "entity", '"entity"'] + ["numeric"] * 6
+                record = {"text": f"question {r}?", "label": TREC_LABELS[r], "llm_logits": [i, 0, 0.5, 0, 0, r],
+                          "llm_label": answers}
+                handle.write(json.dumps(record) + "\n")
+
+
+def test_replay_loader_reads_signals(tmp_path):
+    _write_replay(tmp_path)
+    data = load_trec_replay(tmp_path)
+    assert data.texts == ["question 0?", "question 1?", "question 2?"] and data.llm_names == TREC_LLMS
+    assert data.gold.tolist() == [0, 1, 2]
+    assert data.scores.shape == data.consistency.shape == (3, 5, 6)
+    assert data.scores[1, 3].tolist() == [3, 0, 0.5, 0, 0, 1]
+    # ' Human' and 'human' count for human; '"entity"' is no label; 6 x numeric
+    np.testing.assert_allclose(data.consistency[0, 0], [0, 0.1, 0, 0.2, 0, 0.6])
+
+
+def test_replay_loader_refuses_mismatched_or_missing_files(tmp_path):
+    _write_replay(tmp_path, rows=3)
+    _write_replay(tmp_path, llms=("yi",), rows=2)
+    with pytest.raises(DataError, match="same rows"):
+        load_trec_replay(tmp_path)
+    with pytest.raises(DataError, match="missing"):
+        load_trec_replay(tmp_path, llms=("gemma", "phi"))
+
+
+@pytest.mark.skipif(not PAPER_DATA.is_dir(), reason="the paper's recorded TREC files are not here")
+def test_replay_loader_on_the_recorded_trec_files():
+    data = load_trec_replay(PAPER_DATA)
+    assert data.scores.shape == (5452, 5, 6) and len(data.texts) == 5452
+    yi = SingleLLMAnnotator(data.scores, data.consistency, TREC_LLMS.index("yi"), "yi")
+    y, _ = yi.annotate(np.arange(5452))
+    assert np.mean(y == data.gold) == pytest.approx(0.768, abs=0.002)
+
+
+# ------------------------------------------------------------------------------ lexical features
+def test_hashed_tfidf_is_stable_normalised_and_sees_word_pairs():
+    texts = ["How many people live here?", "How many?", "Who lives here?", ""]
+    features = hashed_tfidf(texts, bits=10)
+    assert features.shape == (4, 1024) and features.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(features[:3], axis=1), 1, rtol=1e-5)
+    assert not features[3].any()
+    np.testing.assert_array_equal(features, hashed_tfidf(texts, bits=10))
+    assert np.count_nonzero(features[1]) == 3  # how, many, "how many"
+    combined = with_lexical_features(np.ones((4, 5), np.float32), texts, bits=10)
+    assert combined.shape == (4, 1029) and np.array_equal(combined[:, 5:], features)
+    with pytest.raises(ConfigError, match="bits"):
+        hashed_tfidf(texts, bits=30)
