@@ -265,3 +265,20 @@ def test_registry_and_settings():
     for cls, kwargs in bad_settings:
         with pytest.raises(ConfigError, match=next(iter(kwargs))):
             cls(**kwargs)
+
+
+def test_candidate_subset_for_costly_strategies():
+    from mollia_edge.al.strategies import BEMPS, NoiseStability, candidate_positions
+
+    picked = candidate_positions(1000, 100, seed=3)
+    assert picked.size == 100 and np.all(np.diff(picked) > 0)
+    np.testing.assert_array_equal(candidate_positions(50, 100, seed=3), np.arange(50))
+    clf = random_clf(rows=400)
+    x = np.arange(400)
+    pool = np.arange(20, 400)
+    for strategy in (BEMPS(seed=1, max_candidates=60), NoiseStability(seed=1, max_candidates=60)):
+        out = strategy.query(clf, x, pool, np.arange(20), np.zeros(20, int), 10)
+        assert len(np.unique(out)) == 10 and np.isin(out, pool).all()
+        np.testing.assert_array_equal(out, strategy.query(clf, x, pool, np.arange(20), np.zeros(20, int), 10))
+        # n above the candidate cap still gives n rows
+        assert len(np.unique(strategy.query(clf, x, pool, np.arange(20), np.zeros(20, int), 80))) == 80
