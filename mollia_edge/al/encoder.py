@@ -173,6 +173,8 @@ def encoder_prefix_model(below_top: int, model_path: Path | None = None) -> onnx
     if not 1 <= below_top < len(layers):
         raise ConfigError(f"below_top (top layers left out) must be 1..{len(layers) - 1}, not {below_top}")
     cut = layers[len(layers) - below_top - 1]
+    if not any(info.name == cut for info in model.graph.value_info):
+        model = onnx.shape_inference.infer_shapes(model)  # exports without intermediate shapes
     prefix = onnx.utils.Extractor(model).extract_model([i.name for i in model.graph.input], [cut])
     width = model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
     prefix.graph.node.append(onnx.helper.make_node("Identity", [cut], [HIDDEN_STATE_OUTPUT], name="hidden_state_out"))
