@@ -212,9 +212,118 @@ def _run_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- mollia-edge label ------------------------------------------------------------------------
+
+
+def _add_label(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "label", help="the whole job: label every row of a table (LLMs, MoLAM, active learning)"
+    )
+    parser.add_argument("file", type=Path, help="CSV, TSV, JSONL or Parquet file with a text column")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="labelled table (.csv, .tsv, .jsonl, .parquet)")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", help="seed labels (default: the column 'label' if there is one)")
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--labels", help="comma-separated label names (default: the label column's values)")
+    labels.add_argument("--labels-file", type=Path, help="a file with one label name per line")
+    parser.add_argument("--models", help="comma-separated catalog names or .gguf paths (default: the starters)")
+    parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
+    parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
+    parser.add_argument("--strategy", default="bemps", help="active-learning query strategy (default: bemps)")
+    parser.add_argument("--rounds", type=int, help="active-learning rounds (default: from the configuration, 10)")
+    parser.add_argument("--batch", type=int, help="rows queried per round (default: from the configuration, 50)")
+    parser.add_argument("--seed", type=int, help="random seed (default: from the configuration)")
+    parser.add_argument("--llm-sample", type=int, default=500, help="unlabelled rows the LLMs annotate for the label model")
+    parser.add_argument("--review-threshold", type=float, default=0.6, help="confidence below this needs review")
+    parser.add_argument("--session", type=Path, help="session store (default: OUTPUT.session.sqlite)")
+    parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for the encoder and classifier")
+    parser.add_argument("--strict", action="store_true", help="stop (instead of warning) when seed labels are missing")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="no progress bars, no summary; warnings and errors only")
+    output.add_argument("--log-json", action="store_true", help="progress and warnings as JSON lines on stderr")
+    parser.add_argument("--debug", action="store_true", help="show internal errors in full (may include input text)")
+    parser.set_defaults(run=_run_label)
+
+
+def _label_names(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if args.labels is not None:
+        return tuple(label.strip() for label in args.labels.split(","))
+    if args.labels_file is not None:
+        try:
+            text = args.labels_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the labels file {args.labels_file}: {exc}") from None
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
+    return None
+
+
+def _run_label(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .label import LabelJob, run_label_job
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    job = LabelJob(
+        input=args.file, output=args.output, text_column=args.text_column, label_column=args.label_column,
+        labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
+        chat_format=args.chat_format, item=args.item, strategy=args.strategy, rounds=args.rounds, batch=args.batch,
+        seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=args.strict,
+        threads=args.threads, session=args.session, config=load_config(args.config),
+    )
+    console = Console(stderr=True)
+
+    def warn(message: str) -> None:
+        if args.log_json:
+            print(json.dumps({"event": "warning", "message": message}), file=sys.stderr)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+
+    try:
+        if args.quiet:
+            result = run_label_job(job, None, warn)
+        elif args.log_json:
+            last: dict[str, float] = {}
+
+            def log(stage: str, done: int, total: int) -> None:
+                now = time.monotonic()
+                if done >= total or now - last.get(stage, 0.0) >= 1.0:
+                    last[stage] = now
+                    print(json.dumps({"event": "progress", "stage": stage, "done": done, "total": total}),
+                          file=sys.stderr)
+
+            result = run_label_job(job, log, warn)
+        else:
+            with Progress(*Progress.get_default_columns(), console=console, transient=True) as bar:
+                tasks: dict[str, object] = {}
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bar.add_task(stage, total=total)
+                    bar.update(tasks[stage], completed=done, total=total)
+
+                result = run_label_job(job, progress, warn)
+    except (MolliaError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # an internal error: one line, no traceback, no input text
+        if args.debug:
+            raise
+        raise MolliaError(
+            f"internal error ({type(exc).__name__}); rerun with --debug for details and report it"
+        ) from None
+    if args.log_json:
+        print(json.dumps({"event": "done", "output": str(result.output), "report": str(result.report)}), file=sys.stderr)
+    elif not args.quiet:
+        print(result.summary_text, end="", file=sys.stderr)
+        print(f"wrote {result.output} (session {result.session}, report {result.report})", file=sys.stderr)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate, _add_label]
 
 
 def build_parser() -> argparse.ArgumentParser:

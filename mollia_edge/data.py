@@ -23,7 +23,7 @@ from typing import Any
 from .errors import DataError
 
 READ_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
-WRITE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+WRITE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 _SHOW = 5  # how many offending rows or values a message names
 Row = dict[str, Any]
 
@@ -60,6 +60,14 @@ def read_texts(
 ) -> TextTable:
     """Read and validate a table of texts; ``labels`` (if given) is the allowed label set."""
     path = Path(path)
+    columns, rows = load_table(path)
+    return texts_from_rows(path, columns, rows, text_column, label_column, labels)
+
+
+def load_table(path: str | Path) -> tuple[list[str], list[Row]]:
+    """Every column name and data row of a table file (at least one row), not yet validated
+    for a text column: what ``read_texts`` reads, for commands that copy all columns out."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in READ_SUFFIXES:
         raise DataError(
@@ -68,11 +76,25 @@ def read_texts(
         )
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the path")
-    columns, rows = _read_parquet(path) if suffix == ".parquet" else _read_text_table(path)
+    try:
+        columns, rows = _read_parquet(path) if suffix == ".parquet" else _read_text_table(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
     if not rows:
         what = "a header but no data rows" if columns else "no rows"
         raise DataError(f"{path}: the file has {what}; add the texts to label")
+    return columns, rows
 
+
+def texts_from_rows(
+    path: Path,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    text_column: str = "text",
+    label_column: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> TextTable:
+    """Validate rows read by :func:`load_table` into a :class:`TextTable`."""
     wanted = [text_column] + ([label_column] if label_column is not None else [])
     for column in wanted:
         if column not in columns:
@@ -112,6 +134,9 @@ def write_table_atomic(
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        _write_parquet_atomic(path, rows, columns)
+        return
     if suffix not in WRITE_SUFFIXES:
         raise DataError(
             f"{path}: cannot write '{path.suffix}' files; use " + ", ".join(WRITE_SUFFIXES)
@@ -136,6 +161,27 @@ def write_table_atomic(
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _write_parquet_atomic(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Parquet through pyarrow (if installed), written to a temporary file then renamed."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise DataError(f"{path}: writing Parquet needs pyarrow; run `pip install pyarrow` or write .csv, .tsv or .jsonl")
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: folder {path.parent} does not exist; create it first")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [{column: row.get(column) for column in columns} for row in rows]
+    table = pa.Table.from_pylist(records) if records else pa.table({c: [] for c in columns})
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp_name)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -2,8 +2,10 @@
 
 Schema 1 holds the cache of LLM outputs and of model-file hashes; schema 2 adds active-learning
 runs (settings), their per-round metrics and the rows each round annotated, committed together
-so that a run never loses a finished round and can resume after it. Later versions add
-sessions and the audit trail through new entries in ``_MIGRATIONS``.
+so that a run never loses a finished round and can resume after it. Schema 3 adds labelling
+sessions (:mod:`mollia_edge.session`): their settings, finished stages, the current label of
+each row with its source and author, an append-only audit trail (which also makes undo
+possible) and a review queue. Later versions add tables through new entries in ``_MIGRATIONS``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +68,62 @@ _MIGRATIONS: list[str] = [
         UNIQUE (run_id, row_index)
     );
     """,
+    """
+    CREATE TABLE sessions (
+        session_id   TEXT PRIMARY KEY,
+        settings     TEXT NOT NULL,
+        input_sha256 TEXT NOT NULL,
+        n_rows       INTEGER NOT NULL,
+        labels       TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'created',
+        created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    CREATE TABLE session_stages (
+        session_id TEXT NOT NULL REFERENCES sessions (session_id),
+        stage      TEXT NOT NULL,
+        result     TEXT NOT NULL,
+        seconds    REAL NOT NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        PRIMARY KEY (session_id, stage)
+    );
+    CREATE TABLE session_labels (
+        session_id   TEXT NOT NULL REFERENCES sessions (session_id),
+        row_index    INTEGER NOT NULL,
+        label        TEXT NOT NULL,
+        source       TEXT NOT NULL CHECK (source IN ('seed', 'llm_mixture', 'classifier', 'human')),
+        author       TEXT NOT NULL,
+        confidence   REAL,
+        negatives    TEXT NOT NULL DEFAULT '',
+        votes        TEXT NOT NULL DEFAULT '',
+        needs_review INTEGER NOT NULL DEFAULT 0,
+        updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        PRIMARY KEY (session_id, row_index)
+    );
+    CREATE TABLE session_audit (
+        audit_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions (session_id),
+        at         TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        actor      TEXT NOT NULL CHECK (actor IN ('seed', 'llm_mixture', 'classifier', 'human', 'system')),
+        author     TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        row_index  INTEGER,
+        before     TEXT,
+        after      TEXT,
+        undone_by  INTEGER REFERENCES session_audit (audit_id)
+    );
+    CREATE INDEX session_audit_rows ON session_audit (session_id, row_index);
+    CREATE TABLE session_review (
+        session_id  TEXT NOT NULL REFERENCES sessions (session_id),
+        row_index   INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        priority    REAL NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'done', 'skipped')),
+        created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        resolved_at TEXT,
+        PRIMARY KEY (session_id, row_index)
+    );
+    """,
 ]
 
 
@@ -104,6 +163,24 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    # -- generic access (for modules that own their tables, e.g. mollia_edge.session) ---------
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """All rows of one read statement."""
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one transaction: committed on success, rolled back on error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def __enter__(self) -> Store:
         return self

@@ -1,0 +1,565 @@
+"""The main job: label every row of a table with MoLLIA (``mollia-edge label``), resumably.
+
+:func:`run_label_job` is the library call behind the command (and the TUI):
+
+1. read and check the input; rows that already have a label are the human seed set;
+2. encode every text once (embeddings cached beside the session store);
+3. the LLMs annotate the seed rows and a seeded random sample of the other rows
+   (``llm_sample``, default 500); on those signals the label model is fitted - MoLAM with
+   enough seeds, the seedless Dawid-Skene model otherwise;
+4. the active-learning loop (Algorithm 1) trains the classifier; each round's queried rows
+   are annotated by the LLMs (on demand) and labelled by the label model;
+5. the final classifier, trained on everything labelled, labels every other row.
+
+Budget: the LLMs see only seed rows + sample + ``rounds x batch`` queried rows. Final label
+sources: ``seed`` (kept as given), ``llm_mixture`` (rows the LLMs annotated, labelled by the
+label model), ``classifier`` (all other rows). ``needs_review``: the classifier disagrees with
+the label model, or the confidence is below ``review_threshold``.
+
+Every LLM output, round and label is committed to the session store as it is made; running
+the same job again resumes it and ends with the same output as an uninterrupted run.
+Progress goes to a ``progress(stage, done, total)`` callback, warnings to ``warn(message)``;
+neither ever carries input text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .data import READ_SUFFIXES, WRITE_SUFFIXES, load_table, texts_from_rows, write_table_atomic
+from .errors import ConfigError, DataError
+from .session import RowLabel, Session, open_session_store
+
+Progress = Callable[[str, int, int], None]
+"""Called with (stage, done, total): stages ``encoding``, ``llm <model>``, ``rounds``, ``labelling``."""
+Warn = Callable[[str], None]
+
+NEW_COLUMNS = ("label", "label_source", "confidence", "negative_labels", "needs_review", "llm_votes")
+MIN_MOLAM_SEEDS = 10
+"""Fewer seed rows (or seeds of fewer than two classes): the seedless Dawid-Skene label model."""
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """What to label and how; ``None`` settings take the configuration's values."""
+
+    input: Path
+    output: Path
+    text_column: str = "text"
+    label_column: str | None = None
+    """Seed labels; None: the column ``label`` if the input has one, else no seeds."""
+    labels: tuple[str, ...] | None = None
+    """The label set; None: the distinct values of the label column."""
+    models: tuple[str, ...] | None = None
+    """Catalog names or .gguf paths; None: the catalog's starter models."""
+    chat_format: str | None = None
+    item: str = "text"
+    strategy: str = "bemps"
+    rounds: int | None = None
+    batch: int | None = None
+    seed: int | None = None
+    llm_sample: int = 500
+    review_threshold: float = 0.6
+    strict: bool = False
+    mode: str = "head"
+    threads: int = 1
+    session: Path | None = None
+    """The session store; None: OUTPUT + '.session.sqlite'."""
+    config: Config = field(default_factory=Config)
+
+    @property
+    def session_path(self) -> Path:
+        return self.session or self.output.with_name(self.output.name + ".session.sqlite")
+
+    def beside_output(self, suffix: str) -> Path:
+        return self.output.with_name(self.output.name + suffix)
+
+
+@dataclass
+class LabelResult:
+    output: Path
+    session: Path
+    classifier: Path | None
+    report: Path
+    summary: Path
+    summary_text: str
+    warnings: list[str]
+    session_id: str
+
+
+# ---------------------------------------------------------------------------- input checks
+def _check_settings(job: LabelJob) -> tuple[int, int, int]:
+    rounds = job.config.al.rounds if job.rounds is None else job.rounds
+    batch = job.config.al.query_size if job.batch is None else job.batch
+    seed = job.config.seed if job.seed is None else job.seed
+    if rounds < 0:
+        raise ConfigError(f"--rounds must be >= 0, got {rounds}")
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
+    if job.llm_sample < 0:
+        raise ConfigError(f"the LLM sample size must be >= 0, got {job.llm_sample}")
+    if not 0 <= job.review_threshold <= 1:
+        raise ConfigError(f"the review threshold must be in [0, 1], got {job.review_threshold}")
+    out = job.output
+    if out.suffix.lower() not in WRITE_SUFFIXES:
+        raise DataError(f"{out}: cannot write '{out.suffix}' files; use " + ", ".join(WRITE_SUFFIXES))
+    if not out.parent.is_dir():
+        raise DataError(f"{out}: folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; give a file name for the output")
+    if job.input.suffix.lower() in READ_SUFFIXES and job.input.exists() and out.resolve() == job.input.resolve():
+        raise DataError(f"{out}: the output would overwrite the input; choose another file")
+    from .al.strategies import make_strategy
+
+    make_strategy(job.strategy, seed)  # unknown strategy: a ConfigError now, not after the LLMs
+    return rounds, batch, seed
+
+
+def _label_set(job: LabelJob, label_column: str | None, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    if job.labels is not None:
+        labels = tuple(job.labels)
+    elif label_column is not None:
+        values = {str(r.get(label_column)).strip() for r in rows if r.get(label_column) not in (None, "")}
+        labels = tuple(sorted(v for v in values if v))
+        if len(labels) < 2:
+            raise ConfigError(
+                f"column '{label_column}' holds {len(labels)} distinct label(s); give the label set with --labels a,b,c"
+            )
+    else:
+        raise ConfigError("give the label set with --labels a,b,c (or a label column with seed labels)")
+    if any(not label.strip() for label in labels):
+        raise ConfigError("a label name is empty: list the labels as --labels a,b,c")
+    repeated = sorted(label for label, n in Counter(labels).items() if n > 1)
+    if repeated:
+        raise ConfigError(f"label(s) {', '.join(map(repr, repeated))} listed twice in the label set")
+    if len(labels) < 2:
+        raise ConfigError(f"the label set needs at least two labels, got {len(labels)}")
+    return labels
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rows_text(ids: Sequence[int]) -> str:
+    shown = ", ".join(str(i + 1) for i in ids[:5])
+    return shown + (f" (and {len(ids) - 5} more)" if len(ids) > 5 else "")
+
+
+def _derived(seed: int, *extra: int) -> int:
+    return int(np.random.SeedSequence([seed, *extra]).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------- label models
+class _Mixture:
+    """MoLAM (with seeds) or Dawid-Skene (without) over the LLMs' signals."""
+
+    def __init__(self, kind: str, model: Any, delta: float, rule: str) -> None:
+        self.kind, self.model, self.delta, self.rule = kind, model, delta, rule
+
+    def predict_proba(self, z: np.ndarray, c: np.ndarray) -> np.ndarray:
+        if self.kind == "molam":
+            return self.model.predict_proba(z, c)
+        return self.model.predict_proba(c)
+
+    def negative_labels(self, z: np.ndarray) -> np.ndarray:
+        from .molam import negative_labels
+
+        return negative_labels(z, self.delta, self.rule)
+
+
+def _fit_mixture(z: np.ndarray, c: np.ndarray, seed_pos: np.ndarray, y_seed: np.ndarray, k: int,
+                 config: Config, seed: int) -> _Mixture:
+    from .molam import DawidSkene, fit_annotation_model
+
+    cfg = config.molam
+    if len(seed_pos) >= MIN_MOLAM_SEEDS and len(np.unique(y_seed)) >= 2:
+        rest = np.setdiff1d(np.arange(len(z)), seed_pos)
+        model = fit_annotation_model(z[seed_pos], c[seed_pos], y_seed, z[rest], c[rest], k, config=cfg, seed=seed)
+        return _Mixture("molam", model, cfg.delta, cfg.negative_rule)
+    return _Mixture("dawid_skene", DawidSkene(k, seed=seed).fit(c), cfg.delta, cfg.negative_rule)
+
+
+# ---------------------------------------------------------------------------- the job
+class _LLMs:
+    """The job's LLM annotators (loaded on first need); signals of rows, cached in the store."""
+
+    def __init__(self, annotators: list[Any], names: list[str], texts: Sequence[str], progress: Progress | None) -> None:
+        self.annotators, self.names, self.texts, self.progress = annotators, names, texts, progress
+        self.truncated: set[int] = set()
+
+    def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and consistency (len(rows), N, K) of ``rows``."""
+        texts = [self.texts[i] for i in rows]
+        z, c = [], []
+        for name, annotator in zip(self.names, self.annotators):
+            report = (lambda d, t, m=name: self.progress(f"llm {m}", d, t)) if self.progress else None
+            s = annotator.annotate(texts, report)
+            z.append(s.label_prob)
+            c.append(s.consistency)
+            self.truncated.update(int(r) for r, cut in zip(rows, s.truncated) if cut)
+        return np.stack(z, axis=1), np.stack(c, axis=1)
+
+
+def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int) -> Any:
+    from .al.annotators import Annotator
+
+    class MixtureAnnotator(Annotator):
+        name = f"llm-{mixture.kind}"
+
+        def __init__(self) -> None:
+            self.n_rows, self.n_classes = n_rows, k
+
+        def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            z, c = llms.signals(rows)
+            return mixture.predict_proba(z, c).argmax(axis=1).astype(np.int64), mixture.negative_labels(z)
+
+    return MixtureAnnotator()
+
+
+def _final_classifier(x: np.ndarray, rows: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                      negatives: np.ndarray, k: int, job: LabelJob, rounds: int, seed: int) -> Any:
+    """The classifier on every labelled row (held-out slice for early stopping), seeded."""
+    from .al.classifier import OnnxClassifier
+    from .al.loop import negative_learning_weight
+
+    al = job.config.al
+    order = np.random.default_rng(_derived(seed, 9001)).permutation(len(rows))
+    n_val = min(len(order) - 1, max(1, round(al.validation_fraction * len(order)))) if len(order) > 1 else 0
+    fit, val = order[n_val:], order[:n_val]
+    lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
+    clf = OnnxClassifier(
+        job.mode, n_classes=k, hidden=al.hidden, learning_rate=al.head_learning_rate,
+        encoder_learning_rate=al.learning_rate, epochs=al.epochs, batch_size=al.batch_size,
+        patience=al.patience, seed=_derived(seed, 9002), threads=job.threads,
+    )
+    val_args = {"x_val": x[rows[val]], "y_val": labels[val]} if n_val else {}
+    return clf.fit(x[rows[fit]], labels[fit], weights[fit], negatives[fit] if lam > 0 else None, lam, **val_args)
+
+
+def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
+    """Label every row of ``job.input`` into ``job.output`` (see the module docstring)."""
+    warnings: list[str] = []
+
+    def say(message: str) -> None:
+        warnings.append(message)
+        if warn:
+            warn(message)
+
+    rounds, batch, seed = _check_settings(job)
+    columns, rows = load_table(job.input)
+    label_column = job.label_column
+    if label_column is None and "label" in columns:
+        label_column = "label"
+    if job.label_column is not None and job.label_column not in columns:
+        raise DataError(
+            f"{job.input}: no column '{job.label_column}' (columns found: {', '.join(map(repr, columns))}); "
+            "rename the column or choose another one"
+        )
+    if job.text_column == label_column:
+        raise ConfigError(f"the text column and the label column are both '{label_column}'; choose two columns")
+    labels = _label_set(job, label_column, rows)
+    table = texts_from_rows(job.input, columns, rows, job.text_column, label_column, labels)
+    texts, n, k = table.texts, len(table.texts), len(labels)
+    index = {label: i for i, label in enumerate(labels)}
+
+    duplicates = n - len(set(texts))
+    if duplicates:
+        say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
+    clashes = [c for c in NEW_COLUMNS if c in columns and c != label_column]
+    if clashes:
+        say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
+
+    gold = np.full(n, -1, np.int64)
+    if table.gold is not None:
+        for i, g in enumerate(table.gold):
+            if g is not None:
+                gold[i] = index[g]
+    seed_rows = np.flatnonzero(gold >= 0)
+    missing_classes = [labels[j] for j in range(k) if not np.any(gold[seed_rows] == j)]
+    seed_size = job.config.al.seed_size
+    if len(seed_rows) < seed_size:
+        what = "no seed labels" if not len(seed_rows) else f"only {len(seed_rows)} seed label(s)"
+        message = f"{what} (rows with a label; {seed_size} advised)"
+        if job.strict:
+            raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
+        say(message + ("; labels come from the seedless label model" if len(seed_rows) < MIN_MOLAM_SEEDS else ""))
+    if missing_classes and len(seed_rows):
+        message = f"no seed row for label(s) {', '.join(map(repr, missing_classes))}"
+        if job.strict:
+            raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
+        say(message)
+
+    # -- models (checked before any long work) --------------------------------------------
+    from .llm.catalog import inspect_gguf, load_catalog, verify
+
+    catalog = load_catalog()
+    names = list(job.models or catalog.starter)
+    if not names:
+        raise ConfigError("no models given and the catalog names no starter models")
+    resolved = []
+    for name in names:
+        model_file = catalog.resolve(name)
+        inspect_gguf(model_file.path)
+        resolved.append(model_file)
+    display = [m.spec.name if m.spec else m.path.stem for m in resolved]
+    if len(set(display)) != len(display):
+        raise ConfigError(f"a model is listed twice: {', '.join(display)}")
+
+    store = open_session_store(job.session_path)
+    with store, ExitStack() as stack:
+        shas = [verify(m, store) for m in resolved]
+        settings = {
+            "text_column": job.text_column, "label_column": label_column, "item": job.item,
+            "models": shas, "chat_format": job.chat_format, "strategy": job.strategy, "rounds": rounds,
+            "batch": batch, "seed": seed, "llm_sample": job.llm_sample, "review_threshold": job.review_threshold,
+            "mode": job.mode, "config": dataclasses.asdict(job.config),
+        }
+        session = Session.open(store, settings, _file_sha256(job.input), n, labels)
+        session.set_state("running")
+        times: dict[str, float] = {}
+
+        # -- encoding ----------------------------------------------------------------------
+        started = time.perf_counter()
+        from .al.encoder import EmbeddingCache, Encoder, encode_cached
+
+        cache_dir = job.session_path.with_name(job.session_path.name + ".embeddings")
+        cache_dir.mkdir(mode=0o700, exist_ok=True)
+        encoder = Encoder(max_length=job.config.al.max_length, intra_op_threads=max(1, job.threads))
+        if progress:
+            progress("encoding", 0, n)
+        x = encode_cached(encoder, texts, EmbeddingCache(cache_dir),
+                          progress=(lambda d, t: progress("encoding", d, t)) if progress else None)
+        if progress:
+            progress("encoding", n, n)
+        times["encoding"] = time.perf_counter() - started
+
+        # -- LLMs on seeds + sample ---------------------------------------------------------
+        started = time.perf_counter()
+        from .llm.annotator import LLMAnnotator
+        from .llm.prompts import PromptSpec
+
+        annotators = []
+        for model_file in resolved:
+            chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
+            prompt = PromptSpec(labels=labels, item=job.item, chat_format=chat)
+            annotators.append(stack.enter_context(LLMAnnotator(model_file.path, prompt, job.config.llm, store)))
+        llms = _LLMs(annotators, display, texts, progress)
+        others = np.setdiff1d(np.arange(n), seed_rows)
+        take = min(job.llm_sample, len(others))
+        sample = np.sort(np.random.default_rng(_derived(seed, 7)).choice(others, size=take, replace=False))
+        first = np.concatenate([seed_rows, sample]).astype(np.int64)
+        z, c = llms.signals(first)
+        times["llm_seed_and_sample"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        seed_pos = np.arange(len(seed_rows))
+        mixture = _fit_mixture(z, c, seed_pos, gold[seed_rows], k, job.config, seed)
+        times["label_model"] = time.perf_counter() - started
+        llm_report = None
+        if len(seed_rows):
+            from .agreement import annotator_report
+
+            llm_report = annotator_report(z[seed_pos], c[seed_pos], gold[seed_rows], display).as_dict()
+
+        # -- active learning ------------------------------------------------------------------
+        started = time.perf_counter()
+        bootstrap = len(seed_rows) < MIN_MOLAM_SEEDS or len(np.unique(gold[seed_rows])) < 2
+        train_gold = gold.copy()
+        init = seed_rows
+        if bootstrap and len(sample):
+            proba = mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):])
+            train_gold[sample] = proba.argmax(axis=1)
+            init = np.sort(np.concatenate([seed_rows, sample]))
+        if len(init) < 2:
+            raise DataError(
+                f"{job.input}: fewer than 2 rows can start the classifier; add seed labels or raise the LLM sample"
+            )
+        free = n - len(init)
+        b = min(batch, free)
+        r = min(rounds, free // b) if b else 0
+        if (r, b) != (rounds, batch) and rounds > 0:
+            say(f"only {free} unlabelled row(s): active learning runs {r} round(s) of {b} instead of {rounds} of {batch}")
+        from .al.loop import ActiveLearningTask, run_active_learning
+
+        al_rows, al_labels = init, train_gold[init]
+        al_weights = np.ones(len(init), np.float32)
+        al_negatives = np.zeros((len(init), k), bool)
+        run_id = session.session_id + "-al"
+        if r > 0:
+            al_config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
+            task = ActiveLearningTask(inputs=x, pool=np.arange(n), n_classes=k, gold=train_gold)
+            if progress:
+                progress("rounds", len(store.al_rounds(run_id)) if store.query(
+                    "SELECT 1 FROM al_runs WHERE run_id=?", (run_id,)) else 0, r + 1)
+            run_active_learning(
+                task, _make_annotator(llms, mixture, n, k), job.strategy, config=al_config, seed=seed,
+                seed_rows=init, mode=job.mode, threads=job.threads, store=store, run_id=run_id,
+                progress=(lambda m: progress("rounds", m.round + 1, r + 1)) if progress else None,
+            )
+            recorded = store.al_labels(run_id)
+            if recorded:
+                q_rows, _, q_labels, q_weights, q_negs = zip(*recorded)
+                al_rows = np.concatenate([al_rows, np.array(q_rows, np.int64)])
+                al_labels = np.concatenate([al_labels, np.array(q_labels, np.int64)])
+                al_weights = np.concatenate([al_weights, np.array(q_weights, np.float32)])
+                al_negatives = np.concatenate([al_negatives, np.stack(q_negs)])
+        times["active_learning"] = time.perf_counter() - started
+
+        # -- final classifier and labels ------------------------------------------------------
+        started = time.perf_counter()
+        clf = _final_classifier(x, al_rows, al_labels, al_weights, al_negatives, k, job, r, seed)
+        p_clf = clf.predict_proba(x)
+        times["classifier"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        llm_rows = np.setdiff1d(np.union1d(first, al_rows), seed_rows)
+        z_l, c_l = llms.signals(llm_rows) if len(llm_rows) else (np.zeros((0, len(display), k)),) * 2
+        p_mix = mixture.predict_proba(z_l, c_l) if len(llm_rows) else np.zeros((0, k))
+        neg_mix = mixture.negative_labels(z_l) if len(llm_rows) else np.zeros((0, k), bool)
+        votes_mix = z_l.argmax(axis=2) if len(llm_rows) else np.zeros((0, len(display)), np.int64)
+        threshold, delta = job.review_threshold, job.config.molam.delta
+        row_labels: list[RowLabel] = []
+        review: list[tuple[int, str, float]] = []
+        position = {int(row): i for i, row in enumerate(llm_rows)}
+        seed_set = set(seed_rows.tolist())
+        for i in range(n):
+            clf_label = int(p_clf[i].argmax())
+            if i in seed_set:
+                row_labels.append(RowLabel(i, labels[gold[i]], "seed", "seed", 1.0))
+                continue
+            if i in position:
+                j = position[i]
+                y = int(p_mix[j].argmax())
+                conf = float(p_mix[j, y])
+                negs = tuple(labels[q] for q in np.flatnonzero(neg_mix[j]))
+                votes = "|".join(f"{m}:{labels[v]}" for m, v in zip(display, votes_mix[j]))
+                disagree = clf_label != y
+                flagged = disagree or conf < threshold
+                row_labels.append(RowLabel(i, labels[y], "llm_mixture", f"llm_mixture:{mixture.kind}",
+                                           round(conf, 6), negs, votes, flagged))
+                if flagged:
+                    reason = "classifier and label model disagree" if disagree else "low confidence"
+                    review.append((i, reason, 1.0 - conf + float(disagree)))
+            else:
+                conf = float(p_clf[i, clf_label])
+                negs = tuple(labels[q] for q in np.flatnonzero(p_clf[i] < delta))
+                flagged = conf < threshold
+                row_labels.append(RowLabel(i, labels[clf_label], "classifier", "classifier",
+                                           round(conf, 6), negs, "", flagged))
+                if flagged:
+                    review.append((i, "low confidence", 1.0 - conf))
+            if progress and (i + 1) % 500 == 0:
+                progress("labelling", i + 1, n)
+        session.put_machine_labels(row_labels)
+        session.queue_for_review(review)
+        if progress:
+            progress("labelling", n, n)
+        current = session.row_labels()  # human labels (from the TUI) win over machine ones
+        times["labelling"] = time.perf_counter() - started
+
+        # -- outputs ------------------------------------------------------------------------
+        out_columns = list(columns) + [col for col in NEW_COLUMNS if col not in columns]
+        out_rows = []
+        for i, row in enumerate(rows):
+            lab = current[i]
+            out_rows.append({
+                **row, "label": lab.label, "label_source": lab.source,
+                "confidence": None if lab.confidence is None else round(float(lab.confidence), 4),
+                "negative_labels": "|".join(lab.negatives), "needs_review": "true" if lab.needs_review else "false",
+                "llm_votes": lab.votes,
+            })
+        classifier_path = job.beside_output(".classifier.onnx")
+        _export_classifier(clf, classifier_path, labels, encoder)
+        distribution = Counter(current[i].label for i in range(n))
+        sources = Counter(current[i].source for i in range(n))
+        report = {
+            "session": session.session_id,
+            "rows": n,
+            "labels": list(labels),
+            "seed_rows": int(len(seed_rows)),
+            "label_model": mixture.kind,
+            "models": display,
+            "llm_rows": int(len(llm_rows) + len(seed_rows)),
+            "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in (llm_report or {}).items()},
+            "label_distribution": {label: distribution.get(label, 0) for label in labels},
+            "label_sources": dict(sorted(sources.items())),
+            "needs_review": int(sum(current[i].needs_review for i in range(n))),
+            "rounds": r,
+            "batch": b,
+            "truncated_for_llms": len(llms.truncated),
+            "warnings": warnings,
+            "seconds": {stage: round(s, 3) for stage, s in times.items()},
+        }
+        if llms.truncated:
+            say(f"{len(llms.truncated)} text(s) longer than {job.config.llm.max_text_tokens} tokens were cut for the LLMs")
+        summary = _summary(report)
+        report_path, summary_path = job.beside_output(".report.json"), job.beside_output(".report.txt")
+        _write_text_atomic(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _write_text_atomic(summary_path, summary)
+        write_table_atomic(job.output, out_rows, out_columns)
+        session.set_state("done")
+    return LabelResult(job.output, job.session_path, classifier_path, report_path, summary_path, summary,
+                       warnings, session.session_id)
+
+
+def _export_classifier(clf: Any, path: Path, labels: Sequence[str], encoder: Any) -> None:
+    """The classifier as ONNX (input: the encoder's sentence embeddings), labels in its metadata."""
+    import onnx
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        clf.export_inference(tmp)
+        model = onnx.load(str(tmp))
+        for key, value in (("labels", json.dumps(list(labels))), ("input", "all-MiniLM-L6-v2 sentence embeddings"),
+                           ("encoder_sha256", encoder.sha256), ("producer", "mollia-edge label")):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"mollia-edge label: {report['rows']} rows, {len(report['labels'])} labels, "
+        f"{report['seed_rows']} seed rows, label model {report['label_model']}",
+        f"LLM-annotated rows: {report['llm_rows']} ({', '.join(report['models'])}); "
+        f"active learning: {report['rounds']} round(s) of {report['batch']}",
+    ]
+    for model, accuracy in report["llm_accuracy_on_seeds"].items():
+        lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}")
+    lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in report["label_distribution"].items()))
+    lines.append("sources: " + ", ".join(f"{k} {v}" for k, v in report["label_sources"].items()))
+    lines.append(f"needs review: {report['needs_review']}")
+    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
+    return "\n".join(lines) + "\n"

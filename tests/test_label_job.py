@@ -1,0 +1,172 @@
+"""`mollia-edge label` end to end on tiny GGUF models: output, resume, no network, the session."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import socket
+import stat
+from pathlib import Path
+
+import onnx
+import pytest
+
+from mollia_edge.cli import main
+from mollia_edge.label import NEW_COLUMNS, LabelJob, run_label_job
+from mollia_edge.session import Session, open_session_store
+
+WORDS = "good bad great awful fine terrible lovely poor".split()
+
+
+def write_input(path: Path, n: int = 60, seeds: int = 12) -> Path:
+    rng = random.Random(0)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "text", "label", "note"])
+        for i in range(n):
+            text = " ".join(rng.choice(WORDS) for _ in range(5)) + f" #{i}"
+            label = ("pos" if "good" in text or "great" in text else "neg") if i < seeds else ""
+            writer.writerow([i, text, label, f"n{i}"])
+    return path
+
+
+def args(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return ["label", str(data), "--labels", "pos,neg", "--models", str(model), "--chat-format", "chatml",
+            "--rounds", "2", "--batch", "5", "--llm-sample", "15", "--quiet", "-o", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def done(tiny_model_path, tmp_path_factory):
+    """One uninterrupted run with every socket disabled (the job must never use the network)."""
+    folder = tmp_path_factory.mktemp("label")
+    data = write_input(folder / "in.csv")
+    out = folder / "out.csv"
+    with pytest.MonkeyPatch.context() as mp:
+        def refuse(*a, **k):
+            raise OSError("network access attempted")
+
+        mp.setattr(socket, "socket", refuse)
+        mp.setattr(socket, "create_connection", refuse)
+        assert main(args(data, out, tiny_model_path)) == 0
+    return data, out
+
+
+def test_output_has_every_row_and_column_plus_the_new_ones(done):
+    data, out = done
+    original = list(csv.DictReader(data.open(encoding="utf-8")))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == len(original)
+    assert list(rows[0]) == ["id", "text", "label", "note", *[c for c in NEW_COLUMNS if c != "label"]]
+    for before, after in zip(original, rows):
+        assert (after["id"], after["text"], after["note"]) == (before["id"], before["text"], before["note"])
+        assert after["label"] in ("pos", "neg")
+        if before["label"]:
+            assert after["label"] == before["label"] and after["label_source"] == "seed"
+        else:
+            assert after["label_source"] in ("llm_mixture", "classifier")
+        assert 0 <= float(after["confidence"]) <= 1 and after["needs_review"] in ("true", "false")
+        if after["label_source"] == "llm_mixture":
+            assert after["llm_votes"].startswith("tiny:")
+    sources = {r["label_source"] for r in rows}
+    assert sources == {"seed", "llm_mixture", "classifier"}  # the LLMs did not see every row
+
+
+def test_files_beside_the_output(done):
+    _, out = done
+    session = out.with_name(out.name + ".session.sqlite")
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600
+    model = onnx.load(str(out.with_name(out.name + ".classifier.onnx")))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["labels"]) == ["pos", "neg"]
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    assert report["rows"] == 60 and report["seed_rows"] == 12 and report["rounds"] == 2
+    assert set(report["llm_accuracy_on_seeds"]) == {"tiny"} and "encoding" in report["seconds"]
+    summary = out.with_name(out.name + ".report.txt").read_text()
+    assert "60 rows" in summary
+    assert "good" not in summary and "#1" not in json.dumps(report)  # no input text in reports
+
+
+def test_session_records_labels_audit_review_and_undo(done):
+    _, out = done
+    with open_session_store(out.with_name(out.name + ".session.sqlite")) as store:
+        (session_id, state, n_rows, _), = Session.all(store)
+        assert state == "done" and n_rows == 60
+        session = Session(store, session_id)
+        labels = session.row_labels()
+        assert len(labels) == 60
+        queue = session.review_queue()
+        assert all(labels[row].needs_review for row, _, _ in queue)
+        row = next(r for r, lab in labels.items() if lab.source == "classifier")
+        before = labels[row]
+        session.set_human_label(row, "pos" if before.label == "neg" else "neg", "alice")
+        assert session.row_labels()[row].source == "human"
+        undone = session.undo("alice")
+        assert undone is not None and session.row_labels()[row] == before
+        actions = [e.action for e in session.audit(row)]
+        assert actions == ["label", "correct", "undo"]
+
+
+class Stop(Exception):
+    pass
+
+
+def test_an_interrupted_job_resumes_to_the_same_output(done, tiny_model_path, tmp_path):
+    data, reference = done
+    out = tmp_path / "out.csv"
+    job = LabelJob(input=data, output=out, labels=("pos", "neg"), models=(str(tiny_model_path),),
+                   chat_format="chatml", rounds=2, batch=5, llm_sample=15)
+    calls = {"n": 0, "stages": set()}
+
+    def interrupt(stage: str, done_: int, total: int) -> None:
+        calls["n"] += 1
+        calls["stages"].add(stage)
+        if stage == "rounds" and done_ == 2:  # round 1 of 2 is committed: stop here
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_label_job(job, interrupt)
+    assert not out.exists()  # never a half-written output
+    assert {"encoding", "llm tiny"} <= calls["stages"]
+    result = run_label_job(job)
+    assert out.read_bytes() == reference.read_bytes()
+    assert result.session_id
+
+
+def test_a_killed_job_resumes_without_losing_stored_work(done, tiny_model_path, tmp_path):
+    """SIGKILL the command once LLM outputs are being committed, then resume: same output."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    data, reference = done
+    out = tmp_path / "out.csv"
+    session = out.with_name(out.name + ".session.sqlite")
+    child = subprocess.Popen([sys.executable, "-m", "mollia_edge", *args(data, out, tiny_model_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stored = 0
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+            if session.exists():
+                try:
+                    with sqlite3.connect(f"file:{session}?mode=ro", uri=True, timeout=1) as db:
+                        stored = db.execute("SELECT COUNT(*) FROM llm_outputs").fetchone()[0]
+                except sqlite3.DatabaseError:
+                    continue
+                if stored:
+                    break
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    if child.returncode != -signal.SIGKILL:  # finished before the kill: nothing to resume
+        pytest.skip("the job ended before it could be killed")
+    assert stored > 0 and not out.exists()
+    assert main(args(data, out, tiny_model_path)) == 0
+    with sqlite3.connect(session) as db:
+        assert db.execute("SELECT COUNT(*) FROM llm_outputs").fetchone()[0] >= stored
+    assert out.read_bytes() == reference.read_bytes()
