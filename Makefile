@@ -24,8 +24,10 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/mollia-edge models
-	$(BIN)/mollia-edge annotate --dataset rotten-tomatoes --n 100 --item review --shots 1 \
-		--out results/rotten-tomatoes-signals.csv
+	mkdir -p results
+	$(BIN)/mollia-edge example rotten-tomatoes --n 300 --seeds 50 -o results/example.csv
+	$(BIN)/mollia-edge label results/example.csv --item review --rounds 2 --batch 20 --llm-sample 60 \
+		-o results/example-labelled.csv
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -321,9 +321,39 @@ def _run_label(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- mollia-edge example ----------------------------------------------------------------------
+
+
+def _add_example(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "example", help="write a labelling task from a bundled dataset: some seed labels, gold kept aside"
+    )
+    parser.add_argument("dataset", help="a bundled labelled dataset (e.g. rotten-tomatoes, bbc-news)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the task table (.csv, .tsv, .jsonl)")
+    parser.add_argument("--n", type=int, default=400, help="rows (a seeded random sample)")
+    parser.add_argument("--seeds", type=int, default=50, help="rows that keep their label in the 'label' column")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=_run_example)
+
+
+def _run_example(args: argparse.Namespace) -> int:
+    if not 0 <= args.seeds <= args.n:
+        raise ConfigError(f"--seeds must be between 0 and --n ({args.n}), got {args.seeds}")
+    data = load_dataset(args.dataset).sample(args.n, args.seed)
+    gold = [data.label_names[i] for i in data.labels]
+    rows = [
+        {"text": text, "label": label if row < args.seeds else "", "gold": label}
+        for row, (text, label) in enumerate(zip(data.texts, gold))
+    ]
+    write_table_atomic(args.output, rows, ("text", "label", "gold"))
+    print(f"wrote {args.output}: {args.n} rows of {args.dataset}, {args.seeds} with a seed label "
+          f"(labels: {', '.join(data.label_names)}); the 'gold' column is for scoring only", file=sys.stderr)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate, _add_label]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate, _add_label, _add_example]
 
 
 def build_parser() -> argparse.ArgumentParser:
