@@ -11,7 +11,9 @@ and on the pool's LLM signals (never on test rows). Annotators, as in the paper:
 
 Round r = the model after r queries (round 10: 550 labelled rows). Head mode trains an MLP on
 frozen MiniLM embeddings (optionally beside hashed TF-IDF n-grams, ``--lexical-bits``);
-top-layers mode also fine-tunes MiniLM's top layer on cached hidden states.
+top-layers mode also fine-tunes MiniLM's top layer(s) (``--top-layers``) on cached hidden states
+(kept in results/cache); each mini-batch is cut to its longest text (``--length-buckets``: batch
+rows of similar length).
 
     OPENBLAS_NUM_THREADS=1 python scripts/bench_al.py ../shared/data/mollia-paper --out results/bench_al.json
 """
@@ -43,7 +45,7 @@ from mollia_edge.al.annotators import (
     SingleLLMAnnotator,
     VoteAnnotator,
 )
-from mollia_edge.al.encoder import EmbeddingCache, Encoder, encode_cached, load_top_layers
+from mollia_edge.al.encoder import EmbeddingCache, Encoder, HiddenStates, encode_cached, load_top_layers
 from mollia_edge.al.lexical import with_lexical_features
 from mollia_edge.al.loop import ActiveLearningTask, RoundMetrics, draw_seed_rows, run_active_learning
 from mollia_edge.al.replay import TREC_LABELS, ReplayData, load_trec_replay
@@ -105,8 +107,9 @@ def annotators_for(data: ReplayData, names: list[str], seeds: np.ndarray, pool: 
     return {name: out[name] for name in names}
 
 
-def model_inputs(data: ReplayData, mode: str, lexical_bits: int, console: Console) -> object:
-    """Head mode: embeddings (n, 384) [+ hashed TF-IDF]; top-layers: hidden states below the top layer."""
+def model_inputs(data: ReplayData, mode: str, lexical_bits: int, console: Console, top_layers: int = 1) -> object:
+    """Head mode: embeddings (n, 384) [+ hashed TF-IDF]; top-layers: hidden states below the
+    ``top_layers`` trained layers."""
     started = time.perf_counter()
     encoder = Encoder(intra_op_threads=2)
     if mode == "head":
@@ -114,9 +117,38 @@ def model_inputs(data: ReplayData, mode: str, lexical_bits: int, console: Consol
         if lexical_bits:
             inputs = with_lexical_features(inputs, data.texts, lexical_bits)
     else:
-        inputs = encoder.hidden_states(data.texts, below_top=1)
+        inputs = cached_hidden_states(encoder, data.texts, top_layers)
     console.print(f"{mode} inputs ready in {time.perf_counter() - started:.0f} s")
     return inputs
+
+
+def cached_hidden_states(encoder: Encoder, texts: list[str], below_top: int = 1) -> HiddenStates:
+    """``encoder.hidden_states`` of ``texts``, kept in results/cache keyed by the texts, the
+    encoder file and the settings."""
+    model = encoder.model_path
+    key = hashlib.sha256(
+        "\x00".join(texts).encode() + f"|{model.resolve()}|{model.stat().st_size}|{encoder.max_length}|{below_top}".encode()
+    ).hexdigest()[:16]
+    path = CACHE / f"hidden-{key}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return HiddenStates(cached["values"], cached["mask"])
+    states = encoder.hidden_states(texts, below_top=below_top)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, values=states.values, mask=states.mask)
+    partial.replace(path)
+    return states
+
+
+def classifier_options(args: argparse.Namespace, mode: str) -> dict:
+    """OnnxClassifier settings beyond the config; only those that differ from the defaults."""
+    options = {}
+    if args.length_buckets and mode == "top-layers":
+        options["length_buckets"] = args.length_buckets
+    if args.early_stopping != "loss":
+        options["early_stopping"] = args.early_stopping
+    return options
 
 
 def mean_sd(values: list[float]) -> dict[str, float]:
@@ -152,6 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotators", default=",".join(ANNOTATORS))
     parser.add_argument("--test-size", type=int, default=500)
     parser.add_argument("--epochs", type=int, help="training epochs per round (default: the paper's 40)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: the config's 10)")
+    parser.add_argument("--learning-rate", type=float, help="AdamW lr of the trained encoder layers (default: the config's)")
+    parser.add_argument("--head-learning-rate", type=float, help="AdamW lr of the head (default: the config's)")
+    parser.add_argument("--length-buckets", type=int, default=0,
+                        help="top-layers mode: sort runs of N shuffled batches by length before batching (0: off)")
+    parser.add_argument("--early-stopping", choices=("loss", "accuracy"), default="loss",
+                        help="validation score that picks the epoch kept (default: cross-entropy)")
+    parser.add_argument("--top-layers", type=int, default=1, choices=(1, 2), help="top-layers mode: encoder layers trained")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the classifier")
     parser.add_argument("--lexical-bits", type=int, default=0, help="head mode: add 2**N hashed TF-IDF n-grams (0: off)")
     parser.add_argument("--store", type=Path, help="SQLite store: finished rounds are kept and a rerun resumes")
     parser.add_argument("--out", type=Path)
@@ -168,12 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         args.plot = None
 
     data = load_trec_replay(args.data)
-    base = ActiveLearningConfig(rounds=args.rounds, **({"epochs": args.epochs} if args.epochs else {}))
+    overrides = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.learning_rate,
+                 "head_learning_rate": args.head_learning_rate}
+    base = ActiveLearningConfig(rounds=args.rounds, **{k: v for k, v in overrides.items() if v is not None})
     store = Store(args.store) if args.store else None
     runs: dict[tuple[str, str, str], list[list[RoundMetrics]]] = {}
     for mode in modes:
-        inputs = model_inputs(data, mode, args.lexical_bits if mode == "head" else 0, console)
-        init_layers = load_top_layers(1) if mode == "top-layers" else None
+        inputs = model_inputs(data, mode, args.lexical_bits if mode == "head" else 0, console, args.top_layers)
+        init_layers = load_top_layers(args.top_layers) if mode == "top-layers" else None
         for seed in range(args.seeds):
             test, pool = split(len(data.gold), args.test_size, seed)
             seeds = draw_seed_rows(pool, base.seed_size, seed)
@@ -183,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.perf_counter()
                     rounds = run_active_learning(
                         task, annotator, strategy, config=config, seed=seed, seed_rows=seeds,
-                        mode=mode, init_layers=init_layers, store=store,
+                        mode=mode, init_layers=init_layers, store=store, threads=args.threads,
+                        classifier_options=classifier_options(args, mode),
                     )
                     runs.setdefault((mode, strategy, name), []).append(rounds)
                     console.print(
@@ -193,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {
         "settings": {"seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
-                     "lexical_bits": args.lexical_bits, "config": dataclasses.asdict(base)},
+                     "lexical_bits": args.lexical_bits, "length_buckets": args.length_buckets,
+                     "early_stopping": args.early_stopping,
+                     "top_layers": args.top_layers, "threads": args.threads, "config": dataclasses.asdict(base)},
         "round10": {}, "round_seconds": {}, "curves": {}, "label_noise": {},
     }
     for (mode, strategy, name), per_seed in runs.items():

@@ -77,6 +77,17 @@ def test_early_stopping_keeps_the_best_epoch():
     assert -np.mean(np.log(p[np.arange(60), y[60:]])) == pytest.approx(min(val), rel=1e-5)
 
 
+def test_early_stopping_on_accuracy_keeps_the_most_accurate_epoch():
+    x, y = _blobs(noise=2.0, seed=2)
+    clf = _head(epochs=30, patience=3, learning_rate=5e-2, early_stopping="accuracy")
+    clf.fit(x[:60], y[:60], x_val=x[60:], y_val=y[60:])
+    scores = [(h["val_accuracy"], -h["val_loss"]) for h in clf.history_]
+    assert clf.best_epoch_ == max(range(len(scores)), key=scores.__getitem__)
+    assert (clf.predict(x[60:]) == y[60:]).mean() == pytest.approx(max(scores)[0])
+    with pytest.raises(ConfigError, match="early_stopping"):
+        _head(early_stopping="f1")
+
+
 def test_mc_dropout_and_weight_noise(fitted):
     clf, x, _ = fitted
     samples = clf.posterior_samples(x[:9], n_samples=4, seed=0)
@@ -156,3 +167,65 @@ def test_top_layers_train_and_export_with_prefix(tmp_path):
     assert [i.name for i in merged.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
     session = ort.InferenceSession(str(tmp_path / "full.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(["probabilities"], tokens)[0], clf.predict_proba(x), atol=1e-5)
+
+
+def _padded(x, extra):
+    """The same rows with ``extra`` more padding columns (zeros, mask 0)."""
+    n, t, e = x.values.shape
+    values = np.concatenate([x.values, np.zeros((n, extra, e), np.float32)], axis=1)
+    return FakeHiddenStates(values, np.concatenate([x.mask, np.zeros((n, extra), np.int64)], axis=1))
+
+
+def test_trimming_padding_changes_nothing_but_rounding(monkeypatch):
+    import mollia_edge.al.classifier as classifier
+
+    rng = np.random.default_rng(5)
+    n, t = 60, 9
+    lengths = rng.integers(1, t, n)  # no row uses the last column
+    mask = (np.arange(t) < lengths[:, None]).astype(np.int64)
+    x = FakeHiddenStates((rng.normal(size=(n, t, WIDTH)) * mask[:, :, None]).astype(np.float32), mask)
+    y = rng.integers(0, K, n)
+    settings = dict(n_classes=K, hidden=8, epochs=4, batch_size=16, learning_rate=1e-2, encoder_learning_rate=1e-3,
+                    init_layers=_tiny_layers(rng), n_heads=2, seed=1)
+    trimmed = OnnxClassifier("top-layers", **settings).fit(x, y, x_val=x[:10], y_val=y[:10])
+    wide = _padded(x, 23)
+    with monkeypatch.context() as patch:  # no trimming: every batch and chunk keeps all columns
+        patch.setattr(classifier, "_real_width", lambda mask: mask.shape[1])
+        untrimmed = OnnxClassifier("top-layers", **settings).fit(wide, y, x_val=wide[:10], y_val=y[:10])
+        untrimmed_p = untrimmed.predict_proba(wide)
+    assert untrimmed.best_epoch_ == trimmed.best_epoch_
+    np.testing.assert_allclose(trimmed.predict_proba(x), untrimmed_p, atol=1e-5)
+    np.testing.assert_allclose(trimmed.predict_proba(wide), trimmed.predict_proba(x), atol=1e-5)
+    # chunks run in length order; results come back in row order, one row alone gives the same
+    one_by_one = np.concatenate([trimmed.predict_proba(x[[i]]) for i in range(n)])
+    np.testing.assert_allclose(one_by_one, trimmed.predict_proba(x), atol=1e-5)
+    np.testing.assert_allclose(trimmed.posterior_samples(x, 2, seed=3), trimmed.posterior_samples(wide, 2, seed=3), atol=1e-5)
+
+
+def test_length_bucketed_batches_cover_every_row_once():
+    from mollia_edge.al.classifier import bucketed_batches
+
+    lengths = np.random.default_rng(0).integers(2, 40, 233)
+    batches = bucketed_batches(lengths, 20, 4, np.random.default_rng(1))
+    assert sorted(len(b) for b in batches) == [13] + [20] * 11
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(233))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.5 * np.ptp(lengths)  # similar lengths share a batch
+    again = bucketed_batches(lengths, 20, 4, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_top_layers_with_length_buckets_learns():
+    rng = np.random.default_rng(2)
+    n = 60
+    lengths = rng.integers(2, T + 1, n)
+    mask = (np.arange(T) < lengths[:, None]).astype(np.int64)
+    y = rng.integers(0, K, n)
+    values = (rng.normal(size=(n, T, WIDTH)) * 0.3 + np.eye(K, WIDTH)[y][:, None, :] * 2) * mask[:, :, None]
+    x = FakeHiddenStates(values.astype(np.float32), mask)
+    clf = OnnxClassifier("top-layers", n_classes=K, hidden=8, epochs=20, batch_size=10, learning_rate=1e-2,
+                         encoder_learning_rate=1e-3, init_layers=_tiny_layers(rng), n_heads=2, length_buckets=3)
+    clf.fit(x, y)
+    assert (clf.predict(x) == y).mean() >= 0.9
+    with pytest.raises(ConfigError, match="length_buckets"):
+        OnnxClassifier(n_classes=K, length_buckets=-1)

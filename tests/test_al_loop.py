@@ -229,6 +229,25 @@ def test_unusable_settings_are_refused_up_front(problem):
         run_active_learning(task, OracleAnnotator(task.gold, K), "psychic", config=SMALL)
 
 
+def test_classifier_options_reach_the_classifier_and_the_run_id(problem, tmp_path):
+    task, _, _ = problem
+    seen = []
+    original = loop_module.OnnxClassifier.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.early_stopping)
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop_module.OnnxClassifier, "fit", spy)
+        store = Store(tmp_path / "al.sqlite")
+        _run(task, OracleAnnotator(task.gold, K), store=store, run_id="plain")
+        _run(task, OracleAnnotator(task.gold, K), classifier_options={"early_stopping": "accuracy"}, store=store)
+    assert seen == ["loss"] * 4 + ["accuracy"] * 4
+    with pytest.raises(ConfigError, match="classifier_options"):
+        _run(task, OracleAnnotator(task.gold, K), classifier_options={"epochs": 3})
+
+
 def test_f1_scores():
     micro, macro = f1_scores(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3)
     assert micro == 0.75 and macro == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)

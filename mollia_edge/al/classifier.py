@@ -8,6 +8,11 @@ and AdamW moments stay onnxruntime ``OrtValue`` objects from one step to the nex
 Inputs ``x``: in ``head`` mode a float array (n, D); in ``top-layers`` mode any object with
 ``.values`` (n, T, E) float32 and ``.mask`` (n, T) int64 (cached hidden states below the
 trained layers). ``K`` = n_classes, ``H`` = hidden width.
+
+Top-layers cost grows with the token axis, so every training batch and inference chunk is cut
+to the longest real sequence in it (the mask tells; padding changes nothing but rounding:
+padded keys get zero attention and padded tokens zero pooling weight). Inference runs the rows
+in length order; training can group rows of similar length (``length_buckets``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .graphs import (
 )
 
 MODES = ("head", "top-layers")
+EARLY_STOPPING = ("loss", "accuracy")
 _CHUNK_ROWS = {"head": 8192, "top-layers": 256}
 _LAYER_INDEX = re.compile(r"^encoder\.layer\.(\d+)\.")
 
@@ -77,6 +83,37 @@ def _rows(x: Any, mode: str) -> int:
     if values.ndim != 3 or mask.shape != values.shape[:2]:
         raise DataError(f"x.values must be (rows, tokens, width) and x.mask (rows, tokens); got {values.shape} and {mask.shape}")
     return values.shape[0]
+
+
+def _real_width(mask: np.ndarray) -> int:
+    """Token columns up to the last one any row uses (at least 1)."""
+    used = np.flatnonzero(mask.any(axis=0))
+    return int(used[-1]) + 1 if len(used) else 1
+
+
+def _token_counts(x: Any) -> np.ndarray:
+    return np.asarray(x.mask).sum(axis=1)
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, window: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Mini-batches (row indices) for one epoch, grouped by length.
+
+    Shuffle the rows, sort each run of ``window`` batches (``window * batch_size`` rows) by
+    ``lengths`` (stable, so ties stay shuffled), cut it into batches, then shuffle the order of
+    all batches. Batch sizes are the same as plain shuffling gives (only the last may be short).
+    """
+    n = len(lengths)
+    order = rng.permutation(n)
+    span = window * batch_size
+    for start in range(0, n, span):
+        part = order[start:start + span]
+        order[start:start + span] = part[np.argsort(lengths[part], kind="stable")]
+    batches = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
 
 
 def _labels(name: str, y: Any, n: int, n_classes: int) -> np.ndarray:
@@ -128,7 +165,11 @@ class OnnxClassifier:
     """MLP head (optionally under trainable BERT top layers) trained with the robust AL loss.
 
     ``learning_rate`` drives the head (default 1e-3), ``encoder_learning_rate`` the encoder
-    layers (paper: 5e-5). ``init_layers`` (top-layers mode) maps safetensors names such as
+    layers (paper: 5e-5). ``length_buckets`` (top-layers mode; 0 = off) sorts each run of that
+    many shuffled batches by token count before cutting it into batches (see
+    :func:`bucketed_batches`), so batches carry less padding. ``early_stopping`` picks the
+    validation score that selects the epoch kept (see :meth:`fit`). ``init_layers``
+    (top-layers mode) maps safetensors names such as
     ``encoder.layer.5.attention.self.query.weight`` to fp32 arrays; the layers trained are
     those it contains. Each ``fit`` is a cold start: a fresh head drawn from ``seed``.
     """
@@ -151,6 +192,8 @@ class OnnxClassifier:
         n_heads: int = 12,
         layer_norm_eps: float = 1e-12,
         threads: int = 1,
+        length_buckets: int = 0,
+        early_stopping: str = "loss",
     ):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -162,6 +205,10 @@ class OnnxClassifier:
                             ("patience", patience), ("threads", threads), ("n_heads", n_heads)):
             if int(value) != value or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if early_stopping not in EARLY_STOPPING:
+            raise ConfigError(f"early_stopping must be one of {EARLY_STOPPING}, got {early_stopping!r}")
+        if int(length_buckets) != length_buckets or length_buckets < 0:
+            raise ConfigError(f"length_buckets must be a non-negative integer (0: off), got {length_buckets!r}")
         if learning_rate <= 0 or encoder_learning_rate <= 0 or weight_decay < 0:
             raise ConfigError("learning rates must be positive and weight_decay non-negative")
         if mode == "top-layers" and not init_layers:
@@ -181,6 +228,8 @@ class OnnxClassifier:
         self.n_heads = n_heads
         self.layer_norm_eps = layer_norm_eps
         self.threads = threads
+        self.length_buckets = length_buckets
+        self.early_stopping = early_stopping
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -196,9 +245,10 @@ class OnnxClassifier:
         """Train from scratch on ``x`` with labels ``y_pos`` (n,), row ``weights`` W_d (n,),
         ``negatives`` (n, K) 0/1 and negative-learning weight ``lambda_nl``.
 
-        With ``x_val``/``y_val`` training stops after ``patience`` epochs without a lower
-        validation cross-entropy and keeps the best epoch's parameters; otherwise it runs
-        all ``epochs``.
+        With ``x_val``/``y_val`` training stops after ``patience`` epochs without a better
+        validation score and keeps the best epoch's parameters; otherwise it runs all
+        ``epochs``. The score (``early_stopping``): ``loss``, a lower cross-entropy;
+        ``accuracy``, a higher accuracy, ties going to the lower cross-entropy.
         """
         n = _rows(x, self.mode)
         if n == 0:
@@ -233,13 +283,18 @@ class OnnxClassifier:
         session = _session(self.spec_, "train", self.threads)
         output_names = [o.name for o in session.get_outputs()]
         param_names = list(parameter_shapes(self.spec_))
-        best_loss, best_params, stale, step = np.inf, None, 0, 0
+        best_score, best_params, stale, step = (-np.inf, np.inf), None, 0, 0
+        bucketed = self.mode == "top-layers" and self.length_buckets > 0
+        lengths = _token_counts(x) if bucketed else None
         self.history_: list[dict[str, float]] = []
         for epoch in range(self.epochs):
-            order = rng.permutation(n)
+            if bucketed:
+                batches = bucketed_batches(lengths, self.batch_size, self.length_buckets, rng)
+            else:
+                order = rng.permutation(n)
+                batches = [order[start:start + self.batch_size] for start in range(0, n, self.batch_size)]
             losses = []
-            for start in range(0, n, self.batch_size):
-                rows = order[start:start + self.batch_size]
+            for rows in batches:
                 step += 1
                 feeds = {
                     **state, **constants, **self._batch_feeds(x, rows),
@@ -252,9 +307,13 @@ class OnnxClassifier:
                 state = {name: outputs[updated_name(name)] for name in state}
             record = {"epoch": epoch, "train_loss": float(np.mean([v.numpy() for v in losses]))}
             if x_val is not None:
-                record["val_loss"] = self._cross_entropy(x_val, y_val, {p: state[p] for p in param_names})
-                if record["val_loss"] < best_loss:
-                    best_loss, best_params, stale = record["val_loss"], {p: state[p] for p in param_names}, 0
+                p_val = self._infer(x_val, {p: state[p] for p in param_names})
+                record["val_loss"] = _cross_entropy(p_val, y_val)
+                record["val_accuracy"] = float(np.mean(p_val.argmax(axis=1) == y_val))
+                # "loss": lower cross-entropy; "accuracy": higher accuracy, ties to lower loss
+                score = (0.0 if self.early_stopping == "loss" else record["val_accuracy"], -record["val_loss"])
+                if score > best_score:
+                    best_score, best_params, stale = score, {p: state[p] for p in param_names}, 0
                     self.best_epoch_ = epoch
                 else:
                     stale += 1
@@ -293,11 +352,14 @@ class OnnxClassifier:
         return (keep / (1.0 - self.dropout)).astype(np.float32)
 
     def _batch_feeds(self, x: Any, rows: np.ndarray | slice) -> dict[str, ort.OrtValue]:
+        """The graph's batch inputs for ``rows``; hidden states cut to the batch's longest row."""
         if self.mode == "head":
             return {"x": _ort(x[rows].astype(np.float32, copy=False))}
+        mask = x.mask[rows]
+        width = _real_width(mask)
         return {
-            "hidden_states": _ort(x.values[rows].astype(np.float32, copy=False)),
-            "attention_mask": _ort(x.mask[rows].astype(np.int64, copy=False)),
+            "hidden_states": _ort(x.values[rows, :width].astype(np.float32, copy=False)),
+            "attention_mask": _ort(mask[:, :width].astype(np.int64, copy=False)),
         }
 
     # ------------------------------------------------------------------ inference
@@ -313,10 +375,17 @@ class OnnxClassifier:
             raise DataError(f"x has width {width} but the model was fitted on {self.spec_.n_features}")
         return n
 
-    def _chunks(self, n: int) -> Iterator[slice]:
+    def _chunks(self, x: Any, n: int) -> Iterator[np.ndarray | slice]:
+        """Row groups for inference: consecutive slices (head), or length-sorted index arrays
+        (top-layers, so each chunk is cut to little padding)."""
         size = _CHUNK_ROWS[self.mode]
+        if self.mode == "head":
+            for start in range(0, n, size):
+                yield slice(start, min(start + size, n))
+            return
+        order = np.argsort(_token_counts(x), kind="stable")
         for start in range(0, n, size):
-            yield slice(start, min(start + size, n))
+            yield order[start:start + size]
 
     def _infer(
         self, x: Any, params: Mapping[str, ort.OrtValue], output: str = "probabilities",
@@ -326,16 +395,18 @@ class OnnxClassifier:
         n = self._check_width(x)
         session = _session(self.spec_, "inference", self.threads)
         result = np.empty((n, self.n_classes_ if output == "probabilities" else self.spec_.hidden), np.float32)
-        for rows in self._chunks(n):
-            size = rows.stop - rows.start
-            mask = np.ones((size, self.spec_.hidden), np.float32) if keep is None else self._keep_mask(keep, size)
+        # Keep-masks follow row order whatever the chunk order (drawn for all rows at once in
+        # top-layers mode: the same draws as chunk by chunk in row order).
+        masks = self._keep_mask(keep, n) if keep is not None and self.mode == "top-layers" else None
+        for rows in self._chunks(x, n):
+            size = len(rows) if isinstance(rows, np.ndarray) else rows.stop - rows.start
+            if keep is None:
+                mask = np.ones((size, self.spec_.hidden), np.float32)
+            else:
+                mask = masks[rows] if masks is not None else self._keep_mask(keep, size)
             feeds = {**params, **self._batch_feeds(x, rows), "dropout_keep": _ort(mask)}
             result[rows] = session.run_with_ort_values([output], feeds)[0].numpy()
         return result
-
-    def _cross_entropy(self, x: Any, y: np.ndarray, params: Mapping[str, ort.OrtValue]) -> float:
-        p = self._infer(x, params)
-        return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
 
     def predict_proba(self, x: Any) -> np.ndarray:
         """Class probabilities (n, K), dropout off."""

@@ -35,6 +35,12 @@ from .annotators import Annotator
 from .classifier import MODES, OnnxClassifier
 from .strategies import make_strategy
 
+_SET_ELSEWHERE = {
+    "mode", "init_layers", "threads", "n_classes", "seed", "hidden", "learning_rate", "encoder_learning_rate",
+    "epochs", "batch_size", "patience",
+}
+"""OnnxClassifier settings that ``classifier_options`` may not give (the config or the arguments do)."""
+
 Progress = Callable[["RoundMetrics"], None]
 """Called with each round's metrics as the round ends."""
 
@@ -248,6 +254,7 @@ def run_active_learning(
     mode: str = "head",
     init_layers: Mapping[str, np.ndarray] | None = None,
     threads: int = 1,
+    classifier_options: Mapping[str, Any] | None = None,
     store: Store | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
@@ -256,7 +263,9 @@ def run_active_learning(
 
     ``strategy``: a name from :data:`~mollia_edge.al.strategies.STRATEGIES`. ``seed_rows``
     (default: ``config.seed_size`` pool rows drawn by :func:`draw_seed_rows` with ``seed``) get
-    their gold labels. ``mode``/``init_layers``/``threads`` go to :class:`OnnxClassifier`.
+    their gold labels. ``mode``/``init_layers``/``threads`` go to :class:`OnnxClassifier`, with
+    ``classifier_options`` (further :class:`OnnxClassifier` settings, e.g. ``length_buckets``,
+    ``early_stopping``).
     With a ``store`` the run is recorded under ``run_id`` (default: a hash of every setting and
     a fingerprint of the data); recorded rounds are returned as they are and the run goes on
     after them. Everything is deterministic for a given ``seed``.
@@ -271,7 +280,10 @@ def run_active_learning(
     seeds = draw_seed_rows(task.pool, config.seed_size, seed) if seed_rows is None else np.asarray(seed_rows)
     _check_task(task, seeds, config)
     query = make_strategy(strategy, seed)
-    classifier = {"mode": mode, "init_layers": init_layers, "threads": threads}
+    options = dict(classifier_options or {})
+    if clash := set(options) & _SET_ELSEWHERE:
+        raise ConfigError(f"classifier_options must not set {sorted(clash)}: the config or the arguments set them")
+    classifier = {"mode": mode, "init_layers": init_layers, "threads": threads, **options}
     k = task.n_classes
     labelled = _LabelledSet(
         seeds.astype(np.int64), gold[seeds], np.ones(len(seeds), np.float32), np.zeros((len(seeds), k), bool)
@@ -285,6 +297,8 @@ def run_active_learning(
             "pool": _rows_digest(task.pool), "test": _rows_digest(task.test), "seed_rows": _rows_digest(seeds),
             "inputs": _fingerprint(task.inputs, len(gold)),
         }
+        if options:  # only when given: run ids recorded without options stay valid
+            settings["classifier_options"] = options
         run_id = run_id or "al-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         store.begin_al_run(run_id, settings)
         results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
