@@ -3,7 +3,9 @@ warning where the job can go on; never a traceback, never a half-written output.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -174,7 +176,7 @@ _CSVISH = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(content=st.one_of(st.binary(max_size=200), _CSVISH.map(lambda s: s.encode("utf-8"))),
        suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
 def test_malformed_files_never_crash(content, suffix):
@@ -185,9 +187,6 @@ def test_malformed_files_never_crash(content, suffix):
         # a missing model: any input that passes the checks still ends in an error, quickly
         argv = ["label", str(data), "--labels", "pos,neg", "--models", str(Path(folder) / "none.gguf"),
                 "--quiet", "-o", str(out)]
-        import contextlib
-        import io
-
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             code = main(argv)
@@ -197,18 +196,16 @@ def test_malformed_files_never_crash(content, suffix):
         assert not out.exists()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(labels=st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), max_size=4))
 def test_any_label_list_is_accepted_or_refused_in_one_line(labels):
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "in.jsonl"
         data.write_text("".join(json.dumps({"text": f"t{i}", "label": ""}) + "\n" for i in range(3)), encoding="utf-8")
         out = Path(folder) / "out.csv"
-        argv = ["label", str(data), "--labels", ",".join(labels), "--models", str(Path(folder) / "none.gguf"),
+        # the --opt=value form: a value starting with "-" would otherwise read as an option
+        argv = ["label", str(data), f"--labels={','.join(labels)}", "--models", str(Path(folder) / "none.gguf"),
                 "--quiet", "-o", str(out)]
-        import contextlib
-        import io
-
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
             code = main(argv)
