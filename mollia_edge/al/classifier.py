@@ -30,6 +30,7 @@ from onnx import version_converter
 
 from ..errors import ConfigError, DataError
 from .autodiff import OPSET, adam_state_names, updated_name
+from .encoder import default_providers
 from .graphs import (
     EncoderSpec,
     ModelSpec,
@@ -54,7 +55,8 @@ def _session(spec: ModelSpec, kind: str, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    # CUDA when onnxruntime-gpu finds a GPU (the encoder's rule), else CPU
+    return ort.InferenceSession(model.SerializeToString(), options, providers=default_providers())
 
 
 def _ort(array: np.ndarray) -> ort.OrtValue:
