@@ -176,6 +176,16 @@ _CSVISH = st.lists(
 ).map("".join)
 
 
+def _fails_in_one_line(argv: list[str]) -> None:
+    """``mollia-edge ARGV`` exits non-zero with exactly one ``error:`` line and no traceback."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    text = err.getvalue()
+    assert code != 0 and "Traceback" not in text
+    assert len([line for line in text.splitlines() if line.startswith("error:")]) == 1
+
+
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(content=st.one_of(st.binary(max_size=200), _CSVISH.map(lambda s: s.encode("utf-8"))),
        suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
@@ -187,12 +197,7 @@ def test_malformed_files_never_crash(content, suffix):
         # a missing model: any input that passes the checks still ends in an error, quickly
         argv = ["label", str(data), "--labels", "pos,neg", "--models", str(Path(folder) / "none.gguf"),
                 "--quiet", "-o", str(out)]
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            code = main(argv)
-        text = err.getvalue()
-        assert code != 0 and "Traceback" not in text
-        assert [line for line in text.splitlines() if line.startswith("error:")].__len__() == 1
+        _fails_in_one_line(argv)
         assert not out.exists()
 
 
@@ -206,9 +211,4 @@ def test_any_label_list_is_accepted_or_refused_in_one_line(labels):
         # the --opt=value form: a value starting with "-" would otherwise read as an option
         argv = ["label", str(data), f"--labels={','.join(labels)}", "--models", str(Path(folder) / "none.gguf"),
                 "--quiet", "-o", str(out)]
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            code = main(argv)
-        text = err.getvalue()
-        assert code != 0 and "Traceback" not in text
-        assert len([line for line in text.splitlines() if line.startswith("error:")]) == 1
+        _fails_in_one_line(argv)
