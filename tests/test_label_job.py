@@ -134,10 +134,26 @@ def test_an_interrupted_job_resumes_to_the_same_output(done, tiny_model_path, tm
     assert result.session_id
 
 
-def test_a_killed_job_resumes_without_losing_stored_work(done, tiny_model_path, tmp_path):
-    """SIGKILL the command once LLM outputs are being committed, then resume: same output."""
-    import signal
+def _stored(session: Path) -> dict[str, int]:
+    """Rows of the tables that hold the job's work (read-only; zeros before the store exists)."""
     import sqlite3
+
+    counts = dict.fromkeys(("llm_outputs", "al_rounds", "session_stages"), 0)
+    if session.exists():
+        try:
+            with sqlite3.connect(f"file:{session}?mode=ro", uri=True, timeout=1) as db:
+                for table in counts:
+                    counts[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        except sqlite3.DatabaseError:  # the schema is still being created
+            pass
+    return counts
+
+
+def test_a_job_killed_several_times_loses_no_stored_work(done, tiny_model_path, tmp_path):
+    """SIGKILL the command at seeded random points (once LLM outputs, then AL rounds are being
+    committed), resume each time: stored work only ever grows, and the output equals an
+    uninterrupted run's."""
+    import signal
     import subprocess
     import sys
     import time
@@ -145,28 +161,29 @@ def test_a_killed_job_resumes_without_losing_stored_work(done, tiny_model_path, 
     data, reference = done
     out = tmp_path / "out.csv"
     session = out.with_name(out.name + ".session.sqlite")
-    child = subprocess.Popen([sys.executable, "-m", "mollia_edge", *args(data, out, tiny_model_path)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stored = 0
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and child.poll() is None:
-            time.sleep(0.05)
-            if session.exists():
-                try:
-                    with sqlite3.connect(f"file:{session}?mode=ro", uri=True, timeout=1) as db:
-                        stored = db.execute("SELECT COUNT(*) FROM llm_outputs").fetchone()[0]
-                except sqlite3.DatabaseError:
-                    continue
-                if stored:
-                    break
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    if child.returncode != -signal.SIGKILL:  # finished before the kill: nothing to resume
-        pytest.skip("the job ended before it could be killed")
-    assert stored > 0 and not out.exists()
+    rng = random.Random(7)
+    before = _stored(session)
+    kills = 0
+    for table, at_least in (("llm_outputs", 1), ("llm_outputs", 30), ("al_rounds", 1), ("al_rounds", 2)):
+        child = subprocess.Popen([sys.executable, "-m", "mollia_edge", *args(data, out, tiny_model_path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and child.poll() is None and _stored(session)[table] < at_least:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0, 0.2))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        if child.returncode != -signal.SIGKILL:  # finished before the kill: nothing left to resume
+            break
+        kills += 1
+        assert not out.exists()  # never a half-written output
+        now = _stored(session)
+        assert all(now[t] >= before[t] for t in now), (before, now)  # nothing committed was lost
+        before = now
+    assert kills >= 2, "the job ended before it could be killed twice"
+    assert before["llm_outputs"] > 0
     assert main(args(data, out, tiny_model_path)) == 0
-    with sqlite3.connect(session) as db:
-        assert db.execute("SELECT COUNT(*) FROM llm_outputs").fetchone()[0] >= stored
+    assert all(n >= before[t] for t, n in _stored(session).items())
     assert out.read_bytes() == reference.read_bytes()
