@@ -351,9 +351,74 @@ def _run_example(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- mollia-edge bench quant ------------------------------------------------------------------
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    from .config import QuantBenchConfig
+
+    bench = subparsers.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, metavar="BENCH")
+    defaults = QuantBenchConfig()
+    parser = bench.add_parser(
+        "quant", help="quantization level vs annotation accuracy, speed and memory, per model and for the mixture"
+    )
+    parser.add_argument("--models", required=True, nargs="+", help="catalog names or .gguf paths (space or comma separated)")
+    parser.add_argument("--quants", default=",".join(defaults.quants), help="comma-separated levels (%(default)s)")
+    parser.add_argument("--data", type=Path, required=True, help="CSV, TSV, JSONL or Parquet file with gold labels")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default="label", help="gold labels (rows without one are left out)")
+    parser.add_argument("--labels", help="comma-separated label names (default: the label column's values)")
+    parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
+    parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
+    parser.add_argument("--n", type=int, default=defaults.n, help="texts every file annotates (%(default)s)")
+    parser.add_argument("--seed-size", type=int, default=defaults.seed_size, help="of them, MoLAM's seeds (%(default)s)")
+    parser.add_argument("--timing-texts", type=int, default=defaults.timing_texts, help="texts timed per file (%(default)s)")
+    parser.add_argument("--budget-gb", type=float, help="memory budget (GiB) for the best mixture of levels")
+    parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for quant.json, quant.png and the cache")
+    parser.set_defaults(run=_run_bench_quant)
+
+
+def _run_bench_quant(args: argparse.Namespace) -> int:
+    from .bench.quant import QuantBenchRequest, run_quant_bench
+    from .bench.quant_output import mixture_table, model_table, write_json, write_plot
+    from .config import QuantBenchConfig
+
+    bench = QuantBenchConfig(
+        quants=tuple(q for q in args.quants.split(",") if q.strip()), n=args.n, seed_size=args.seed_size,
+        timing_texts=args.timing_texts,
+    )
+    request = QuantBenchRequest(
+        models=tuple(m.strip() for arg in args.models for m in arg.split(",") if m.strip()), data=args.data,
+        output=args.output, text_column=args.text_column, label_column=args.label_column,
+        labels=tuple(label.strip() for label in args.labels.split(",")) if args.labels else None, item=args.item,
+        chat_format=args.chat_format, budget_gb=args.budget_gb, bench=bench, config=load_config(args.config),
+    )
+    with Progress(*Progress.get_default_columns(), console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        report = run_quant_bench(request, progress)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 180)
+    for model in report["models"].values():
+        console.print(model["note"])
+    console.print(model_table(report))
+    console.print(mixture_table(report))
+    write_json(report, args.output / "quant.json")
+    write_plot(report, args.output / "quant.png")
+    print(f"wrote {args.output / 'quant.json'} and {args.output / 'quant.png'}", file=sys.stderr)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate, _add_label, _add_example]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate, _add_label, _add_example, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,6 +145,32 @@ class ActiveLearningConfig:
 
 
 @dataclass(frozen=True)
+class QuantBenchConfig:
+    """``mollia-edge bench quant``: the quantization levels tried and how each is measured."""
+
+    quants: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+    n: int = 500
+    """Texts annotated by every model file (gold-labelled rows of the input)."""
+    seed_size: int = 50
+    """Of those, rows whose gold label MoLAM is fitted on; the rest are the evaluation rows."""
+    timing_texts: int = 32
+    """Evaluation rows annotated again without the cache, for seconds per text."""
+    timing_repeats: int = 2
+    """Timed runs per file; the fastest counts (other processes share the CPU)."""
+    max_combinations: int = 64
+    """Mixtures of levels fitted exhaustively for the frontier up to this many; beyond it, a
+    greedy path that upgrades one model at a time."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.quants), "bench.quants must name at least one level")
+        _check(self.seed_size >= 2, f"bench.seed_size must be >= 2, got {self.seed_size}")
+        _check(self.n > self.seed_size, f"bench.n ({self.n}) must exceed bench.seed_size ({self.seed_size})")
+        _check(self.timing_texts >= 1, "bench.timing_texts must be >= 1")
+        _check(self.timing_repeats >= 1, "bench.timing_repeats must be >= 1")
+        _check(self.max_combinations >= 1, "bench.max_combinations must be >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     """Every setting of mollia-edge; ``Config()`` is the paper's configuration."""
 

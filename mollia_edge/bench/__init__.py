@@ -1,0 +1,1 @@
+"""Benchmarks run by ``mollia-edge bench``: quantization level against annotation quality."""
