@@ -18,3 +18,12 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_path_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random llama GGUF without boosted tokens."""
     return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny_plain.gguf", seed=0)
+
+
+@pytest.fixture
+def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty models folder that mollia-edge uses instead of the repository's."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    monkeypatch.setenv("MOLLIA_EDGE_MODELS_DIR", str(folder))
+    return folder

@@ -59,15 +59,6 @@ def write_tiny_gguf(path: Path, chat_template: str | None = None) -> Path:
     return path
 
 
-@pytest.fixture
-def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty models folder that mollia-edge uses instead of the repository's."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    monkeypatch.setenv("MOLLIA_EDGE_MODELS_DIR", str(folder))
-    return folder
-
-
 def write_catalog(path: Path, body: str) -> Path:
     path.write_text(body, encoding="utf-8")
     return path

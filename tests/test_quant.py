@@ -19,14 +19,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "models"
-    directory.mkdir()
-    monkeypatch.setenv("MOLLIA_EDGE_MODELS_DIR", str(directory))
-    return directory
-
-
-@pytest.fixture
 def gold_csv(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     path = tmp_path / "gold.csv"
@@ -38,13 +30,13 @@ def gold_csv(tmp_path: Path) -> Path:
     return path
 
 
-def test_ladder_builds_q8_0_and_q4_0_from_f32_and_reuses_them(tiny_model_path: Path, models_dir: Path) -> None:
+def test_ladder_builds_q8_0_and_q4_0_from_f32_and_reuses_them(tiny_model_path: Path, models: Path) -> None:
     source = find_source(load_catalog(), str(tiny_model_path))
     assert source.quant == "F32" and not source.is_quantized
-    steps = plan_ladder(source, ["Q8_0", "Q4_0"], models_dir)
+    steps = plan_ladder(source, ["Q8_0", "Q4_0"], models)
     assert [(s.quant, s.origin) for s in steps] == [("F32", "source"), ("Q8_0", "build"), ("Q4_0", "build")]
     hashes = build_ladder(source, steps, None, threads=1)
-    manifest = json.loads((models_dir / MANIFEST).read_text())
+    manifest = json.loads((models / MANIFEST).read_text())
     for step in steps[1:]:
         assert step.path is not None and step.path.is_file()
         assert manifest[step.path.name]["sha256"] == hashes[step.quant]
@@ -53,13 +45,13 @@ def test_ladder_builds_q8_0_and_q4_0_from_f32_and_reuses_them(tiny_model_path: P
     assert [s.path.stat().st_mtime_ns for s in steps[1:]] == mtimes  # cached, not rebuilt
 
 
-def test_levels_above_a_quantized_source_are_skipped(tiny_model_path: Path, models_dir: Path) -> None:
+def test_levels_above_a_quantized_source_are_skipped(tiny_model_path: Path, models: Path) -> None:
     f32 = find_source(load_catalog(), str(tiny_model_path))
-    q4 = plan_ladder(f32, ["Q4_0"], models_dir)[1]
+    q4 = plan_ladder(f32, ["Q4_0"], models)[1]
     build_ladder(f32, [q4], None, threads=1)
     source = find_source(load_catalog(), str(q4.path))
     assert source.is_quantized and "already Q4_0" in source.note
-    steps = plan_ladder(source, ["Q8_0", "Q4_0", "Q2_K"], models_dir)
+    steps = plan_ladder(source, ["Q8_0", "Q4_0", "Q2_K"], models)
     assert [(s.quant, s.origin) for s in steps] == [("Q4_0", "source"), ("Q8_0", "skipped"), ("Q2_K", "build")]
 
 
@@ -81,7 +73,7 @@ def test_mean_kl_is_zero_for_equal_distributions_and_positive_otherwise() -> Non
     assert mean_kl(p, p[:, ::-1]) > 0
 
 
-def test_bench_quant_end_to_end(tiny_model_path: Path, models_dir: Path, gold_csv: Path, tmp_path: Path,
+def test_bench_quant_end_to_end(tiny_model_path: Path, models: Path, gold_csv: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
     argv = ["bench", "quant", "--models", str(tiny_model_path), "--quants", "Q8_0,Q4_0", "--data", str(gold_csv),
@@ -116,7 +108,7 @@ def test_bench_quant_end_to_end(tiny_model_path: Path, models_dir: Path, gold_cs
         (["--budget-gb", "-1"], "--budget-gb must be > 0"),
     ],
 )
-def test_bad_input_fails_in_one_line(tiny_model_path: Path, models_dir: Path, gold_csv: Path, tmp_path: Path,
+def test_bad_input_fails_in_one_line(tiny_model_path: Path, models: Path, gold_csv: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
     argv = ["bench", "quant", "--models", str(tiny_model_path), "--data", str(gold_csv), "--n", "40",
             "--seed-size", "20", "-o", str(tmp_path / "out"), *extra]
