@@ -357,12 +357,13 @@ def _run_example(args: argparse.Namespace) -> int:
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     from .config import QuantBenchConfig
 
-    bench = subparsers.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, metavar="BENCH")
+    benches = subparsers.add_parser("bench", help="benchmarks")
+    bench = benches.add_subparsers(dest="bench", required=True, metavar="BENCH")
     defaults = QuantBenchConfig()
     parser = bench.add_parser(
         "quant", help="quantization level vs annotation accuracy, speed and memory, per model and for the mixture"
     )
-    parser.add_argument("--models", required=True, nargs="+", help="catalog names or .gguf paths (space or comma separated)")
+    parser.add_argument("--models", required=True, nargs="+", help="catalog names or .gguf paths (spaces or commas)")
     parser.add_argument("--quants", default=",".join(defaults.quants), help="comma-separated levels (%(default)s)")
     parser.add_argument("--data", type=Path, required=True, help="CSV, TSV, JSONL or Parquet file with gold labels")
     parser.add_argument("--text-column", default="text")
@@ -371,11 +372,11 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
     parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
     parser.add_argument("--n", type=int, default=defaults.n, help="texts every file annotates (%(default)s)")
-    parser.add_argument("--seed-size", type=int, default=defaults.seed_size, help="of them, MoLAM's seeds (%(default)s)")
-    parser.add_argument("--timing-texts", type=int, default=defaults.timing_texts, help="texts timed per file (%(default)s)")
+    parser.add_argument("--seed-size", type=int, default=defaults.seed_size, help="of them, MoLAM's seeds")
+    parser.add_argument("--timing-texts", type=int, default=defaults.timing_texts, help="texts timed per file")
     parser.add_argument("--budget-gb", type=float, help="memory budget (GiB) for the best mixture of levels")
     parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for quant.json, quant.png and the cache")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for quant.json, quant.png, the cache")
     parser.set_defaults(run=_run_bench_quant)
 
 
@@ -418,7 +419,9 @@ def _run_bench_quant(args: argparse.Namespace) -> int:
 
 # -- entry point -------------------------------------------------------------------------------
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_annotate, _add_label, _add_example, _add_bench]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_models, _add_annotate, _add_label, _add_example, _add_bench,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

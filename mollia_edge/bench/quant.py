@@ -136,8 +136,14 @@ def _tensor_mix(types: dict[str, int]) -> dict[str, int]:
     return dict(sorted(types.items(), key=lambda item: -item[1]))
 
 
+def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    """``progress`` for one stage, as the (done, total) callback the lower layers take."""
+    return (lambda done, total: progress(stage, done, total)) if progress else None
+
+
 def _bench_model(
     source: LadderSource,
+    quants: list[str],
     request: QuantBenchRequest,
     data: BenchTexts,
     demonstrations: tuple[tuple[str, str], ...],
@@ -146,28 +152,24 @@ def _bench_model(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, AnnotationSignals]]:
     """Cells and signals of one model's files by level, the source's own level first."""
     bench, llm = request.bench, request.config.llm
-    quants = [level_name(q) for q in bench.quants]
     steps = plan_ladder(source, quants, load_catalog().directory)
     threads = llm.n_threads or os.cpu_count() or 1
-    report = (lambda stage: (lambda d, t: progress(stage, d, t))) if progress else (lambda stage: None)
-    hashes = build_ladder(source, steps, store, threads, report(f"ladder {source.name}"))
+    hashes = build_ladder(source, steps, store, threads, _stage(progress, f"ladder {source.name}"))
     prompt = PromptSpec(labels=data.labels, item=request.item, chat_format=source.chat_format,
                         demonstrations=demonstrations)
     timing = [data.texts[i] for i in data.eval_rows[: bench.timing_texts]]
     cells: dict[str, dict[str, Any]] = {}
     signals: dict[str, AnnotationSignals] = {}
     for step in steps:
-        key = step.quant
-        cell = dict.fromkeys(CELL_FIELDS)
+        cell = cells[step.quant] = dict.fromkeys(CELL_FIELDS)
         cell.update(status="skipped", origin=step.origin, reason=step.reason)
-        cells[key] = cell
         if step.path is None:
             continue
         info = inspect_gguf(step.path)
         measured = measure_file(step.path, prompt, llm, store.path, data.texts, timing, bench.timing_repeats,
-                                report(f"{source.name} {step.quant}"))
+                                _stage(progress, f"{source.name} {step.quant}"))
         with LLMAnnotator(step.path, prompt, llm, store) as annotator:  # every output is cached now
-            signals[key] = annotator.annotate(data.texts)
+            signals[step.quant] = annotator.annotate(data.texts)
         cell.update(
             status="measured", file=step.path.name, sha256=hashes[step.quant], file_type=info.file_type,
             tensor_types=_tensor_mix(dict(info.tensor_types)), size_mib=info.file_size / 2**20,
@@ -204,7 +206,7 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     signals: dict[str, dict[str, AnnotationSignals]] = {}
     with Store(request.output / "quant.sqlite") as store:
         for source in sources:
-            cells, signals[source.name] = _bench_model(source, request, data, demonstrations, store, progress)
+            cells, signals[source.name] = _bench_model(source, quants, request, data, demonstrations, store, progress)
             models[source.name] = {"source": source.path.name, "source_quant": source.quant,
                                    "source_quantized": source.is_quantized, "note": source.note, "levels": cells}
     mixture, frontier = _mixture_report(models, signals, data, request, quants, progress)
