@@ -239,21 +239,14 @@ def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int) -> Any:
 def _final_classifier(x: np.ndarray, rows: np.ndarray, labels: np.ndarray, weights: np.ndarray,
                       negatives: np.ndarray, k: int, job: LabelJob, rounds: int, seed: int) -> Any:
     """The classifier on every labelled row (held-out slice for early stopping), seeded."""
-    from .al.classifier import OnnxClassifier
-    from .al.loop import negative_learning_weight
+    from .al.loop import LabelledSet, negative_learning_weight, train_classifier
 
     al = job.config.al
-    order = np.random.default_rng(_derived(seed, 9001)).permutation(len(rows))
-    n_val = min(len(order) - 1, max(1, round(al.validation_fraction * len(order)))) if len(order) > 1 else 0
-    fit, val = order[n_val:], order[:n_val]
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
-    clf = OnnxClassifier(
-        job.mode, n_classes=k, hidden=al.hidden, learning_rate=al.head_learning_rate,
-        encoder_learning_rate=al.learning_rate, epochs=al.epochs, batch_size=al.batch_size,
-        patience=al.patience, seed=_derived(seed, 9002), threads=job.threads,
+    return train_classifier(
+        x, LabelledSet(rows, labels, weights, negatives), k, lam, al, {"mode": job.mode, "threads": job.threads},
+        _derived(seed, 9001), _derived(seed, 9002),
     )
-    val_args = {"x_val": x[rows[val]], "y_val": labels[val]} if n_val else {}
-    return clf.fit(x[rows[fit]], labels[fit], weights[fit], negatives[fit] if lam > 0 else None, lam, **val_args)
 
 
 def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:

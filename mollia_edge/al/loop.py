@@ -135,7 +135,7 @@ def _derived_seed(seed: int, *extra: int) -> int:
 
 
 @dataclass
-class _LabelledSet:
+class LabelledSet:
     """The labelled rows in the order added: rows, labels, weights W_d and negatives (M, K)."""
 
     rows: np.ndarray
@@ -204,29 +204,35 @@ def _rows_digest(rows: np.ndarray | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------ the loop
-def _train(
-    task: ActiveLearningTask,
-    labelled: _LabelledSet,
-    round_number: int,
+def train_classifier(
+    inputs: Any,
+    labelled: LabelledSet,
+    n_classes: int,
+    lambda_nl: float,
     config: ActiveLearningConfig,
     classifier: Mapping[str, Any],
-    seed: int,
+    split_seed: int,
+    init_seed: int,
 ) -> OnnxClassifier:
-    """A cold-started classifier fitted on the labelled rows minus a held-out slice for early stopping."""
-    order = np.random.default_rng(_derived_seed(seed, round_number, 1)).permutation(len(labelled.rows))
+    """A cold-started classifier fitted on the ``labelled`` rows of ``inputs``.
+
+    A seeded ``config.validation_fraction`` slice of the rows (their labels as given: no gold
+    beyond them) is held out for early stopping; with a single row there is none.
+    ``classifier``: further :class:`OnnxClassifier` settings (mode, init_layers, threads...).
+    """
+    order = np.random.default_rng(split_seed).permutation(len(labelled.rows))
     n_val = min(len(order) - 1, max(1, round(config.validation_fraction * len(order))))
     fit, val = order[n_val:], order[:n_val]
-    lambda_nl = negative_learning_weight(round_number, config)
     clf = OnnxClassifier(
-        n_classes=task.n_classes, hidden=config.hidden, learning_rate=config.head_learning_rate,
+        n_classes=n_classes, hidden=config.hidden, learning_rate=config.head_learning_rate,
         encoder_learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-        patience=config.patience, seed=_derived_seed(seed, round_number, 2), **classifier,
+        patience=config.patience, seed=init_seed, **classifier,
     )
     rows = labelled.rows
+    validation = {"x_val": inputs[rows[val]], "y_val": labelled.labels[val]} if n_val else {}
     return clf.fit(
-        task.inputs[rows[fit]], labelled.labels[fit], labelled.weights[fit],
-        labelled.negatives[fit] if lambda_nl > 0 else None, lambda_nl,
-        x_val=task.inputs[rows[val]], y_val=labelled.labels[val],
+        inputs[rows[fit]], labelled.labels[fit], labelled.weights[fit],
+        labelled.negatives[fit] if lambda_nl > 0 else None, lambda_nl, **validation,
     )
 
 
@@ -285,7 +291,7 @@ def run_active_learning(
         raise ConfigError(f"classifier_options must not set {sorted(clash)}: the config or the arguments set them")
     classifier = {"mode": mode, "init_layers": init_layers, "threads": threads, **options}
     k = task.n_classes
-    labelled = _LabelledSet(
+    labelled = LabelledSet(
         seeds.astype(np.int64), gold[seeds], np.ones(len(seeds), np.float32), np.zeros((len(seeds), k), bool)
     )
 
@@ -309,7 +315,10 @@ def run_active_learning(
 
     for round_number in range(len(results), config.rounds + 1):
         started = time.perf_counter()
-        clf = _train(task, labelled, round_number, config, classifier, seed)
+        clf = train_classifier(
+            task.inputs, labelled, task.n_classes, negative_learning_weight(round_number, config), config, classifier,
+            _derived_seed(seed, round_number, 1), _derived_seed(seed, round_number, 2),
+        )
         train_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
