@@ -141,16 +141,6 @@ def cached_hidden_states(encoder: Encoder, texts: list[str], below_top: int = 1)
     return states
 
 
-def classifier_options(args: argparse.Namespace, mode: str) -> dict:
-    """OnnxClassifier settings beyond the config; only those that differ from the defaults."""
-    options = {}
-    if args.length_buckets and mode == "top-layers":
-        options["length_buckets"] = args.length_buckets
-    if args.early_stopping != "loss":
-        options["early_stopping"] = args.early_stopping
-    return options
-
-
 def mean_sd(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "sd": float(np.std(values))}
 
@@ -183,15 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     strategies.add_argument("--all", action="store_true", help="every query strategy")
     parser.add_argument("--annotators", default=",".join(ANNOTATORS))
     parser.add_argument("--test-size", type=int, default=500)
-    parser.add_argument("--epochs", type=int, help="training epochs per round (default: the paper's 40)")
-    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: the config's 10)")
-    parser.add_argument("--learning-rate", type=float, help="AdamW lr of the trained encoder layers (default: the config's)")
-    parser.add_argument("--head-learning-rate", type=float, help="AdamW lr of the head (default: the config's)")
-    parser.add_argument("--length-buckets", type=int, default=0,
-                        help="top-layers mode: sort runs of N shuffled batches by length before batching (0: off)")
-    parser.add_argument("--early-stopping", choices=("loss", "accuracy"), default="loss",
-                        help="validation score that picks the epoch kept (default: cross-entropy)")
-    parser.add_argument("--top-layers", type=int, default=1, choices=(1, 2), help="top-layers mode: encoder layers trained")
+    default = "(default: the config's)"
+    parser.add_argument("--epochs", type=int, help=f"training epochs per round {default}")
+    parser.add_argument("--patience", type=int, help=f"early-stopping patience in epochs {default}")
+    parser.add_argument("--learning-rate", type=float, help=f"AdamW lr of the trained encoder layers {default}")
+    parser.add_argument("--head-learning-rate", type=float, help=f"AdamW lr of the head {default}")
+    parser.add_argument("--length-buckets", type=int,
+                        help=f"top-layers mode: sort runs of N shuffled batches by length, 0: off {default}")
+    parser.add_argument("--early-stopping", choices=("loss", "accuracy"),
+                        help=f"validation score that picks the epoch kept {default}")
+    parser.add_argument("--top-layers", type=int, choices=(1, 2), help=f"top-layers mode: encoder layers trained {default}")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the classifier")
     parser.add_argument("--lexical-bits", type=int, default=0, help="head mode: add 2**N hashed TF-IDF n-grams (0: off)")
     parser.add_argument("--store", type=Path, help="SQLite store: finished rounds are kept and a rerun resumes")
@@ -210,13 +201,14 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_trec_replay(args.data)
     overrides = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.learning_rate,
-                 "head_learning_rate": args.head_learning_rate}
+                 "head_learning_rate": args.head_learning_rate, "length_buckets": args.length_buckets,
+                 "early_stopping": args.early_stopping, "top_layers": args.top_layers}
     base = ActiveLearningConfig(rounds=args.rounds, **{k: v for k, v in overrides.items() if v is not None})
     store = Store(args.store) if args.store else None
     runs: dict[tuple[str, str, str], list[list[RoundMetrics]]] = {}
     for mode in modes:
-        inputs = model_inputs(data, mode, args.lexical_bits if mode == "head" else 0, console, args.top_layers)
-        init_layers = load_top_layers(args.top_layers) if mode == "top-layers" else None
+        inputs = model_inputs(data, mode, args.lexical_bits if mode == "head" else 0, console, base.top_layers)
+        init_layers = load_top_layers(base.top_layers) if mode == "top-layers" else None
         for seed in range(args.seeds):
             test, pool = split(len(data.gold), args.test_size, seed)
             seeds = draw_seed_rows(pool, base.seed_size, seed)
@@ -227,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
                     rounds = run_active_learning(
                         task, annotator, strategy, config=config, seed=seed, seed_rows=seeds,
                         mode=mode, init_layers=init_layers, store=store, threads=args.threads,
-                        classifier_options=classifier_options(args, mode),
                     )
                     runs.setdefault((mode, strategy, name), []).append(rounds)
                     console.print(
@@ -237,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {
         "settings": {"seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
-                     "lexical_bits": args.lexical_bits, "length_buckets": args.length_buckets,
-                     "early_stopping": args.early_stopping,
-                     "top_layers": args.top_layers, "threads": args.threads, "config": dataclasses.asdict(base)},
+                     "lexical_bits": args.lexical_bits, "threads": args.threads, "config": dataclasses.asdict(base)},
         "round10": {}, "round_seconds": {}, "curves": {}, "label_noise": {},
     }
     for (mode, strategy, name), per_seed in runs.items():

@@ -229,23 +229,25 @@ def test_unusable_settings_are_refused_up_front(problem):
         run_active_learning(task, OracleAnnotator(task.gold, K), "psychic", config=SMALL)
 
 
-def test_classifier_options_reach_the_classifier_and_the_run_id(problem, tmp_path):
+def test_config_and_classifier_options_reach_the_classifier_and_the_run_id(problem, tmp_path):
     task, _, _ = problem
     seen = []
     original = loop_module.OnnxClassifier.fit
 
     def spy(self, *args, **kwargs):
-        seen.append(self.early_stopping)
+        seen.append((self.early_stopping, self.dropout))
         return original(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loop_module.OnnxClassifier, "fit", spy)
         store = Store(tmp_path / "al.sqlite")
         _run(task, OracleAnnotator(task.gold, K), store=store, run_id="plain")
-        _run(task, OracleAnnotator(task.gold, K), classifier_options={"early_stopping": "accuracy"}, store=store)
-    assert seen == ["loss"] * 4 + ["accuracy"] * 4
-    with pytest.raises(ConfigError, match="classifier_options"):
-        _run(task, OracleAnnotator(task.gold, K), classifier_options={"epochs": 3})
+        _run(task, OracleAnnotator(task.gold, K), classifier_options={"dropout": 0.3}, store=store)
+        _run(task, OracleAnnotator(task.gold, K), config=dataclasses.replace(SMALL, early_stopping="loss"), store=store)
+    assert seen == [("accuracy", 0.1)] * 4 + [("accuracy", 0.3)] * 4 + [("loss", 0.1)] * 4
+    for option in ({"epochs": 3}, {"early_stopping": "loss"}):
+        with pytest.raises(ConfigError, match="classifier_options"):
+            _run(task, OracleAnnotator(task.gold, K), classifier_options=option)
 
 
 def test_f1_scores():

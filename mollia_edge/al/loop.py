@@ -37,7 +37,7 @@ from .strategies import make_strategy
 
 _SET_ELSEWHERE = {
     "mode", "init_layers", "threads", "n_classes", "seed", "hidden", "learning_rate", "encoder_learning_rate",
-    "epochs", "batch_size", "patience",
+    "epochs", "batch_size", "patience", "early_stopping", "length_buckets",
 }
 """OnnxClassifier settings that ``classifier_options`` may not give (the config or the arguments do)."""
 
@@ -226,7 +226,8 @@ def train_classifier(
     clf = OnnxClassifier(
         n_classes=n_classes, hidden=config.hidden, learning_rate=config.head_learning_rate,
         encoder_learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-        patience=config.patience, seed=init_seed, **classifier,
+        patience=config.patience, early_stopping=config.early_stopping, length_buckets=config.length_buckets,
+        seed=init_seed, **classifier,
     )
     rows = labelled.rows
     validation = {"x_val": inputs[rows[val]], "y_val": labelled.labels[val]} if n_val else {}
@@ -270,8 +271,7 @@ def run_active_learning(
     ``strategy``: a name from :data:`~mollia_edge.al.strategies.STRATEGIES`. ``seed_rows``
     (default: ``config.seed_size`` pool rows drawn by :func:`draw_seed_rows` with ``seed``) get
     their gold labels. ``mode``/``init_layers``/``threads`` go to :class:`OnnxClassifier`, with
-    ``classifier_options`` (further :class:`OnnxClassifier` settings, e.g. ``length_buckets``,
-    ``early_stopping``).
+    ``classifier_options`` (further :class:`OnnxClassifier` settings, e.g. ``dropout``).
     With a ``store`` the run is recorded under ``run_id`` (default: a hash of every setting and
     a fingerprint of the data); recorded rounds are returned as they are and the run goes on
     after them. Everything is deterministic for a given ``seed``.
