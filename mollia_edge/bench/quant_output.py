@@ -63,8 +63,7 @@ def mixture_table(report: dict[str, Any]) -> Table:
     frontier = report["frontier"]
     best = frontier["best_under_budget"]
     if frontier["budget_gib"] is not None:
-        text = (f"{', '.join(f'{m} {q}' for m, q in best['levels'].items())} ({best['memory_gib']:.2f} GiB)"
-                if best else "nothing fits")
+        text = ", ".join(f"{m} {q}" for m, q in best["levels"].items()) if best else "nothing fits"
         table.add_row(f"best ≤ {frontier['budget_gib']:g} GiB", text, _number(best and best["memory_gib"], 2),
                       _number(best and best["accuracy"], 3), "-", style="bold")
     return table
@@ -84,6 +83,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
     sizes: dict[str, dict[str, float]] = {}
@@ -106,6 +106,9 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
             axes.annotate("source files" if level == SOURCE_LEVEL else level, (x, y), fontsize=8, weight="bold",
                           xytext=(4, -10), textcoords="offset points")
     axes.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_minor_formatter(plain)
     axes.set_xlabel("model file size (MiB, log scale; mixture: all files together)")
     axes.set_ylabel(f"accuracy on {report['data']['eval_rows']} evaluation texts")
     axes.set_title(f"Quantization level vs annotation accuracy — {report['data']['file']}")
