@@ -374,6 +374,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, default=defaults.n, help="texts every file annotates (%(default)s)")
     parser.add_argument("--seed-size", type=int, default=defaults.seed_size, help="of them, MoLAM's seeds")
     parser.add_argument("--timing-texts", type=int, default=defaults.timing_texts, help="texts timed per file")
+    parser.add_argument("--timing-runs", type=int, default=defaults.timing_runs, help="timed runs per file")
     parser.add_argument("--budget-gb", type=float, help="memory budget (GiB) for the best mixture of levels")
     parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for quant.json, quant.png, the cache")
@@ -387,7 +388,7 @@ def _run_bench_quant(args: argparse.Namespace) -> int:
 
     bench = QuantBenchConfig(
         quants=tuple(q for q in args.quants.split(",") if q.strip()), n=args.n, seed_size=args.seed_size,
-        timing_texts=args.timing_texts,
+        timing_texts=args.timing_texts, timing_runs=args.timing_runs,
     )
     request = QuantBenchRequest(
         models=tuple(m.strip() for arg in args.models for m in arg.split(",") if m.strip()), data=args.data,

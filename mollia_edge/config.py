@@ -171,8 +171,9 @@ class QuantBenchConfig:
     """Of those, rows whose gold label MoLAM is fitted on; the rest are the evaluation rows."""
     timing_texts: int = 32
     """Evaluation rows annotated again without the cache, for seconds per text."""
-    timing_repeats: int = 2
-    """Timed runs per file; the fastest counts (other processes share the CPU)."""
+    timing_runs: int = 2
+    """Timed runs per file, interleaved over a model's files; the fastest counts (other
+    processes share the CPU)."""
     max_combinations: int = 64
     """Mixtures of levels fitted exhaustively for the frontier up to this many; beyond it, a
     greedy path that upgrades one model at a time."""
@@ -182,7 +183,7 @@ class QuantBenchConfig:
         _check(self.seed_size >= 2, f"bench.seed_size must be >= 2, got {self.seed_size}")
         _check(self.n > self.seed_size, f"bench.n ({self.n}) must exceed bench.seed_size ({self.seed_size})")
         _check(self.timing_texts >= 1, "bench.timing_texts must be >= 1")
-        _check(self.timing_repeats >= 1, "bench.timing_repeats must be >= 1")
+        _check(self.timing_runs >= 1, f"--timing-runs must be >= 1, got {self.timing_runs}")
         _check(self.max_combinations >= 1, "bench.max_combinations must be >= 1")
 
 

@@ -77,7 +77,8 @@ def test_bench_quant_end_to_end(tiny_model_path: Path, models: Path, gold_csv: P
                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
     argv = ["bench", "quant", "--models", str(tiny_model_path), "--quants", "Q8_0,Q4_0", "--data", str(gold_csv),
-            "--n", "40", "--seed-size", "20", "--timing-texts", "4", "--budget-gb", "1", "-o", str(out)]
+            "--n", "40", "--seed-size", "20", "--timing-texts", "4", "--timing-runs", "1", "--budget-gb", "1",
+            "-o", str(out)]
     assert main(argv) == 0
     report = json.loads((out / "quant.json").read_text())
     levels = report["models"]["tiny"]["levels"]

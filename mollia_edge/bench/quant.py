@@ -31,8 +31,8 @@ from ..llm.prompts import PromptSpec, draw_demonstrations
 from ..llm.signals import AnnotationSignals
 from ..store import Store
 from .frontier import Levels, best_under_budget, evaluate_combinations, pareto_front
-from .ladder import LadderSource, build_ladder, find_source, level_name, plan_ladder
-from .measure import measure_file
+from .ladder import LadderSource, LadderStep, build_ladder, find_source, level_name, plan_ladder
+from .measure import Measurement, measure_file
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total)."""
@@ -141,6 +141,30 @@ def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] 
     return (lambda done, total: progress(stage, done, total)) if progress else None
 
 
+def _measure_files(
+    name: str,
+    steps: Sequence[LadderStep],
+    prompt: PromptSpec,
+    request: QuantBenchRequest,
+    store_path: Path,
+    texts: Sequence[str],
+    timing: Sequence[str],
+    progress: Progress | None,
+) -> dict[str, Measurement]:
+    """Each present file of one model measured ``timing_runs`` times, the runs interleaved over
+    the files (a busier spell of the machine slows all levels alike); the first run annotates."""
+    measured: dict[str, Measurement] = {}
+    for run in range(request.bench.timing_runs):
+        for step in steps:
+            if step.path is None:
+                continue
+            stage = f"{name} {step.quant}" if run == 0 else f"{name} timing run {run + 1}"
+            latest = measure_file(step.path, prompt, request.config.llm, store_path, texts, timing,
+                                  _stage(progress, stage))
+            measured[step.quant] = measured[step.quant].best_with(latest) if run else latest
+    return measured
+
+
 def _bench_model(
     source: LadderSource,
     quants: list[str],
@@ -158,6 +182,7 @@ def _bench_model(
     prompt = PromptSpec(labels=data.labels, item=request.item, chat_format=source.chat_format,
                         demonstrations=demonstrations)
     timing = [data.texts[i] for i in data.eval_rows[: bench.timing_texts]]
+    measured = _measure_files(source.name, steps, prompt, request, store.path, data.texts, timing, progress)
     cells: dict[str, dict[str, Any]] = {}
     signals: dict[str, AnnotationSignals] = {}
     for step in steps:
@@ -165,16 +190,13 @@ def _bench_model(
         cell.update(status="skipped", origin=step.origin, reason=step.reason)
         if step.path is None:
             continue
-        info = inspect_gguf(step.path)
-        measured = measure_file(step.path, prompt, llm, store.path, data.texts, timing, bench.timing_repeats,
-                                _stage(progress, f"{source.name} {step.quant}"))
+        info, cost = inspect_gguf(step.path), measured[step.quant]
         with LLMAnnotator(step.path, prompt, llm, store) as annotator:  # every output is cached now
             signals[step.quant] = annotator.annotate(data.texts)
         cell.update(
             status="measured", file=step.path.name, sha256=hashes[step.quant], file_type=info.file_type,
             tensor_types=_tensor_mix(dict(info.tensor_types)), size_mib=info.file_size / 2**20,
-            load_s=measured.load_s, peak_rss_mib=measured.peak_rss_mib, memory_mib=measured.memory_mib,
-            s_per_text=measured.s_per_text,
+            load_s=cost.load_s, peak_rss_mib=cost.peak_rss_mib, memory_mib=cost.memory_mib, s_per_text=cost.s_per_text,
         )
     fastest = min(c["s_per_text"] for c in cells.values() if c["status"] == "measured")
     reference = signals[source.quant].label_prob[data.eval_rows]
