@@ -179,12 +179,12 @@ class QuantBenchConfig:
     greedy path that upgrades one model at a time."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.quants), "bench.quants must name at least one level")
-        _check(self.seed_size >= 2, f"bench.seed_size must be >= 2, got {self.seed_size}")
-        _check(self.n > self.seed_size, f"bench.n ({self.n}) must exceed bench.seed_size ({self.seed_size})")
-        _check(self.timing_texts >= 1, "bench.timing_texts must be >= 1")
+        _check(bool(self.quants), "--quants must name at least one level")
+        _check(self.seed_size >= 10, f"--seed-size must be >= 10 (MoLAM's cross-validation), got {self.seed_size}")
+        _check(self.n > self.seed_size, f"--n ({self.n}) must exceed --seed-size ({self.seed_size})")
+        _check(self.timing_texts >= 1, f"--timing-texts must be >= 1, got {self.timing_texts}")
         _check(self.timing_runs >= 1, f"--timing-runs must be >= 1, got {self.timing_runs}")
-        _check(self.max_combinations >= 1, "bench.max_combinations must be >= 1")
+        _check(self.max_combinations >= 1, f"max_combinations must be >= 1, got {self.max_combinations}")
 
 
 @dataclass(frozen=True)

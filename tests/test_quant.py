@@ -107,6 +107,8 @@ def test_bench_quant_end_to_end(tiny_model_path: Path, models: Path, gold_csv: P
         (["--n", "500"], "use --n 48 or fewer"),
         (["--label-column", "gold"], "no column 'gold'"),
         (["--budget-gb", "-1"], "--budget-gb must be > 0"),
+        (["--n", "20"], "--n (20) must exceed --seed-size (20)"),
+        (["--models", "no-such-model"], "unknown model 'no-such-model'"),
     ],
 )
 def test_bad_input_fails_in_one_line(tiny_model_path: Path, models: Path, gold_csv: Path, tmp_path: Path,

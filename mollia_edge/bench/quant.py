@@ -24,7 +24,7 @@ from ..al.loop import f1_scores
 from ..calibration import expected_calibration_error
 from ..config import Config, QuantBenchConfig
 from ..data import read_texts
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..llm.annotator import LLMAnnotator
 from ..llm.catalog import inspect_gguf, load_catalog
 from ..llm.prompts import PromptSpec, draw_demonstrations
@@ -211,7 +211,7 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     from ..llm.engine import backend_info
 
     if request.budget_gb is not None and request.budget_gb <= 0:
-        raise DataError(f"--budget-gb must be > 0, got {request.budget_gb}")
+        raise ConfigError(f"--budget-gb must be > 0, got {request.budget_gb}")
     quants = [level_name(q) for q in request.bench.quants]
     catalog = load_catalog()
     sources = [find_source(catalog, name, request.chat_format) for name in request.models]
