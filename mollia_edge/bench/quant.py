@@ -216,7 +216,7 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     catalog = load_catalog()
     sources = [find_source(catalog, name, request.chat_format) for name in request.models]
     if len({s.name for s in sources}) < len(sources):
-        raise DataError("--models names the same model twice")
+        raise ConfigError("--models names the same model twice")
     data = load_bench_texts(request)
     demonstrations: tuple[tuple[str, str], ...] = ()
     if request.config.llm.shots:
