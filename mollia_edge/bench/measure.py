@@ -13,7 +13,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,19 +60,20 @@ def measure_file(
         "model_path": str(model_path), "prompt": dataclasses.asdict(prompt), "llm": dataclasses.asdict(llm),
         "store": str(store_path), "texts": list(texts), "timing_texts": list(timing_texts),
     }
-    with tempfile.TemporaryFile() as errors:
-        child = subprocess.Popen(
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
-        )
-        assert child.stdin is not None and child.stdout is not None
-        child.stdin.write(json.dumps(request))
-        child.stdin.close()
-        reply: dict[str, Any] = {}
-        for line in child.stdout:
-            reply = json.loads(line)
-            if "done" in reply and progress:
-                progress(reply["done"], reply["total"])
-        code = child.wait()
+    # stderr is dropped: a crash's traceback could quote the texts
+    child = subprocess.Popen(
+        [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(json.dumps(request))
+    child.stdin.close()
+    reply: dict[str, Any] = {}
+    for line in child.stdout:
+        reply = json.loads(line)
+        if "done" in reply and progress:
+            progress(reply["done"], reply["total"])
+    code = child.wait()
     if "error" in reply:
         raise MolliaError(reply["error"])
     if code != 0 or "result" not in reply:
