@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import Progress
@@ -23,6 +24,9 @@ from .datasets import load_dataset
 from .errors import ConfigError, ModelError, MolliaError
 from .llm.catalog import SETUP_COMMAND, Catalog, ModelFile, inspect_gguf, load_catalog, verify
 from .store import Store
+
+if TYPE_CHECKING:
+    from .label import LabelJob
 
 # -- mollia-edge models -----------------------------------------------------------------------
 
@@ -219,8 +223,20 @@ def _add_label(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "label", help="the whole job: label every row of a table (LLMs, MoLAM, active learning)"
     )
+    _add_job_arguments(parser, output_required=True)
+    parser.add_argument("--strict", action="store_true", help="stop (instead of warning) when seed labels are missing")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="no progress bars, no summary; warnings and errors only")
+    output.add_argument("--log-json", action="store_true", help="progress and warnings as JSON lines on stderr")
+    parser.add_argument("--debug", action="store_true", help="show internal errors in full (may include input text)")
+    parser.set_defaults(run=_run_label)
+
+
+def _add_job_arguments(parser: argparse.ArgumentParser, output_required: bool) -> None:
+    """The arguments of a labelling job (``label`` and ``tui``)."""
     parser.add_argument("file", type=Path, help="CSV, TSV, JSONL or Parquet file with a text column")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="labelled table (.csv, .tsv, .jsonl, .parquet)")
+    parser.add_argument("-o", "--output", type=Path, required=output_required,
+                        help="labelled table (.csv, .tsv, .jsonl, .parquet)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", help="seed labels (default: the column 'label' if there is one)")
     labels = parser.add_mutually_exclusive_group()
@@ -238,12 +254,6 @@ def _add_label(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--session", type=Path, help="session store (default: OUTPUT.session.sqlite)")
     parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
     parser.add_argument("--threads", type=int, default=1, help="threads for the encoder and classifier")
-    parser.add_argument("--strict", action="store_true", help="stop (instead of warning) when seed labels are missing")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--quiet", action="store_true", help="no progress bars, no summary; warnings and errors only")
-    output.add_argument("--log-json", action="store_true", help="progress and warnings as JSON lines on stderr")
-    parser.add_argument("--debug", action="store_true", help="show internal errors in full (may include input text)")
-    parser.set_defaults(run=_run_label)
 
 
 def _label_names(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -258,21 +268,27 @@ def _label_names(args: argparse.Namespace) -> tuple[str, ...] | None:
     return None
 
 
+def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> LabelJob:
+    from .label import LabelJob
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    return LabelJob(
+        input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
+        labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
+        chat_format=args.chat_format, item=args.item, strategy=args.strategy, rounds=args.rounds, batch=args.batch,
+        seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=strict,
+        threads=args.threads, session=args.session, config=load_config(args.config),
+    )
+
+
 def _run_label(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from .label import LabelJob, run_label_job
+    from .label import run_label_job
 
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    job = LabelJob(
-        input=args.file, output=args.output, text_column=args.text_column, label_column=args.label_column,
-        labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
-        chat_format=args.chat_format, item=args.item, strategy=args.strategy, rounds=args.rounds, batch=args.batch,
-        seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=args.strict,
-        threads=args.threads, session=args.session, config=load_config(args.config),
-    )
+    job = _label_job(args, args.output, strict=args.strict)
     console = Console(stderr=True)
 
     def warn(message: str) -> None:
@@ -318,6 +334,24 @@ def _run_label(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(result.summary_text, end="", file=sys.stderr)
         print(f"wrote {result.output} (session {result.session}, report {result.report})", file=sys.stderr)
+    return 0
+
+
+# -- mollia-edge tui --------------------------------------------------------------------------
+
+
+def _add_tui(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tui", help="interactive labelling: seed labels, runs, review, models and export in the terminal"
+    )
+    _add_job_arguments(parser, output_required=False)
+    parser.set_defaults(run=_run_tui)
+
+
+def _run_tui(args: argparse.Namespace) -> int:
+    from tui.app import default_output, run_tui
+
+    run_tui(_label_job(args, args.output or default_output(args.file)))
     return 0
 
 
@@ -421,7 +455,7 @@ def _run_bench_quant(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_models, _add_annotate, _add_label, _add_example, _add_bench,
+    _add_models, _add_annotate, _add_label, _add_tui, _add_example, _add_bench,
 ]
 
 

@@ -42,6 +42,7 @@ from .config import Config
 from .data import READ_SUFFIXES, WRITE_SUFFIXES, load_table, texts_from_rows, write_table_atomic
 from .errors import ConfigError, DataError
 from .session import RowLabel, Session, open_session_store
+from .store import Store
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total): stages ``encoding``, ``llm <model>``, ``rounds``, ``labelling``."""
@@ -249,15 +250,24 @@ def _final_classifier(x: np.ndarray, rows: np.ndarray, labels: np.ndarray, weigh
     )
 
 
-def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
-    """Label every row of ``job.input`` into ``job.output`` (see the module docstring)."""
-    warnings: list[str] = []
+@dataclass(frozen=True)
+class _Prepared:
+    """The checked settings, input and models of a job (before the session store is opened)."""
 
-    def say(message: str) -> None:
-        warnings.append(message)
-        if warn:
-            warn(message)
+    rounds: int
+    batch: int
+    seed: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    label_column: str | None
+    labels: tuple[str, ...]
+    texts: list[str]
+    input_seeds: dict[int, str]
+    resolved: list[Any]
+    display: list[str]
 
+
+def _prepare(job: LabelJob) -> _Prepared:
     rounds, batch, seed = _check_settings(job)
     columns, rows = load_table(job.input)
     label_column = job.label_column
@@ -272,38 +282,9 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         raise ConfigError(f"the text column and the label column are both '{label_column}'; choose two columns")
     labels = _label_set(job, label_column, rows)
     table = texts_from_rows(job.input, columns, rows, job.text_column, label_column, labels)
-    texts, n, k = table.texts, len(table.texts), len(labels)
-    index = {label: i for i, label in enumerate(labels)}
+    input_seeds = {i: g for i, g in enumerate(table.gold or ()) if g is not None}
 
-    duplicates = n - len(set(texts))
-    if duplicates:
-        say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
-    clashes = [c for c in NEW_COLUMNS if c in columns and c != label_column]
-    if clashes:
-        say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
-
-    gold = np.full(n, -1, np.int64)
-    if table.gold is not None:
-        for i, g in enumerate(table.gold):
-            if g is not None:
-                gold[i] = index[g]
-    seed_rows = np.flatnonzero(gold >= 0)
-    missing_classes = [labels[j] for j in range(k) if not np.any(gold[seed_rows] == j)]
-    seed_size = job.config.al.seed_size
-    if len(seed_rows) < seed_size:
-        what = "no seed labels" if not len(seed_rows) else f"only {len(seed_rows)} seed label(s)"
-        message = f"{what} (rows with a label; {seed_size} advised)"
-        if job.strict:
-            raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
-        say(message + ("; labels come from the seedless label model" if len(seed_rows) < MIN_MOLAM_SEEDS else ""))
-    if missing_classes and len(seed_rows):
-        message = f"no seed row for label(s) {', '.join(map(repr, missing_classes))}"
-        if job.strict:
-            raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
-        say(message)
-
-    # -- models (checked before any long work) --------------------------------------------
-    from .llm.catalog import inspect_gguf, load_catalog, verify
+    from .llm.catalog import inspect_gguf, load_catalog
 
     catalog = load_catalog()
     names = list(job.models or catalog.starter)
@@ -317,31 +298,116 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
     display = [m.spec.name if m.spec else m.path.stem for m in resolved]
     if len(set(display)) != len(display):
         raise ConfigError(f"a model is listed twice: {', '.join(display)}")
+    return _Prepared(rounds, batch, seed, list(columns), list(rows), label_column, labels, list(table.texts),
+                     input_seeds, resolved, display)
+
+
+def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
+    from .llm.catalog import verify
+
+    shas = [verify(m, store) for m in prep.resolved]
+    settings = {
+        "text_column": job.text_column, "label_column": prep.label_column, "item": job.item,
+        "models": shas, "chat_format": job.chat_format, "strategy": job.strategy, "rounds": prep.rounds,
+        "batch": prep.batch, "seed": prep.seed, "llm_sample": job.llm_sample,
+        "review_threshold": job.review_threshold, "mode": job.mode, "config": dataclasses.asdict(job.config),
+    }
+    return Session.open(store, settings, _file_sha256(job.input), len(prep.texts), prep.labels)
+
+
+def _labels_digest(labels: dict[int, str]) -> str:
+    text = json.dumps(sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class JobSession:
+    """A job's session opened before (or between) runs, for the TUI: its human labels are the
+    seeds the next :func:`run_label_job` adds to the input's. Close ``store`` when done."""
+
+    store: Store
+    session: Session
+    texts: list[str]
+    labels: tuple[str, ...]
+    input_seeds: dict[int, str]
+    models: list[str]
+
+
+def open_job_session(job: LabelJob) -> JobSession:
+    """The session :func:`run_label_job` will use for ``job`` (created if new), and the input."""
+    prep = _prepare(job)
+    store = open_session_store(job.session_path)
+    try:
+        session = _open_session(job, prep, store)
+    except BaseException:
+        store.close()
+        raise
+    return JobSession(store, session, prep.texts, prep.labels, prep.input_seeds, prep.display)
+
+
+def encode_texts(job: LabelJob, texts: Sequence[str],
+                 progress: Callable[[int, int], None] | None = None) -> tuple[Any, np.ndarray]:
+    """The encoder and the sentence embeddings (n, 384) of ``texts``, cached beside the session store."""
+    from .al.encoder import EmbeddingCache, Encoder, encode_cached
+
+    cache_dir = job.session_path.with_name(job.session_path.name + ".embeddings")
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    encoder = Encoder(max_length=job.config.al.max_length, intra_op_threads=max(1, job.threads))
+    return encoder, encode_cached(encoder, texts, EmbeddingCache(cache_dir), progress=progress)
+
+
+def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
+    """Label every row of ``job.input`` into ``job.output`` (see the module docstring)."""
+    warnings: list[str] = []
+
+    def say(message: str) -> None:
+        warnings.append(message)
+        if warn:
+            warn(message)
+
+    prep = _prepare(job)
+    rounds, batch, seed = prep.rounds, prep.batch, prep.seed
+    columns, rows, label_column, labels = prep.columns, prep.rows, prep.label_column, prep.labels
+    texts, n, k = prep.texts, len(prep.texts), len(labels)
+    index = {label: i for i, label in enumerate(labels)}
+
+    duplicates = n - len(set(texts))
+    if duplicates:
+        say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
+    clashes = [c for c in NEW_COLUMNS if c in columns and c != label_column]
+    if clashes:
+        say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
 
     store = open_session_store(job.session_path)
     with store, ExitStack() as stack:
-        shas = [verify(m, store) for m in resolved]
-        settings = {
-            "text_column": job.text_column, "label_column": label_column, "item": job.item,
-            "models": shas, "chat_format": job.chat_format, "strategy": job.strategy, "rounds": rounds,
-            "batch": batch, "seed": seed, "llm_sample": job.llm_sample, "review_threshold": job.review_threshold,
-            "mode": job.mode, "config": dataclasses.asdict(job.config),
-        }
-        session = Session.open(store, settings, _file_sha256(job.input), n, labels)
+        session = _open_session(job, prep, store)
+        display = prep.display
+        human = {row: lab.label for row, lab in session.row_labels().items() if lab.source == "human"}
+        gold = np.full(n, -1, np.int64)
+        for row, label in {**prep.input_seeds, **human}.items():
+            gold[row] = index[label]
+        seed_rows = np.flatnonzero(gold >= 0)
+        missing_classes = [labels[j] for j in range(k) if not np.any(gold[seed_rows] == j)]
+        seed_size = job.config.al.seed_size
+        if len(seed_rows) < seed_size:
+            what = "no seed labels" if not len(seed_rows) else f"only {len(seed_rows)} seed label(s)"
+            message = f"{what} (rows with a label; {seed_size} advised)"
+            if job.strict:
+                raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
+            say(message + ("; labels come from the seedless label model" if len(seed_rows) < MIN_MOLAM_SEEDS else ""))
+        if missing_classes and len(seed_rows):
+            message = f"no seed row for label(s) {', '.join(map(repr, missing_classes))}"
+            if job.strict:
+                raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
+            say(message)
         session.set_state("running")
         times: dict[str, float] = {}
 
         # -- encoding ----------------------------------------------------------------------
         started = time.perf_counter()
-        from .al.encoder import EmbeddingCache, Encoder, encode_cached
-
-        cache_dir = job.session_path.with_name(job.session_path.name + ".embeddings")
-        cache_dir.mkdir(mode=0o700, exist_ok=True)
-        encoder = Encoder(max_length=job.config.al.max_length, intra_op_threads=max(1, job.threads))
         if progress:
             progress("encoding", 0, n)
-        x = encode_cached(encoder, texts, EmbeddingCache(cache_dir),
-                          progress=(lambda d, t: progress("encoding", d, t)) if progress else None)
+        encoder, x = encode_texts(job, texts, (lambda d, t: progress("encoding", d, t)) if progress else None)
         if progress:
             progress("encoding", n, n)
         times["encoding"] = time.perf_counter() - started
@@ -352,7 +418,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         from .llm.prompts import PromptSpec
 
         annotators = []
-        for model_file in resolved:
+        for model_file in prep.resolved:
             chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
             prompt = PromptSpec(labels=labels, item=job.item, chat_format=chat)
             annotators.append(stack.enter_context(LLMAnnotator(model_file.path, prompt, job.config.llm, store)))
@@ -397,7 +463,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         al_rows, al_labels = init, train_gold[init]
         al_weights = np.ones(len(init), np.float32)
         al_negatives = np.zeros((len(init), k), bool)
-        run_id = session.session_id + "-al"
+        run_id = session.session_id + "-al" + (f"-{_labels_digest(human)}" if human else "")
         if r > 0:
             al_config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
             task = ActiveLearningTask(inputs=x, pool=np.arange(n), n_classes=k, gold=train_gold)
@@ -494,6 +560,8 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
             "models": display,
             "llm_rows": int(len(llm_rows) + len(seed_rows)),
             "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in (llm_report or {}).items()},
+            "llm_agreement_on_seeds": llm_report or {},
+            "human_rows": len(human),
             "label_distribution": {label: distribution.get(label, 0) for label in labels},
             "label_sources": dict(sorted(sources.items())),
             "needs_review": int(sum(current[i].needs_review for i in range(n))),

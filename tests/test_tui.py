@@ -1,0 +1,154 @@
+"""The TUI on the tiny GGUF fixture: a full keyboard session (seed labels, undo, a run, review,
+export, quit, reopen), a key handled while the job runs, and snapshots of each screen at 80x24."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import threading
+from pathlib import Path
+
+import pytest
+
+import tui.run
+from mollia_edge.label import LabelJob, run_label_job
+from test_label_job import write_input
+from tui.app import LabelApp
+from tui.review import ReviewScreen
+from tui.run import RunScreen
+from tui.seed import SeedScreen
+
+SIZE = (80, 24)
+
+
+def make_job(folder: Path, model: Path) -> LabelJob:
+    """A tiny job with paths relative to ``folder`` (the current directory in the tests)."""
+    write_input(folder / "in.csv", n=60, seeds=12)
+    return LabelJob(input=Path("in.csv"), output=Path("out.csv"), labels=("pos", "neg"), models=(str(model),),
+                    chat_format="chatml", rounds=2, batch=5, llm_sample=15, review_threshold=0.95)
+
+
+def human_labels(app: LabelApp) -> dict[int, str]:
+    return {r: lab.label for r, lab in app.opened.session.row_labels().items() if lab.source == "human"}
+
+
+async def ready(pilot) -> None:
+    """Wait for the seed order (encoding in a worker) and a refresh."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.fixture
+def job(tiny_model_path, tmp_path, monkeypatch) -> LabelJob:
+    monkeypatch.chdir(tmp_path)
+    return make_job(tmp_path, tiny_model_path)
+
+
+def test_a_full_session_by_keys_is_restored_on_reopening(job, monkeypatch):
+    asyncio.run(full_session(job, monkeypatch))
+
+
+async def full_session(job: LabelJob, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+
+    def gated_job(*args, **kwargs):
+        gate.wait(60)
+        return run_label_job(*args, **kwargs)
+
+    monkeypatch.setattr(tui.run, "run_label_job", gated_job)
+    app = LabelApp(job, author="tester")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        seed = app.screen
+        assert isinstance(seed, SeedScreen)
+        first = seed.row
+        await pilot.press("1")
+        second = seed.row
+        await pilot.press("2")
+        skipped = seed.row
+        await pilot.press("s")
+        assert human_labels(app) == {first: "pos", second: "neg"} and app.state.skipped == [skipped]
+        await pilot.press("u")  # undo the label of the second row: it is shown again
+        assert human_labels(app) == {first: "pos"} and seed.row == second
+        await pilot.press("u", "1", "1")
+        assert human_labels(app) == {first: "pos", second: "pos"}
+
+        await pilot.press("f3", "r")
+        run = app.screen
+        assert isinstance(run, RunScreen) and run.running
+        await pilot.press("f2")  # handled while the job's worker is busy
+        assert isinstance(app.screen, SeedScreen) and run.running
+        gate.set()
+        await pilot.press("f3")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not run.running and "done" in str(run.query_one("#run-status").render())
+
+        await pilot.press("f4")
+        review = app.screen
+        assert isinstance(review, ReviewScreen)
+        (row, _, _), *_ = app.opened.session.review_queue()
+        wrong = app.opened.session.row_labels()[row].label
+        right = "neg" if wrong == "pos" else "pos"
+        await pilot.press(str(app.labels.index(right) + 1))
+        assert human_labels(app)[row] == right
+        assert [e.action for e in app.opened.session.audit(row)][-1] == "correct"
+
+        await pilot.press("f6", "e")  # re-run: the correction goes into the output
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        output = {i: r for i, r in enumerate(csv.DictReader(Path("out.csv").open(encoding="utf-8")))}
+        assert (output[row]["label"], output[row]["label_source"]) == (right, "human")
+        assert (output[first]["label"], output[first]["label_source"]) == ("pos", "human")
+        labelled = human_labels(app)
+        await pilot.press("f2", "q")
+    order = app.state.order
+
+    again = LabelApp(job, author="tester")
+    async with again.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert isinstance(again.screen, SeedScreen)
+        assert again.state.order == order and again.state.skipped == [skipped]
+        assert human_labels(again) == labelled
+        assert again.screen.row not in labelled and again.screen.row != skipped
+        await pilot.press("b")  # back to the latest row labelled or skipped before this one
+        assert again.screen.row in (*labelled, skipped)
+
+
+def test_cancel_stops_the_job(job):
+    asyncio.run(cancel_run(job))
+
+
+async def cancel_run(job: LabelJob) -> None:
+    app = LabelApp(job, author="tester")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f3", "r", "c")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        status = str(app.screen.query_one("#run-status").render())
+        assert "cancelled" in status and not Path("out.csv").exists()
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ran(tiny_model_path, tmp_path_factory) -> tuple[Path, LabelJob]:
+    """A folder where a person labelled two rows and the job ran once."""
+    folder = tmp_path_factory.mktemp("tui-snap")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        job = make_job(folder, tiny_model_path)
+        app_session = LabelApp(job, author="tester").opened
+        app_session.session.set_human_label(20, "pos", "tester")
+        app_session.session.set_human_label(21, "neg", "tester")
+        app_session.store.close()
+        run_label_job(job)
+    return folder, job
+
+
+@pytest.mark.parametrize("keys", [["f2"], ["f3"], ["f4"], ["f5"], ["f6"], ["f2", "h"]],
+                         ids=["seed", "run", "review", "models", "export", "seed-hint"])
+def test_screen_snapshots(ran, keys, snap_compare, monkeypatch):
+    folder, job = ran
+    monkeypatch.chdir(folder)
+    assert snap_compare(LabelApp(job, author="tester"), terminal_size=SIZE, press=keys, run_before=ready)

@@ -1,0 +1,84 @@
+"""Review: the rows the machines flagged, most doubtful first; Enter accepts, 1..K correct."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from .widgets import bind_label_keys, machine_view, row_text
+
+
+class ReviewScreen(Screen[None]):
+    """Each correction is a human label (audited) and a seed of the next run."""
+
+    BINDINGS = [
+        Binding("enter", "accept", "Accept"),
+        Binding("s", "skip", "Skip"),
+        Binding("u", "undo", "Undo"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        bind_label_keys(self, self.app.labels)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="review-count")
+        yield Static(id="review-title")
+        with VerticalScroll(id="text-panel"):
+            yield Static(id="review-text")
+        yield Static(id="review-machine")
+        yield Footer()
+
+    def on_screen_resume(self) -> None:
+        self.show_item()
+
+    @property
+    def item(self) -> tuple[int, str, float] | None:
+        queue = self.app.opened.session.review_queue("open")
+        return queue[0] if queue else None
+
+    def action_accept(self) -> None:
+        item = self.item
+        if item is not None:
+            current = self.app.opened.session.row_labels()[item[0]]
+            self.app.opened.session.set_human_label(item[0], current.label, self.app.author)
+        self.show_item()
+
+    def action_label(self, index: int) -> None:
+        item = self.item
+        if item is not None:
+            self.app.opened.session.set_human_label(item[0], self.app.labels[index], self.app.author)
+        self.show_item()
+
+    def action_skip(self) -> None:
+        item = self.item
+        if item is not None:
+            self.app.opened.session.skip_review(item[0])
+        self.show_item()
+
+    def action_undo(self) -> None:
+        if self.app.opened.session.undo(self.app.author) is None:
+            self.notify("nothing left to undo")
+        self.show_item()
+
+    def show_item(self) -> None:
+        session = self.app.opened.session
+        queue = session.review_queue("open")
+        done = len(session.review_queue("done"))
+        self.query_one("#review-count", Static).update(f"To review: {len(queue)}   reviewed: {done}")
+        title, text = self.query_one("#review-title", Static), self.query_one("#review-text", Static)
+        machine = self.query_one("#review-machine", Static)
+        if not queue:
+            title.update("nothing to review: run the job (F3) or export (F6)")
+            text.update("")
+            machine.update("")
+            return
+        row, reason, _ = queue[0]
+        title.update(Text(f"Row {row + 1}: {reason}"))
+        text.update(row_text(self.app.texts, row))
+        machine.update(machine_view(session.row_labels().get(row)))

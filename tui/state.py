@@ -1,0 +1,71 @@
+"""What the TUI remembers between launches besides the session store: the order rows are
+offered for seed labelling, the rows skipped there, and the screen last shown.
+
+Kept as JSON beside the session store (mode 0600); it holds row indices only, never text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+COVERAGE_PICKS = 500
+"""Rows ordered by k-center on the embeddings; the rest follow in a seeded shuffle."""
+
+
+@dataclass
+class TuiState:
+    order: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    mode: str = "seed"
+
+    @classmethod
+    def load(cls, path: Path) -> TuiState:
+        """The saved state, or a fresh one if there is none or it cannot be read."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(order=[int(r) for r in data["order"]], skipped=[int(r) for r in data["skipped"]],
+                       mode=str(data["mode"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls()
+
+    def save(self, path: Path) -> None:
+        """Write atomically, readable by the user only."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(asdict(self), f)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def shuffled_order(n: int, seed: int) -> list[int]:
+    """Every row, in a seeded random order."""
+    return np.random.default_rng(seed).permutation(n).tolist()
+
+
+def coverage_order(embeddings: np.ndarray, labelled: Sequence[int], seed: int) -> list[int]:
+    """Every row: first the rows that cover the data best (greedy k-center from the labelled
+    rows, or from a seeded random row), then the others in a seeded random order."""
+    from mollia_edge.al.strategies import greedy_k_center
+
+    n = len(embeddings)
+    labelled_set = set(labelled)
+    free = np.array([i for i in range(n) if i not in labelled_set], np.int64)
+    if not len(free):
+        return shuffled_order(n, seed)
+    rng = np.random.default_rng(seed)
+    picks = min(COVERAGE_PICKS, len(free))
+    centres = embeddings[sorted(labelled_set)] if labelled_set else np.zeros((0, embeddings.shape[1]), np.float32)
+    first = int(rng.integers(len(free)))
+    head = free[greedy_k_center(embeddings[free], picks, centres, first)].tolist()
+    chosen = set(head)
+    tail = [int(i) for i in rng.permutation(n) if int(i) not in chosen]
+    return head + tail

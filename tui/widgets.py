@@ -1,0 +1,37 @@
+"""Pieces the screens share: number keys for labels, the text panel, row details."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.screen import Screen
+
+from mollia_edge.session import RowLabel
+
+MAX_LABEL_KEYS = 9
+
+
+def bind_label_keys(screen: Screen, labels: tuple[str, ...]) -> None:
+    """Keys 1..9 call ``screen.action_label(i)`` for the first nine labels; shown in the Footer."""
+    for i, label in enumerate(labels[:MAX_LABEL_KEYS]):
+        screen._bindings.bind(str(i + 1), f"label({i})", label)  # per-instance: the labels are the job's
+
+
+def row_text(texts: list[str], row: int) -> Text:
+    """The row's text as plain text (never parsed as markup)."""
+    return Text(texts[row], style="bold")
+
+
+def machine_view(label: RowLabel | None) -> Text:
+    """What the machines said about a row: label, confidence, negative labels, LLM votes."""
+    if label is None:
+        return Text("no machine label yet: run the job (F3)", style="dim")
+    if label.source == "human":
+        return Text(f"labelled by {label.author}: {label.label}")
+    parts = [f"{label.source}: {label.label}"]
+    if label.confidence is not None:
+        parts.append(f"confidence {label.confidence:.2f}")
+    if label.negatives:
+        parts.append("not " + ", ".join(label.negatives))
+    if label.votes:
+        parts.append("votes " + label.votes.replace("|", " "))
+    return Text(" | ".join(parts))
