@@ -133,17 +133,23 @@ async def cancel_run(job: LabelJob) -> None:
 # -- snapshots -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ran(tiny_model_path, tmp_path_factory) -> tuple[Path, LabelJob]:
-    """A folder where a person labelled two rows and the job ran once."""
+    """A folder where a person labelled two rows and ran the job once from the TUI."""
     folder = tmp_path_factory.mktemp("tui-snap")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         job = make_job(folder, tiny_model_path)
-        app_session = LabelApp(job, author="tester").opened
-        app_session.session.set_human_label(20, "pos", "tester")
-        app_session.session.set_human_label(21, "neg", "tester")
-        app_session.store.close()
-        run_label_job(job)
+        asyncio.run(label_two_rows_and_run(job))
     return folder, job
+
+
+async def label_two_rows_and_run(job: LabelJob) -> None:
+    app = LabelApp(job, author="tester")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("1", "2", "f3", "r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert Path("out.csv").exists()
 
 
 @pytest.mark.parametrize("keys", [["f2"], ["f3"], ["f4"], ["f5"], ["f6"], ["f2", "h"]],

@@ -21,9 +21,7 @@ from .review import ReviewScreen
 from .run import RunScreen
 from .seed import SeedScreen
 from .state import TuiState
-
-SCREENS_BY_KEY = {"f2": "seed", "f3": "run", "f4": "review", "f5": "models", "f6": "export"}
-
+from .widgets import SCREEN_KEYS
 
 class LabelApp(App[None]):
     """Seed labelling, runs, review, models and export for one :class:`LabelJob`."""
@@ -32,13 +30,10 @@ class LabelApp(App[None]):
     TITLE = "mollia-edge"
     MODES = {"seed": SeedScreen, "run": RunScreen, "review": ReviewScreen, "models": ModelsScreen,
              "export": ExportScreen}
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
-        Binding("f2", "show('seed')", "Seeds"),
-        Binding("f3", "show('run')", "Run"),
-        Binding("f4", "show('review')", "Review"),
-        Binding("f5", "show('models')", "Models"),
-        Binding("f6", "show('export')", "Export"),
-        Binding("q", "quit", "Quit"),
+        *(Binding(key, f"show('{mode}')", name, show=False) for key, mode, name in SCREEN_KEYS),
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self, job: LabelJob, author: str | None = None) -> None:

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from .models import read_report
+from .widgets import NavBar
 
 
 class ExportScreen(Screen[None]):
@@ -19,6 +20,7 @@ class ExportScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield NavBar("export")
         yield Static(id="export-files")
         yield Static(id="export-summary")
         yield Footer()
@@ -26,8 +28,8 @@ class ExportScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         job = self.app.job
         files = [("labelled file", job.output), ("classifier", job.beside_output(".classifier.onnx")),
-                 ("report", job.beside_output(".report.json")), ("session", job.session_path)]
-        lines = [f"{what:14} {describe(path)}" for what, path in files]
+                 ("report", job.beside_output(".report.json"))]
+        lines = [f"{what:14} {describe(path)}" for what, path in files] + [f"{'session':14} {job.session_path}"]
         report = read_report(self.app)
         human = sum(1 for lab in self.app.opened.session.row_labels().values() if lab.source == "human")
         if report is None:
@@ -38,7 +40,9 @@ class ExportScreen(Screen[None]):
             lines.append("\nthe output has every human label")
         self.query_one("#export-files", Static).update(Text("\n".join(lines)))
         summary = job.beside_output(".report.txt")
-        self.query_one("#export-summary", Static).update(Text(summary.read_text(encoding="utf-8") if summary.exists() else ""))
+        text = summary.read_text(encoding="utf-8") if summary.exists() else ""
+        kept = [line for line in text.splitlines() if not line.startswith("seconds:")]  # timings: see the report
+        self.query_one("#export-summary", Static).update(Text("\n".join(kept)))
 
     async def action_export(self) -> None:
         await self.app.action_show("run")

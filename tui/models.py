@@ -10,6 +10,8 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from .widgets import NavBar
+
 
 def read_report(app: Any) -> dict[str, Any] | None:
     """The latest run's report JSON, or None before the first run."""
@@ -24,6 +26,7 @@ class ModelsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield NavBar("models")
         yield Static(id="models-note")
         yield DataTable(id="models-table", cursor_type="row")
         yield Footer()

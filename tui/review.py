@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from .widgets import bind_label_keys, machine_view, row_text
+from .widgets import NavBar, bind_label_keys, machine_view, row_text
 
 
 class ReviewScreen(Screen[None]):
@@ -27,6 +27,7 @@ class ReviewScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield NavBar("review")
         yield Static(id="review-count")
         yield Static(id="review-title")
         with VerticalScroll(id="text-panel"):

@@ -12,13 +12,18 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, Static
 from textual.worker import get_current_worker
+from textual_plotext import PlotextPlot
 
 from mollia_edge.errors import MolliaError
 from mollia_edge.label import LabelResult, run_label_job
+
+from .models import read_report
+
+from .widgets import NavBar
 
 
 class Cancelled(Exception):
@@ -38,10 +43,31 @@ class RunScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield NavBar("run")
         yield Static("r: run the job (resumes where it stopped)", id="run-status")
-        yield VerticalScroll(id="stages")
+        with Horizontal(id="run-body"):
+            yield VerticalScroll(id="stages")
+            yield PlotextPlot(id="runs-plot")
         yield Static(id="run-warnings")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.plot_runs()
+
+    def plot_runs(self) -> None:
+        """Per run: share of rows needing review and of each label (no gold labels needed)."""
+        widget = self.query_one(PlotextPlot)
+        plt = widget.plt
+        plt.clear_data()
+        plt.title("per run: share of rows")
+        runs = self.app.state.runs
+        x = list(range(1, len(runs) + 1))
+        if runs:
+            for key in runs[0]:
+                plt.plot(x, [run.get(key, 0.0) for run in runs], label=key, marker="dot")
+            plt.xticks(x)
+        plt.ylim(0, 1)
+        widget.refresh()
 
     def action_run(self) -> None:
         if self.running:
@@ -77,6 +103,7 @@ class RunScreen(Screen[None]):
         except Exception as exc:  # one line, never a traceback that could quote input text
             self.app.call_from_thread(self.finished, f"internal error ({type(exc).__name__})", warnings)
         else:
+            self.app.call_from_thread(self.record_run)
             self.app.call_from_thread(self.finished, done_message(result), warnings)
 
     def show_progress(self, stage: str, done: int, total: int) -> None:
@@ -85,6 +112,16 @@ class RunScreen(Screen[None]):
             self.bars[stage] = ProgressBar(total=total, show_eta=True, id=f"bar-{len(self.bars)}")
             stages.mount(Label(stage, classes="stage-name"), self.bars[stage])
         self.bars[stage].update(total=max(total, 1), progress=done)
+
+    def record_run(self) -> None:
+        report = read_report(self.app)
+        if report:
+            rows = max(report["rows"], 1)
+            shares = {"review": report["needs_review"] / rows}
+            shares.update({label: n / rows for label, n in report["label_distribution"].items()})
+            self.app.state.runs.append(shares)
+            self.app.save_state()
+            self.plot_runs()
 
     def finished(self, message: str, warnings: list[str]) -> None:
         self.running = False

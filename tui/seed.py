@@ -14,7 +14,7 @@ from mollia_edge.label import encode_texts
 from mollia_edge.errors import MolliaError
 
 from .state import coverage_order, shuffled_order
-from .widgets import bind_label_keys, machine_view, row_text
+from .widgets import NavBar, bind_label_keys, machine_view, row_text
 
 
 class SeedScreen(Screen[None]):
@@ -35,6 +35,7 @@ class SeedScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield NavBar("seed")
         yield Static(id="seed-counts")
         yield ProgressBar(id="seed-progress", show_eta=False)
         yield Static(id="row-title")

@@ -23,6 +23,8 @@ class TuiState:
     order: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     mode: str = "seed"
+    runs: list[dict[str, float]] = field(default_factory=list)
+    """Per finished run: the share of rows needing review and each label's share."""
 
     @classmethod
     def load(cls, path: Path) -> TuiState:
@@ -30,7 +32,7 @@ class TuiState:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(order=[int(r) for r in data["order"]], skipped=[int(r) for r in data["skipped"]],
-                       mode=str(data["mode"]))
+                       mode=str(data["mode"]), runs=list(data.get("runs", [])))
         except (OSError, ValueError, KeyError, TypeError):
             return cls()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.screen import Screen
+from textual.widgets import Static
 
 from mollia_edge.session import RowLabel
 
@@ -35,3 +36,23 @@ def machine_view(label: RowLabel | None) -> Text:
     if label.votes:
         parts.append("votes " + label.votes.replace("|", " "))
     return Text(" | ".join(parts))
+
+
+SCREEN_KEYS = (("f2", "seed", "Seeds"), ("f3", "run", "Run"), ("f4", "review", "Review"),
+               ("f5", "models", "Models"), ("f6", "export", "Export"))
+
+
+class NavBar(Static):
+    """The screens and their keys, the current one highlighted (the Footer keeps the screen's keys)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(id="nav")
+        self.mode = mode
+
+    def on_mount(self) -> None:
+        text = Text()
+        for key, mode, name in SCREEN_KEYS:
+            text.append(f" {key.upper()} {name} ", style="reverse bold" if mode == self.mode else "")
+            text.append(" ")
+        text.append(" q Quit")
+        self.update(text)
