@@ -2,7 +2,9 @@
 
 :func:`run_label_job` is the library call behind the command (and the TUI):
 
-1. read and check the input; rows that already have a label are the human seed set;
+1. read and check the input; rows that already have a label, and rows a person labelled in
+   the session (the TUI: :func:`open_job_session`), are the human seed set; a changed seed
+   set starts a new active-learning run, the cached LLM outputs are reused;
 2. encode every text once (embeddings cached beside the session store);
 3. the LLMs annotate the seed rows and a seeded random sample of the other rows
    (``llm_sample``, default 500); on those signals the label model is fitted - MoLAM with

@@ -3,8 +3,6 @@ the job again so that the latest human corrections are in them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -29,7 +27,8 @@ class ExportScreen(Screen[None]):
         job = self.app.job
         files = [("labelled file", job.output), ("classifier", job.beside_output(".classifier.onnx")),
                  ("report", job.beside_output(".report.json"))]
-        lines = [f"{what:14} {describe(path)}" for what, path in files] + [f"{'session':14} {job.session_path}"]
+        lines = [f"{what:14} {path}" + ("" if path.exists() else "  (not written yet)") for what, path in files]
+        lines.append(f"{'session':14} {job.session_path}")
         report = read_report(self.app)
         human = sum(1 for lab in self.app.opened.session.row_labels().values() if lab.source == "human")
         if report is None:
@@ -48,6 +47,3 @@ class ExportScreen(Screen[None]):
         await self.app.action_show("run")
         self.app.screen.action_run()
 
-
-def describe(path: Path) -> str:
-    return f"{path}  ({path.stat().st_size:,} bytes)" if path.exists() else f"{path}  (not written yet)"

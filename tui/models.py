@@ -22,7 +22,7 @@ def read_report(app: Any) -> dict[str, Any] | None:
 
 
 class ModelsScreen(Screen[None]):
-    """A table: model, accuracy (scores and samples) on labelled rows, kappa with each other model."""
+    """A table: model, accuracy (scores and samples) on labelled rows, kappa with each other model (by #)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -43,7 +43,8 @@ class ModelsScreen(Screen[None]):
             return
         names = list(agreement)
         note.update(f"on {report['seed_rows']} labelled rows (latest run; {report['human_rows']} by people)")
-        table.add_columns("model", "acc scores", "acc samples", *(f"kappa {n}" for n in names))
-        for name, values in agreement.items():
+        table.add_columns("#", "model", "acc scores", "acc samples", *(f"kappa #{i + 1}" for i in range(len(names))))
+        for i, (name, values) in enumerate(agreement.items()):
             kappas = [("-" if other == name else f"{values['kappa'][other]:.2f}") for other in names]
-            table.add_row(name, f"{values['accuracy_scores']:.3f}", f"{values['accuracy_samples']:.3f}", *kappas)
+            table.add_row(str(i + 1), name, f"{values['accuracy_scores']:.3f}", f"{values['accuracy_samples']:.3f}",
+                          *kappas)
