@@ -52,10 +52,10 @@ async def session(app: LabelApp, gold: list[str], seeds: int, reviews: int, docs
         shot("run")
         await press("f4")
         for _ in range(reviews):
-            queue = app.opened.session.review_queue()
-            if not queue:
+            item = app.screen.item
+            if item is None:
                 break
-            row = queue[0][0]
+            row = item[0]
             machine = app.opened.session.row_labels()[row].label
             await press("enter" if machine == gold[row] else str(app.labels.index(gold[row]) + 1))
         shot("review")

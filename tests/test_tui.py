@@ -87,7 +87,7 @@ async def full_session(job: LabelJob, monkeypatch: pytest.MonkeyPatch) -> None:
         await pilot.press("f4")
         review = app.screen
         assert isinstance(review, ReviewScreen)
-        (row, _, _), *_ = app.opened.session.review_queue()
+        row, _, _ = review.item
         wrong = app.opened.session.row_labels()[row].label
         right = "neg" if wrong == "pos" else "pos"
         await pilot.press(str(app.labels.index(right) + 1))

@@ -38,9 +38,15 @@ class ReviewScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.show_item()
 
+    def open_items(self) -> list[tuple[int, str, float]]:
+        """Open review items whose row the latest run still flags, most doubtful first."""
+        session = self.app.opened.session
+        labels = session.row_labels()
+        return [item for item in session.review_queue("open") if item[0] in labels and labels[item[0]].needs_review]
+
     @property
     def item(self) -> tuple[int, str, float] | None:
-        queue = self.app.opened.session.review_queue("open")
+        queue = self.open_items()
         return queue[0] if queue else None
 
     def action_accept(self) -> None:
@@ -69,7 +75,7 @@ class ReviewScreen(Screen[None]):
 
     def show_item(self) -> None:
         session = self.app.opened.session
-        queue = session.review_queue("open")
+        queue = self.open_items()
         done = len(session.review_queue("done"))
         self.query_one("#review-count", Static).update(f"To review: {len(queue)}   reviewed: {done}")
         title, text = self.query_one("#review-title", Static), self.query_one("#review-text", Static)
