@@ -115,15 +115,26 @@ async def full_session(job: LabelJob, monkeypatch: pytest.MonkeyPatch) -> None:
         assert again.screen.row in (*labelled, skipped)
 
 
-def test_cancel_stops_the_job(job):
-    asyncio.run(cancel_run(job))
+def test_cancel_stops_the_job(job, monkeypatch):
+    asyncio.run(cancel_run(job, monkeypatch))
 
 
-async def cancel_run(job: LabelJob) -> None:
+async def cancel_run(job: LabelJob, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+
+    def job_held_at_its_first_progress(job_, progress, warn):
+        def held(*args) -> None:
+            gate.wait(60)
+            progress(*args)
+
+        return run_label_job(job_, held, warn)
+
+    monkeypatch.setattr(tui.run, "run_label_job", job_held_at_its_first_progress)
     app = LabelApp(job, author="tester")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await pilot.press("f3", "r", "c")
+        await pilot.press("f3", "r", "c")  # cancelled before the job reports any progress
+        gate.set()
         await app.workers.wait_for_complete()
         await pilot.pause()
         status = str(app.screen.query_one("#run-status").render())
