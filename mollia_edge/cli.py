@@ -223,7 +223,7 @@ def _add_label(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "label", help="the whole job: label every row of a table (LLMs, MoLAM, active learning)"
     )
-    _add_job_arguments(parser, output_required=True)
+    _add_job_arguments(parser, interactive=False)
     parser.add_argument("--strict", action="store_true", help="stop (instead of warning) when seed labels are missing")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no progress bars, no summary; warnings and errors only")
@@ -232,10 +232,14 @@ def _add_label(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_label)
 
 
-def _add_job_arguments(parser: argparse.ArgumentParser, output_required: bool) -> None:
-    """The arguments of a labelling job (``label`` and ``tui``)."""
-    parser.add_argument("file", type=Path, help="CSV, TSV, JSONL or Parquet file with a text column")
-    parser.add_argument("-o", "--output", type=Path, required=output_required,
+def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> None:
+    """The arguments of a labelling job (``label``; ``tui``, where the input and output are optional)."""
+    if interactive:
+        parser.add_argument("file", type=Path, nargs="?",
+                            help="CSV, TSV, JSONL or Parquet file, or a session store (.sqlite) the TUI opened")
+    else:
+        parser.add_argument("file", type=Path, help="CSV, TSV, JSONL or Parquet file with a text column")
+    parser.add_argument("-o", "--output", type=Path, required=not interactive,
                         help="labelled table (.csv, .tsv, .jsonl, .parquet)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", help="seed labels (default: the column 'label' if there is one)")
@@ -344,14 +348,15 @@ def _add_tui(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tui", help="interactive labelling: seed labels, runs, review, models and export in the terminal"
     )
-    _add_job_arguments(parser, output_required=False)
+    _add_job_arguments(parser, interactive=True)
     parser.set_defaults(run=_run_tui)
 
 
 def _run_tui(args: argparse.Namespace) -> int:
-    from tui.app import default_output, run_tui
+    from tui.app import run_tui, tui_job
 
-    run_tui(_label_job(args, args.output or default_output(args.file)))
+    draft = dataclasses.replace(_label_job(args, args.output or Path("")), input=args.file or Path(""))
+    run_tui(*tui_job(args.file, draft))
     return 0
 
 

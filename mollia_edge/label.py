@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -209,6 +210,8 @@ class _LLMs:
     def __init__(self, annotators: list[Any], names: list[str], texts: Sequence[str], progress: Progress | None) -> None:
         self.annotators, self.names, self.texts, self.progress = annotators, names, texts, progress
         self.truncated: set[int] = set()
+        self.seconds = dict.fromkeys(names, 0.0)
+        """Per model: time spent on texts not found in the store (``annotator.computed`` of them)."""
 
     def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and consistency (len(rows), N, K) of ``rows``."""
@@ -216,7 +219,9 @@ class _LLMs:
         z, c = [], []
         for name, annotator in zip(self.names, self.annotators):
             report = (lambda d, t, m=name: self.progress(f"llm {m}", d, t)) if self.progress else None
+            started = time.perf_counter()
             s = annotator.annotate(texts, report)
+            self.seconds[name] += time.perf_counter() - started
             z.append(s.label_prob)
             c.append(s.consistency)
             self.truncated.update(int(r) for r, cut in zip(rows, s.truncated) if cut)
@@ -317,9 +322,23 @@ def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
     return Session.open(store, settings, _file_sha256(job.input), len(prep.texts), prep.labels)
 
 
-def _labels_digest(labels: dict[int, str]) -> str:
-    text = json.dumps(sorted(labels.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def al_run_id(session: Session) -> str:
+    """The active-learning run of the session's current human labels: a changed set starts a new one."""
+    human = sorted((row, lab.label) for row, lab in session.row_labels().items() if lab.source == "human")
+    digest = hashlib.sha256(json.dumps(human).encode()).hexdigest()[:12]
+    return session.session_id + "-al" + (f"-{digest}" if human else "")
+
+
+def _speed_stage(session: Session, llms: _LLMs, resolved: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """Per model, over every run of the session: texts annotated, seconds, file size and quant."""
+    totals = session.stage("llm_speed") or {}
+    for name, annotator, model_file in zip(llms.names, llms.annotators, resolved):
+        before = totals.get(name, {"texts": 0, "seconds": 0.0})
+        seconds = before["seconds"] + (llms.seconds[name] if annotator.computed else 0.0)
+        totals[name] = {"texts": before["texts"] + annotator.computed, "seconds": round(seconds, 3),
+                        "file_mib": round(model_file.size / 2**20, 1), "quant": model_file.quant or "-"}
+    session.put_stage("llm_speed", totals, sum(llms.seconds.values()))
+    return totals
 
 
 @dataclass
@@ -465,7 +484,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         al_rows, al_labels = init, train_gold[init]
         al_weights = np.ones(len(init), np.float32)
         al_negatives = np.zeros((len(init), k), bool)
-        run_id = session.session_id + "-al" + (f"-{_labels_digest(human)}" if human else "")
+        run_id = al_run_id(session)
         if r > 0:
             al_config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
             task = ActiveLearningTask(inputs=x, pool=np.arange(n), n_classes=k, gold=train_gold)
@@ -519,7 +538,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
                 row_labels.append(RowLabel(i, labels[y], "llm_mixture", f"llm_mixture:{mixture.kind}",
                                            round(conf, 6), negs, votes, flagged))
                 if flagged:
-                    reason = "classifier and label model disagree" if disagree else "low confidence"
+                    reason = f"classifier says {labels[clf_label]}" if disagree else "low confidence"
                     review.append((i, reason, 1.0 - conf + float(disagree)))
             else:
                 conf = float(p_clf[i, clf_label])
@@ -564,6 +583,9 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
             "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in (llm_report or {}).items()},
             "llm_agreement_on_seeds": llm_report or {},
             "human_rows": len(human),
+            "al_run": run_id,
+            "llm_speed": _speed_stage(session, llms, prep.resolved),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "label_distribution": {label: distribution.get(label, 0) for label in labels},
             "label_sources": dict(sorted(sources.items())),
             "needs_review": int(sum(current[i].needs_review for i in range(n))),

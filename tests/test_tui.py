@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -13,10 +15,11 @@ import pytest
 import tui.run
 from mollia_edge.label import LabelJob, run_label_job
 from test_label_job import write_input
-from tui.app import LabelApp
+from tui.app import LabelApp, tui_job
 from tui.review import ReviewScreen
 from tui.run import RunScreen
 from tui.seed import SeedScreen
+from tui.setup import SetupScreen
 
 SIZE = (80, 24)
 
@@ -150,6 +153,12 @@ def ran(tiny_model_path, tmp_path_factory) -> tuple[Path, LabelJob]:
         mp.chdir(folder)
         job = make_job(folder, tiny_model_path)
         asyncio.run(label_two_rows_and_run(job))
+    report_path = folder / job.beside_output(".report.json")
+    report = json.loads(report_path.read_text(encoding="utf-8"))  # machine-dependent numbers made fixed
+    report["peak_rss_mib"] = 100.0
+    for values in report["llm_speed"].values():
+        values["seconds"] = values["texts"] * 0.5
+    report_path.write_text(json.dumps(report), encoding="utf-8")
     return folder, job
 
 
@@ -169,3 +178,38 @@ def test_screen_snapshots(ran, keys, snap_compare, monkeypatch):
     folder, job = ran
     monkeypatch.chdir(folder)
     assert snap_compare(LabelApp(job, author="tester"), terminal_size=SIZE, press=keys, run_before=ready)
+
+
+def test_a_new_session_from_the_form_is_reopened_from_its_session_file(tiny_model_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, tiny_model_path)
+    draft = dataclasses.replace(job, input=Path(""), output=Path(""))
+    opened, setup = tui_job(None, draft)
+    assert setup and opened == draft
+    asyncio.run(fill_the_form(draft))
+    reopened, setup = tui_job(Path("in.labelled.csv.session.sqlite"), draft)
+    assert not setup and reopened.input == Path("in.csv").resolve() and reopened.rounds == 3
+    assert tui_job(Path("in.csv"), draft) == (reopened, False)
+
+
+async def fill_the_form(draft: LabelJob) -> None:
+    app = LabelApp(draft, author="tester", setup=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, SetupScreen)
+        await pilot.press("ctrl+o")
+        assert "give an input file" in str(app.screen.query_one("#setup-status").render())
+        await pilot.press(*"in.csv", "tab", "tab", "tab", "tab", "tab", "backspace", "3", "ctrl+o")
+        await app.workers.wait_for_complete()
+        await ready(pilot)
+        assert isinstance(app.screen, SeedScreen) and app.job.rounds == 3
+        assert app.job.output == Path("in.labelled.csv") and app.job.models == draft.models
+        await pilot.press("1", "q")
+
+
+def test_setup_snapshot(models, tiny_model_path, tmp_path, snap_compare, monkeypatch):
+    """The form with no catalog model present (an empty models folder) and the fixture model chosen."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("mollia_edge.llm.engine.backend_info", lambda: "CPU")
+    draft = dataclasses.replace(make_job(tmp_path, tiny_model_path), input=Path(""), output=Path(""))
+    assert snap_compare(LabelApp(draft, author="tester", setup=True), terminal_size=SIZE, press=["i", "n"])

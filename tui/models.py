@@ -1,5 +1,5 @@
-"""Models: each LLM's accuracy on the seed and human labels, and pairwise agreement (kappa),
-from the report of the latest run."""
+"""Models: each LLM's accuracy on the seed and human labels, pairwise agreement (kappa), speed
+and memory, from the report of the latest run."""
 
 from __future__ import annotations
 
@@ -22,20 +22,27 @@ def read_report(app: Any) -> dict[str, Any] | None:
 
 
 class ModelsScreen(Screen[None]):
-    """A table: model, accuracy (scores and samples) on labelled rows, kappa with each other model (by #)."""
+    """Two tables: accuracy on the labelled rows and kappa with each other model (by #); speed
+    and memory per model."""
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield NavBar("models")
         yield Static(id="models-note")
         yield DataTable(id="models-table", cursor_type="row")
+        yield Static(id="speed-note")
+        yield DataTable(id="speed-table", cursor_type="row")
         yield Footer()
 
     def on_screen_resume(self) -> None:
-        table = self.query_one(DataTable)
+        report = read_report(self.app) or {}
+        self.show_agreement(report)
+        self.show_speed(report)
+
+    def show_agreement(self, report: dict[str, Any]) -> None:
+        table = self.query_one("#models-table", DataTable)
         table.clear(columns=True)
-        report = read_report(self.app)
-        agreement = (report or {}).get("llm_agreement_on_seeds") or {}
+        agreement = report.get("llm_agreement_on_seeds") or {}
         note = self.query_one("#models-note", Static)
         if not agreement:
             models = ", ".join(self.app.opened.models)
@@ -48,3 +55,17 @@ class ModelsScreen(Screen[None]):
             kappas = [("-" if other == name else f"{values['kappa'][other]:.2f}") for other in names]
             table.add_row(str(i + 1), name, f"{values['accuracy_scores']:.3f}", f"{values['accuracy_samples']:.3f}",
                           *kappas)
+
+    def show_speed(self, report: dict[str, Any]) -> None:
+        table = self.query_one("#speed-table", DataTable)
+        table.clear(columns=True)
+        speed = report.get("llm_speed") or {}
+        note = self.query_one("#speed-note", Static)
+        if not speed:
+            note.update("")
+            return
+        note.update(f"speed: all runs of this session; peak memory of the latest run: {report['peak_rss_mib']:,.0f} MiB")
+        table.add_columns("model", "quant", "file MiB", "texts", "s/text")
+        for name, values in speed.items():
+            per_text = f"{values['seconds'] / values['texts']:.2f}" if values["texts"] else "-"
+            table.add_row(name, values["quant"], f"{values['file_mib']:,.0f}", str(values["texts"]), per_text)

@@ -6,7 +6,9 @@ so running again resumes.
 
 from __future__ import annotations
 
+import json
 import threading
+from collections import Counter
 
 from rich.text import Text
 from textual import work
@@ -19,10 +21,10 @@ from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from mollia_edge.errors import MolliaError
-from mollia_edge.label import LabelResult, run_label_job
+from mollia_edge.label import LabelResult, al_run_id, run_label_job
+from mollia_edge.store import Store
 
 from .models import read_report
-
 from .widgets import NavBar
 
 
@@ -40,6 +42,8 @@ class RunScreen(Screen[None]):
         self.cancel_requested = threading.Event()
         self.running = False
         self.bars: dict[str, ProgressBar] = {}
+        self.run_id: str | None = None
+        """The active-learning run plotted: the latest run's, or the one running."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -47,25 +51,32 @@ class RunScreen(Screen[None]):
         yield Static("r: run the job (resumes where it stopped)", id="run-status")
         with Horizontal(id="run-body"):
             yield VerticalScroll(id="stages")
-            yield PlotextPlot(id="runs-plot")
+            yield PlotextPlot(id="rounds-plot")
         yield Static(id="run-warnings")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.plot_runs()
+        report = read_report(self.app)
+        if report:
+            self.run_id = report.get("al_run")
+            self.query_one("#run-status", Static).update(
+                f"latest run: {report['needs_review']} of {report['rows']} rows need review; r runs again")
+        self.plot_rounds()
 
-    def plot_runs(self) -> None:
-        """Per run: share of rows needing review and of each label (no gold labels needed)."""
+    def plot_rounds(self) -> None:
+        """Round by round, without gold labels: how often the classifier agrees with the label
+        model on the rows it queried, and each label's share of those rows."""
         widget = self.query_one(PlotextPlot)
         plt = widget.plt
         plt.clear_data()
-        plt.title("per run: share of rows")
-        runs = self.app.state.runs
-        x = list(range(1, len(runs) + 1))
-        if runs:
-            for key in runs[0]:
-                plt.plot(x, [run.get(key, 0.0) for run in runs], label=key, marker="dot")
-            plt.xticks(x)
+        plt.title("per round, on the queried rows")
+        curves = round_curves(self.app.opened.store, self.run_id, self.app.labels) if self.run_id else {}
+        for name, points in curves.items():
+            if points:
+                plt.plot([x for x, _ in points], [y for _, y in points], label=name, marker="dot")
+        if curves.get("agree"):
+            plt.xticks([x for x, _ in curves["agree"]])
+        plt.xlabel("round")
         plt.ylim(0, 1)
         widget.refresh()
 
@@ -75,6 +86,7 @@ class RunScreen(Screen[None]):
             return
         self.running = True
         self.cancel_requested.clear()
+        self.run_id = al_run_id(self.app.opened.session)
         self.query_one("#run-status", Static).update("running...")
         self.query_one("#run-warnings", Static).update("")
         self.run_job()
@@ -103,7 +115,6 @@ class RunScreen(Screen[None]):
         except Exception as exc:  # one line, never a traceback that could quote input text
             self.app.call_from_thread(self.finished, f"internal error ({type(exc).__name__})", warnings)
         else:
-            self.app.call_from_thread(self.record_run)
             self.app.call_from_thread(self.finished, done_message(result), warnings)
 
     def show_progress(self, stage: str, done: int, total: int) -> None:
@@ -112,16 +123,8 @@ class RunScreen(Screen[None]):
             self.bars[stage] = ProgressBar(total=total, show_eta=True, id=f"bar-{len(self.bars)}")
             stages.mount(Label(stage, classes="stage-name"), self.bars[stage])
         self.bars[stage].update(total=max(total, 1), progress=done)
-
-    def record_run(self) -> None:
-        report = read_report(self.app)
-        if report:
-            rows = max(report["rows"], 1)
-            shares = {"review": report["needs_review"] / rows}
-            shares.update({label: n / rows for label, n in report["label_distribution"].items()})
-            self.app.state.runs.append(shares)
-            self.app.save_state()
-            self.plot_runs()
+        if stage == "rounds":
+            self.plot_rounds()
 
     def finished(self, message: str, warnings: list[str]) -> None:
         self.running = False
@@ -130,4 +133,22 @@ class RunScreen(Screen[None]):
 
 
 def done_message(result: LabelResult) -> str:
-    return f"done: wrote {result.output.name}; review the flagged rows (F4), then export (F6)"
+    report = json.loads(result.report.read_text(encoding="utf-8"))
+    return f"done: {report['needs_review']} of {report['rows']} rows need review (F4); wrote {result.output.name} (F6)"
+
+
+def round_curves(store: Store, run_id: str, labels: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """(round, value) points: the share of queried rows where the classifier agreed with the
+    label model ('agree'), and each label's share of the queried rows."""
+    curves: dict[str, list[tuple[int, float]]] = {"agree": [], **{label: [] for label in labels}}
+    for metrics in store.al_rounds(run_id):
+        if metrics["queried"]:
+            curves["agree"].append((metrics["round"], 1 - metrics["disagreed"] / metrics["queried"]))
+    per_round: dict[int, Counter[int]] = {}
+    for _, round_number, label, _, _ in store.al_labels(run_id):
+        per_round.setdefault(round_number, Counter())[label] += 1
+    for round_number, counts in sorted(per_round.items()):
+        total = sum(counts.values())
+        for j, label in enumerate(labels):
+            curves[label].append((round_number, counts[j] / total))
+    return curves

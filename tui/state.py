@@ -1,18 +1,25 @@
-"""What the TUI remembers between launches besides the session store: the order rows are
-offered for seed labelling, the rows skipped there, and the screen last shown.
+"""What the TUI remembers between launches besides the session store: the job's settings (to
+reopen it from the session file), the order rows are offered for seed labelling, the rows
+skipped there, and the screen last shown.
 
-Kept as JSON beside the session store (mode 0600); it holds row indices only, never text.
+Kept as JSON beside the session store (mode 0600); it holds paths and row indices, never text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from mollia_edge.config import config_from_dict
+from mollia_edge.errors import ConfigError
+from mollia_edge.label import LabelJob
 
 COVERAGE_PICKS = 500
 """Rows ordered by k-center on the embeddings; the rest follow in a seeded shuffle."""
@@ -23,8 +30,8 @@ class TuiState:
     order: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     mode: str = "seed"
-    runs: list[dict[str, float]] = field(default_factory=list)
-    """Per finished run: the share of rows needing review and each label's share."""
+    job: dict[str, Any] = field(default_factory=dict)
+    """The job's settings (:func:`job_record`)."""
 
     @classmethod
     def load(cls, path: Path) -> TuiState:
@@ -32,7 +39,7 @@ class TuiState:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(order=[int(r) for r in data["order"]], skipped=[int(r) for r in data["skipped"]],
-                       mode=str(data["mode"]), runs=list(data.get("runs", [])))
+                       mode=str(data["mode"]), job=dict(data.get("job", {})))
         except (OSError, ValueError, KeyError, TypeError):
             return cls()
 
@@ -46,6 +53,31 @@ class TuiState:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def state_path(job: LabelJob) -> Path:
+    """The state file of a job: beside its session store."""
+    return job.session_path.with_name(job.session_path.name + ".tui.json")
+
+
+def job_record(job: LabelJob) -> dict[str, Any]:
+    """The job's settings as JSON values, paths made absolute."""
+    record = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
+    record.update(input=str(job.input.resolve()), output=str(job.output.resolve()),
+                  session=str(job.session_path.resolve()), config=dataclasses.asdict(job.config))
+    return record
+
+
+def saved_job(session_path: Path) -> LabelJob:
+    """The job the TUI last opened with this session store; a :class:`ConfigError` if none was saved."""
+    record = TuiState.load(session_path.with_name(session_path.name + ".tui.json")).job
+    if not record:
+        raise ConfigError(f"{session_path}: no TUI job saved beside this session store; open the input file instead")
+    tuples = {"labels", "models"}
+    values = {key: tuple(value) if key in tuples and value is not None else value for key, value in record.items()}
+    values.update(input=Path(record["input"]), output=Path(record["output"]), session=Path(record["session"]),
+                  config=config_from_dict(record["config"]))
+    return LabelJob(**values)
 
 
 def shuffled_order(n: int, seed: int) -> list[int]:

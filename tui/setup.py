@@ -1,0 +1,141 @@
+"""New session: the input file, its columns and labels, the models (present or missing in the
+catalog, size, quantization, backend), strategy, rounds and batch; ctrl+o opens the session."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Select, SelectionList, Static
+from textual.widgets.selection_list import Selection
+
+from mollia_edge.errors import MolliaError
+from mollia_edge.label import JobSession, LabelJob, open_job_session
+
+FIELDS = (("input", "input file"), ("output", "output file"), ("text_column", "text column"),
+          ("label_column", "label column"), ("labels", "labels"), ("rounds", "rounds"), ("batch", "batch"),
+          ("llm_sample", "LLM sample"))
+NUMBERS = {"rounds", "batch", "llm_sample"}
+
+
+def default_output(input_path: Path) -> Path:
+    """OUTPUT when none is given: INPUT's name + '.labelled.csv' beside it."""
+    return input_path.with_name(input_path.stem + ".labelled.csv")
+
+
+def model_choices(chosen: tuple[str, ...] | None) -> list[Selection[str]]:
+    """Each catalog model (present: size and quant; missing: disabled), then chosen .gguf paths."""
+    from mollia_edge.llm.catalog import load_catalog
+
+    catalog = load_catalog()
+    picked = set(chosen if chosen is not None else catalog.starter)
+    choices = []
+    for spec in catalog.models.values():
+        found = [(path, entry.quant) for entry in spec.files if (path := catalog.find(spec, entry))]
+        if found:
+            path, quant = found[0]
+            prompt = f"{spec.name}  {quant}  {path.stat().st_size / 2**20:,.0f} MiB"
+            choices.append(Selection(prompt, spec.name, spec.name in picked))
+        else:
+            choices.append(Selection(f"{spec.name}  missing ({spec.files[0].quant})", spec.name, disabled=True))
+    for name in sorted(picked - set(catalog.models)):
+        choices.append(Selection(f"{Path(name).name}  file", name, True))
+    return sorted(choices, key=lambda choice: choice.disabled)
+
+
+def whole_number(text: str, title: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{title} must be a whole number") from None
+
+
+def text_value(job: LabelJob, name: str) -> str:
+    """The job's setting as the form shows it ('' for none)."""
+    if name == "labels":
+        return ",".join(job.labels or ())
+    value = getattr(job, name)
+    return "" if value is None or value == Path("") else str(value)
+
+
+class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
+    """A form over a :class:`LabelJob`; dismissed with the job and its opened session."""
+
+    BINDINGS = [
+        Binding("ctrl+o", "open", "Open session", priority=True),
+        Binding("tab", "app.focus_next", "Next field"),
+    ]
+    AUTO_FOCUS = "#setup-input"
+
+    def __init__(self, draft: LabelJob) -> None:
+        super().__init__()
+        self.draft = draft
+
+    def compose(self) -> ComposeResult:
+        from mollia_edge.al.strategies import STRATEGIES
+        from mollia_edge.llm.engine import backend_info
+
+        yield Header()
+        with VerticalScroll(id="setup-form"):
+            for name, title in FIELDS:
+                with Horizontal(classes="setup-row"):
+                    yield Label(title, classes="setup-label")
+                    yield Input(text_value(self.draft, name), id=f"setup-{name}", compact=True,
+                                type="integer" if name in NUMBERS else "text",
+                                placeholder="default" if name != "input" else "a CSV, TSV, JSONL or Parquet file")
+            with Horizontal(classes="setup-row"):
+                yield Label("strategy", classes="setup-label")
+                yield Select([(s, s) for s in STRATEGIES], value=self.draft.strategy, allow_blank=False,
+                             id="setup-strategy", compact=True)
+            yield Label(f"models (space selects; llama.cpp backend: {backend_info()})", id="setup-models-title")
+            yield SelectionList(*model_choices(self.draft.models), id="setup-models", compact=True)
+        yield Static("ctrl+o opens the session (a new one, or the one these settings had); ctrl+q quits",
+                     id="setup-status")
+        yield Footer()
+
+    def job(self) -> LabelJob:
+        """The job the form describes; a :class:`ValueError` naming a bad field."""
+        values: dict[str, object] = {}
+        for name, title in FIELDS:
+            text = self.query_one(f"#setup-{name}", Input).value.strip()
+            if name in NUMBERS:
+                values[name] = whole_number(text, title) if text else getattr(self.draft, name)
+            elif name == "labels":
+                values[name] = tuple(part.strip() for part in text.split(",") if part.strip()) or None
+            else:
+                values[name] = text or None
+        if not values["input"]:
+            raise ValueError("give an input file")
+        values["input"] = Path(str(values["input"]))
+        values["output"] = Path(str(values["output"])) if values["output"] else default_output(values["input"])
+        values["text_column"] = values["text_column"] or "text"
+        models = self.query_one(SelectionList).selected
+        if not models:
+            raise ValueError("select at least one model")
+        return dataclasses.replace(self.draft, models=tuple(models), strategy=str(self.query_one(Select).value),
+                                   **values)
+
+    def action_open(self) -> None:
+        try:
+            job = self.job()
+        except ValueError as exc:
+            self.query_one("#setup-status", Static).update(Text(f"error: {exc}"))
+            return
+        self.query_one("#setup-status", Static).update("opening the session (checking the input and models)...")
+        self.open_session(job)
+
+    @work(thread=True, exclusive=True)
+    def open_session(self, job: LabelJob) -> None:
+        try:
+            opened = open_job_session(job)
+        except MolliaError as exc:
+            message = Text(f"error: {' '.join(str(exc).split())}")
+            self.app.call_from_thread(self.query_one("#setup-status", Static).update, message)
+            return
+        self.app.call_from_thread(self.dismiss, (job, opened))
