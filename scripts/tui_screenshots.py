@@ -1,8 +1,9 @@
 """PNG screenshots of each TUI screen (docs/tui-*.png), from a scripted session at 80x24.
 
-The script plays a person with the input's ``gold`` column: it labels ``--seeds`` rows with the
-number keys, runs the job, answers ``--reviews`` items of the review queue, re-runs to export,
-and reports the keys pressed. SVG -> PNG needs cairosvg (build time only: pip install cairosvg).
+The script plays a person with the input's ``gold`` column: it opens the session from the
+new-session form (prefilled as by the command line), labels ``--seeds`` rows with the number
+keys, runs the job, answers ``--reviews`` items of the review queue, re-runs to export, and
+reports the keys pressed. SVG -> PNG needs cairosvg (build time only: pip install cairosvg).
 
     python scripts/tui_screenshots.py results/ex.csv -o results/ex-tui.csv --labels negative,positive \\
         --llm-sample 60 --rounds 2 --batch 10
@@ -39,7 +40,11 @@ async def session(app: LabelApp, gold: list[str], seeds: int, reviews: int, docs
         app.save_screenshot(f"tui-{name}.svg", str(docs))
 
     async with app.run_test(size=SIZE) as pilot:
-        await finish_work()
+        await pilot.pause()
+        shot("setup")
+        await press("ctrl+o")
+        await finish_work()  # opening the session
+        await finish_work()  # ordering the rows
         await press("f2")
         for _ in range(seeds):
             row = app.screen.row
@@ -96,7 +101,8 @@ def main() -> None:
                    models=tuple(args.models.split(",")) if args.models else None,
                    llm_sample=args.llm_sample, rounds=args.rounds, batch=args.batch)
     started = time.perf_counter()
-    keys = asyncio.run(session(LabelApp(job, author="screenshots"), gold, args.seeds, args.reviews, args.docs))
+    app = LabelApp(job, author="screenshots", setup=True)
+    keys = asyncio.run(session(app, gold, args.seeds, args.reviews, args.docs))
     print(f"{keys} keys pressed, {time.perf_counter() - started:.0f} s (machine time, no human thinking)")
     to_png(args.docs)
 

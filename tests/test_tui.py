@@ -52,13 +52,18 @@ def test_a_full_session_by_keys_is_restored_on_reopening(job, monkeypatch):
 
 
 async def full_session(job: LabelJob, monkeypatch: pytest.MonkeyPatch) -> None:
-    gate = threading.Event()
+    annotating, gate = threading.Event(), threading.Event()
 
-    def gated_job(*args, **kwargs):
-        gate.wait(60)
-        return run_label_job(*args, **kwargs)
+    def job_held_while_annotating(job, progress, warn):
+        def held(stage, done, total):
+            if stage.startswith("llm ") and not gate.is_set():
+                annotating.set()
+                gate.wait(60)
+            progress(stage, done, total)
 
-    monkeypatch.setattr(tui.run, "run_label_job", gated_job)
+        return run_label_job(job, held, warn)
+
+    monkeypatch.setattr(tui.run, "run_label_job", job_held_while_annotating)
     app = LabelApp(job, author="tester")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -79,7 +84,8 @@ async def full_session(job: LabelJob, monkeypatch: pytest.MonkeyPatch) -> None:
         await pilot.press("f3", "r")
         run = app.screen
         assert isinstance(run, RunScreen) and run.running
-        await pilot.press("f2")  # handled while the job's worker is busy
+        assert await asyncio.to_thread(annotating.wait, 60)
+        await pilot.press("f2")  # handled while the job's worker is in the LLM stage
         assert isinstance(app.screen, SeedScreen) and run.running
         gate.set()
         await pilot.press("f3")
@@ -104,6 +110,8 @@ async def full_session(job: LabelJob, monkeypatch: pytest.MonkeyPatch) -> None:
         assert (output[row]["label"], output[row]["label_source"]) == (right, "human")
         assert (output[first]["label"], output[first]["label_source"]) == ("pos", "human")
         labelled = human_labels(app)
+        report = json.loads(Path("out.csv.report.json").read_text(encoding="utf-8"))
+        assert report["seed_rows"] == 12 + len(labelled) and report["label_model"] == "molam"  # refit with them
         await pilot.press("f2", "q")
     order = app.state.order
 

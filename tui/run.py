@@ -33,9 +33,9 @@ class Cancelled(Exception):
 
 
 class RunScreen(Screen[None]):
-    """r runs or resumes the job, c cancels it; one progress bar per stage."""
+    """r runs or resumes the job, c stops it (r resumes: a pause); one progress bar per stage."""
 
-    BINDINGS = [Binding("r", "run", "Run/resume"), Binding("c", "cancel", "Cancel")]
+    BINDINGS = [Binding("r", "run", "Run/resume"), Binding("c", "cancel", "Pause/cancel")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,9 +71,10 @@ class RunScreen(Screen[None]):
         plt.clear_data()
         plt.title("per round, on the queried rows")
         curves = round_curves(self.app.opened.store, self.run_id, self.app.labels) if self.run_id else {}
-        for name, points in curves.items():
+        for name, points in reversed(curves.items()):  # 'agree' last, on top, as crosses
             if points:
-                plt.plot([x for x, _ in points], [y for _, y in points], label=name, marker="dot")
+                plt.plot([x for x, _ in points], [y for _, y in points], label=name,
+                         marker="x" if name == "agree" else "dot")
         if curves.get("agree"):
             plt.xticks([x for x, _ in curves["agree"]])
         plt.xlabel("round")

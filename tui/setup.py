@@ -14,6 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, SelectionList, Static
 from textual.widgets.selection_list import Selection
+from textual.worker import Worker, WorkerState
 
 from mollia_edge.errors import MolliaError
 from mollia_edge.label import JobSession, LabelJob, open_job_session
@@ -95,7 +96,7 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
                              id="setup-strategy", compact=True)
             yield Label(f"models (space selects; llama.cpp backend: {backend_info()})", id="setup-models-title")
             yield SelectionList(*model_choices(self.draft.models), id="setup-models", compact=True)
-        yield Static("ctrl+o opens the session (a new one, or the one these settings had); ctrl+q quits",
+        yield Static("ctrl+o opens the session (new, or the one these settings had); ctrl+q quits",
                      id="setup-status")
         yield Footer()
 
@@ -131,11 +132,17 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         self.open_session(job)
 
     @work(thread=True, exclusive=True)
-    def open_session(self, job: LabelJob) -> None:
+    def open_session(self, job: LabelJob) -> tuple[LabelJob, JobSession] | str:
+        """The job and its session, or the error in one line."""
         try:
-            opened = open_job_session(job)
+            return job, open_job_session(job)
         except MolliaError as exc:
-            message = Text(f"error: {' '.join(str(exc).split())}")
-            self.app.call_from_thread(self.query_one("#setup-status", Static).update, message)
+            return f"error: {' '.join(str(exc).split())}"
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.SUCCESS:
             return
-        self.app.call_from_thread(self.dismiss, (job, opened))
+        if isinstance(event.worker.result, str):
+            self.query_one("#setup-status", Static).update(Text(event.worker.result))
+        else:
+            self.dismiss(event.worker.result)
