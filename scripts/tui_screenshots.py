@@ -74,11 +74,13 @@ async def session(app: LabelApp, gold: list[str], seeds: int, reviews: int, docs
     return keys
 
 
-def to_png(docs: Path) -> None:
+def to_png(docs: Path, font: str) -> None:
+    """Each SVG as PNG, drawn with a local monospace ``font`` (Textual's SVG names a web font)."""
     import cairosvg
 
     for svg in sorted(docs.glob("tui-*.svg")):
-        cairosvg.svg2png(url=str(svg), write_to=str(svg.with_suffix(".png")))
+        text = svg.read_text(encoding="utf-8").replace("Fira Code", font)
+        cairosvg.svg2png(bytestring=text.encode("utf-8"), write_to=str(svg.with_suffix(".png")))
         svg.unlink()
 
 
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--docs", type=Path, default=Path("docs"))
+    parser.add_argument("--font", default="DejaVu Sans Mono", help="an installed monospace font for the PNGs")
     args = parser.parse_args()
     with args.input.open(encoding="utf-8") as f:
         gold = [row["gold"] for row in csv.DictReader(f)]
@@ -104,7 +107,7 @@ def main() -> None:
     app = LabelApp(job, author="screenshots", setup=True)
     keys = asyncio.run(session(app, gold, args.seeds, args.reviews, args.docs))
     print(f"{keys} keys pressed, {time.perf_counter() - started:.0f} s (machine time, no human thinking)")
-    to_png(args.docs)
+    to_png(args.docs, args.font)
 
 
 if __name__ == "__main__":
