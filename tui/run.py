@@ -61,6 +61,8 @@ class RunScreen(Screen[None]):
             self.run_id = report.get("al_run")
             self.query_one("#run-status", Static).update(
                 f"latest run: {report['needs_review']} of {report['rows']} rows need review; r runs again")
+            times = "\n".join(f"  {stage}: {seconds:.1f} s" for stage, seconds in report["seconds"].items())
+            self.query_one("#stages", VerticalScroll).mount(Static(f"latest run, per stage:\n{times}", id="last-times"))
         self.plot_rounds()
 
     def plot_rounds(self) -> None:
@@ -120,6 +122,8 @@ class RunScreen(Screen[None]):
 
     def show_progress(self, stage: str, done: int, total: int) -> None:
         if stage not in self.bars:
+            for old in self.query("#last-times"):
+                old.remove()
             stages = self.query_one("#stages", VerticalScroll)
             self.bars[stage] = ProgressBar(total=total, show_eta=True, id=f"bar-{len(self.bars)}")
             stages.mount(Label(stage, classes="stage-name"), self.bars[stage])
