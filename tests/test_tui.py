@@ -208,7 +208,12 @@ async def fill_the_form(draft: LabelJob) -> None:
         assert isinstance(app.screen, SetupScreen)
         await pilot.press("ctrl+o")
         assert "give an input file" in str(app.screen.query_one("#setup-status").render())
-        await pilot.press(*"in.csv", "tab", "tab", "tab", "tab", "tab", "backspace", "3", "ctrl+o")
+        await pilot.press(*"nope.csv", "ctrl+o")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        status = str(app.screen.query_one("#setup-status").render())
+        assert status.startswith("error: ") and "nope.csv" in status and "\n" not in status
+        await pilot.press("ctrl+u", *"in.csv", "tab", "tab", "tab", "tab", "tab", "backspace", "3", "ctrl+o")
         await app.workers.wait_for_complete()
         await ready(pilot)
         assert isinstance(app.screen, SeedScreen) and app.job.rounds == 3

@@ -51,6 +51,7 @@ def model_choices(chosen: tuple[str, ...] | None) -> list[Selection[str]]:
 
 
 def whole_number(text: str, title: str) -> int:
+    """``text`` as an int; a :class:`ValueError` naming the field otherwise."""
     try:
         return int(text)
     except ValueError:
