@@ -7,6 +7,7 @@ import asyncio
 import csv
 import dataclasses
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -221,8 +222,28 @@ async def fill_the_form(draft: LabelJob) -> None:
         await pilot.press("1", "q")
 
 
+TEST_CATALOG = """
+[defaults]
+starter = ["small-chat"]
+
+[models."small-chat"]
+display_name = "Small chat"
+chat_format = "chatml"
+source = "a test"
+files.Q8_0 = { file = "small-chat-Q8_0.gguf" }
+
+[models."large-chat"]
+display_name = "Large chat"
+chat_format = "chatml"
+source = "a test"
+files.Q4_K_M = { file = "large-chat-Q4_K_M.gguf" }
+"""
+
+
 def test_setup_snapshot(models, tiny_model_path, tmp_path, snap_compare, monkeypatch):
-    """The form with no catalog model present (an empty models folder) and the fixture model chosen."""
+    """The form over a test catalog (one model present, one missing), the fixture model chosen."""
+    (models / "catalog.toml").write_text(TEST_CATALOG, encoding="utf-8")
+    shutil.copyfile(tiny_model_path, models / "small-chat-Q8_0.gguf")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("mollia_edge.llm.engine.backend_info", lambda: "CPU")
     draft = dataclasses.replace(make_job(tmp_path, tiny_model_path), input=Path(""), output=Path(""))
