@@ -324,7 +324,7 @@ def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
 
 def al_run_id(session: Session) -> str:
     """The active-learning run of the session's current human labels: a changed set starts a new one."""
-    human = sorted((row, lab.label) for row, lab in session.row_labels().items() if lab.source == "human")
+    human = sorted(session.human_labels().items())
     digest = hashlib.sha256(json.dumps(human).encode()).hexdigest()[:12]
     return session.session_id + "-al" + (f"-{digest}" if human else "")
 
@@ -403,7 +403,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
     with store, ExitStack() as stack:
         session = _open_session(job, prep, store)
         display = prep.display
-        human = {row: lab.label for row, lab in session.row_labels().items() if lab.source == "human"}
+        human = session.human_labels()
         gold = np.full(n, -1, np.int64)
         for row, label in {**prep.input_seeds, **human}.items():
             gold[row] = index[label]

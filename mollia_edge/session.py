@@ -276,6 +276,10 @@ class Session:
         )
         return {r[0]: _row_label(r) for r in rows}
 
+    def human_labels(self) -> dict[int, str]:
+        """The label of every row a person labelled (the seeds a next run adds)."""
+        return {row: lab.label for row, lab in self.row_labels().items() if lab.source == "human"}
+
     # -- audit and review -----------------------------------------------------------------------
     def _entry(self, r: tuple) -> AuditEntry:
         return AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5],

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -95,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result = run_label_job(job)
     seconds = time.perf_counter() - started
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    job_report = json.loads(result.report.read_text())
+    peak_gib = job_report["peak_rss_mib"] / 1024
 
     with result.output.open(encoding="utf-8", newline="") as f:
         out = list(csv.DictReader(f))
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in accuracy.items():
         table.add_row(name, f"{value:.4f}")
     report = {"settings": vars(args) | {"work": str(work), "out": str(args.out)}, "accuracy": accuracy,
-              "job_seconds": seconds, "peak_rss_gib": peak_gib, "stage_seconds": json.loads(result.report.read_text())["seconds"]}
+              "job_seconds": seconds, "peak_rss_gib": peak_gib, "stage_seconds": job_report["seconds"]}
     print_and_save(console, table, report, args.out)
     return 0
 

@@ -67,8 +67,7 @@ class LabelApp(App[None]):
 
     def seed_labels(self) -> dict[int, str]:
         """The seed set of the next run: the input's seed labels, overridden by people's."""
-        human = {row: lab.label for row, lab in self.opened.session.row_labels().items() if lab.source == "human"}
-        return {**self.opened.input_seeds, **human}
+        return {**self.opened.input_seeds, **self.opened.session.human_labels()}
 
     def seed_counts(self) -> Counter[str]:
         return Counter(self.seed_labels().values())

@@ -30,7 +30,7 @@ class ExportScreen(Screen[None]):
         lines = [f"{what:14} {path}" + ("" if path.exists() else "  (not written yet)") for what, path in files]
         lines.append(f"{'session':14} {job.session_path}")
         report = read_report(self.app)
-        human = sum(1 for lab in self.app.opened.session.row_labels().values() if lab.source == "human")
+        human = len(self.app.opened.session.human_labels())
         if report is None:
             lines.append("\nno output yet: e runs the job")
         elif report.get("human_rows") != human:

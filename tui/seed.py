@@ -116,8 +116,7 @@ class SeedScreen(Screen[None]):
 
     def action_back(self) -> None:
         """The previous row this user labelled or skipped, to look at or relabel."""
-        human = {r for r, lab in self.app.opened.session.row_labels().items() if lab.source == "human"}
-        seen = human | set(self.app.state.skipped)
+        seen = set(self.app.opened.session.human_labels()) | set(self.app.state.skipped)
         order = self.app.state.order
         for pos in range(min(self.position, len(order)) - 1, -1, -1):
             if order[pos] in seen:
