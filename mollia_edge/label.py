@@ -228,8 +228,9 @@ class _LLMs:
         return np.stack(z, axis=1), np.stack(c, axis=1)
 
 
-def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int) -> Any:
-    from .al.annotators import Annotator
+def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int, abstain_below: float) -> Any:
+    """The loop's annotator: the label model over the LLMs' signals, abstaining below ``abstain_below``."""
+    from .al.annotators import Annotator, abstaining_labels
 
     class MixtureAnnotator(Annotator):
         name = f"llm-{mixture.kind}"
@@ -239,7 +240,7 @@ def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int) -> Any:
 
         def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             z, c = llms.signals(rows)
-            return mixture.predict_proba(z, c).argmax(axis=1).astype(np.int64), mixture.negative_labels(z)
+            return abstaining_labels(mixture.predict_proba(z, c), abstain_below), mixture.negative_labels(z)
 
     return MixtureAnnotator()
 
@@ -484,6 +485,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         al_rows, al_labels = init, train_gold[init]
         al_weights = np.ones(len(init), np.float32)
         al_negatives = np.zeros((len(init), k), bool)
+        abstained = np.empty(0, np.int64)  # queried rows the label model was too unsure of to train on
         run_id = al_run_id(session)
         if r > 0:
             al_config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
@@ -492,12 +494,13 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
                 progress("rounds", len(store.al_rounds(run_id)) if store.query(
                     "SELECT 1 FROM al_runs WHERE run_id=?", (run_id,)) else 0, r + 1)
             run_active_learning(
-                task, _make_annotator(llms, mixture, n, k), job.strategy, config=al_config, seed=seed,
+                task, _make_annotator(llms, mixture, n, k, job.config.molam.abstain_below), job.strategy, config=al_config, seed=seed,
                 seed_rows=init, mode=job.mode, threads=job.threads, store=store, run_id=run_id,
                 progress=(lambda m: progress("rounds", m.round + 1, r + 1)) if progress else None,
             )
             recorded = store.al_labels(run_id)
-            if recorded:
+            abstained = np.array([row for row, _, label, _, _ in recorded if label < 0], np.int64)
+            if recorded := [entry for entry in recorded if entry[2] >= 0]:
                 q_rows, _, q_labels, q_weights, q_negs = zip(*recorded)
                 al_rows = np.concatenate([al_rows, np.array(q_rows, np.int64)])
                 al_labels = np.concatenate([al_labels, np.array(q_labels, np.int64)])
@@ -512,7 +515,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         times["classifier"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        llm_rows = np.setdiff1d(np.union1d(first, al_rows), seed_rows)
+        llm_rows = np.setdiff1d(np.union1d(np.union1d(first, al_rows), abstained), seed_rows)
         z_l, c_l = llms.signals(llm_rows) if len(llm_rows) else (np.zeros((0, len(display), k)),) * 2
         p_mix = mixture.predict_proba(z_l, c_l) if len(llm_rows) else np.zeros((0, k))
         neg_mix = mixture.negative_labels(z_l) if len(llm_rows) else np.zeros((0, k), bool)
@@ -521,7 +524,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         row_labels: list[RowLabel] = []
         review: list[tuple[int, str, float]] = []
         position = {int(row): i for i, row in enumerate(llm_rows)}
-        seed_set = set(seed_rows.tolist())
+        seed_set, abstained_set = set(seed_rows.tolist()), set(abstained.tolist())
         for i in range(n):
             clf_label = int(p_clf[i].argmax())
             if i in seed_set:
@@ -534,7 +537,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
                 negs = tuple(labels[q] for q in np.flatnonzero(neg_mix[j]))
                 votes = "|".join(f"{m}:{labels[v]}" for m, v in zip(display, votes_mix[j]))
                 disagree = clf_label != y
-                flagged = disagree or conf < threshold
+                flagged = disagree or conf < threshold or i in abstained_set
                 row_labels.append(RowLabel(i, labels[y], "llm_mixture", f"llm_mixture:{mixture.kind}",
                                            round(conf, 6), negs, votes, flagged))
                 if flagged:

@@ -40,6 +40,7 @@ import mollia_edge.molam
 from mollia_edge.al.annotators import (
     Annotator,
     MolamAnnotator,
+    abstaining_labels,
     OracleAnnotator,
     PrecomputedAnnotator,
     SingleLLMAnnotator,
@@ -50,7 +51,7 @@ from mollia_edge.al.lexical import with_lexical_features
 from mollia_edge.al.loop import ActiveLearningTask, RoundMetrics, draw_seed_rows, run_active_learning
 from mollia_edge.al.replay import TREC_LABELS, ReplayData, load_trec_replay
 from mollia_edge.al.strategies import STRATEGIES
-from mollia_edge.config import ActiveLearningConfig
+from mollia_edge.config import ActiveLearningConfig, MolamConfig
 from mollia_edge.store import Store
 
 ANNOTATORS = ("mollia", "B", "C", "D", "vote", "yi", "oracle")
@@ -70,35 +71,43 @@ def split(n_rows: int, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarra
 def molam_annotations(
     data: ReplayData, seeds: np.ndarray, pool: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """MoLAM's (y+ (n,), y- (n, K), fit seconds) for every row, fitted on the seed rows and the
-    pool; cached under results/cache per seed rows, pool and molam.py source."""
+    """MoLAM's (class probabilities (n, K), y- (n, K), fit seconds) for every row, fitted on the
+    seed rows and the pool; cached under results/cache per seed rows, pool and molam.py source."""
     key = hashlib.sha256(
         seeds.tobytes() + pool.tobytes() + str(seed).encode() + Path(mollia_edge.molam.__file__).read_bytes()
     ).hexdigest()[:16]
-    path = CACHE / f"molam-trec-{key}.npz"
+    path = CACHE / f"molam-trec-proba-{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
-            return cached["labels"], cached["negatives"], float(cached["seconds"])
+            return cached["probabilities"], cached["negatives"], float(cached["seconds"])
     annotator = MolamAnnotator(
         data.scores, data.consistency, seeds, data.gold[seeds], K,
         unlabelled_rows=np.setdiff1d(pool, seeds), seed=seed,
     )
-    labels, negatives = annotator.annotate(np.arange(len(data.gold)))
+    probabilities = annotator.model.predict_proba(data.scores, data.consistency)
+    negatives = annotator.model.negative_labels(data.scores)
     CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(path, labels=labels, negatives=negatives, seconds=annotator.fit_seconds_)
-    return labels, negatives, annotator.fit_seconds_
+    np.savez(path, probabilities=probabilities, negatives=negatives, seconds=annotator.fit_seconds_)
+    return probabilities, negatives, annotator.fit_seconds_
 
 
 def annotators_for(data: ReplayData, names: list[str], seeds: np.ndarray, pool: np.ndarray, seed: int,
-                   base: ActiveLearningConfig, console: Console) -> dict[str, tuple[Annotator, ActiveLearningConfig]]:
-    """Each annotator with the loss terms it trains with."""
+                   base: ActiveLearningConfig, abstain_below: float,
+                   console: Console) -> dict[str, tuple[Annotator, ActiveLearningConfig]]:
+    """Each annotator with the loss terms it trains with; the MoLAM variants abstain below
+    ``abstain_below``."""
     plain = dataclasses.replace(base, negative_learning=False, discrepancy_weighting=False)
     out: dict[str, tuple[Annotator, ActiveLearningConfig]] = {}
     if any(name in MOLAM_VARIANTS for name in names):
-        labels, negatives, seconds = molam_annotations(data, seeds, pool, seed)
-        accuracy = np.mean(labels[pool] == data.gold[pool])
-        console.print(f"seed {seed}: MoLAM fitted in {seconds:.0f} s, annotation accuracy on the pool {accuracy:.4f}")
-        molam = PrecomputedAnnotator("molam", labels, K, negatives)
+        probabilities, negatives, seconds = molam_annotations(data, seeds, pool, seed)
+        labels = abstaining_labels(probabilities, abstain_below)
+        given = pool[labels[pool] >= 0]
+        console.print(
+            f"seed {seed}: MoLAM fitted in {seconds:.0f} s; labels {len(given) / len(pool):.2f} of the pool "
+            f"(abstains below {abstain_below}), accuracy there {np.mean(labels[given] == data.gold[given]):.4f}"
+        )
+        name = f"molam-abstain{abstain_below:g}" if abstain_below else "molam"  # keys the stored runs
+        molam = PrecomputedAnnotator(name, labels, K, negatives)
         for name, (nl, ad) in MOLAM_VARIANTS.items():
             out[name] = (molam, dataclasses.replace(base, negative_learning=nl, discrepancy_weighting=ad))
     out["vote"] = (VoteAnnotator(data.scores, data.consistency), plain)
@@ -183,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-stopping", choices=("loss", "accuracy"),
                         help=f"validation score that picks the epoch kept {default}")
     parser.add_argument("--top-layers", type=int, choices=(1, 2), help=f"top-layers mode: encoder layers trained {default}")
+    parser.add_argument("--abstain-below", type=float, default=MolamConfig().abstain_below,
+                        help="MoLAM abstains below this confidence; the loop queries other rows (0: off; "
+                             "default: the config's)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the classifier")
     parser.add_argument("--lexical-bits", type=int, default=0, help="head mode: add 2**N hashed TF-IDF n-grams (0: off)")
     parser.add_argument("--store", type=Path, help="SQLite store: finished rounds are kept and a rerun resumes")
@@ -213,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             test, pool = split(len(data.gold), args.test_size, seed)
             seeds = draw_seed_rows(pool, base.seed_size, seed)
             task = ActiveLearningTask(inputs, pool, K, data.gold, test)
-            for name, (annotator, config) in annotators_for(data, names, seeds, pool, seed, base, console).items():
+            for name, (annotator, config) in annotators_for(data, names, seeds, pool, seed, base, args.abstain_below, console).items():
                 for strategy in strategy_names:
                     started = time.perf_counter()
                     rounds = run_active_learning(
@@ -228,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {
         "settings": {"seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
-                     "lexical_bits": args.lexical_bits, "threads": args.threads, "config": dataclasses.asdict(base)},
+                     "lexical_bits": args.lexical_bits, "threads": args.threads, "abstain_below": args.abstain_below, "config": dataclasses.asdict(base)},
         "round10": {}, "round_seconds": {}, "curves": {}, "label_noise": {},
     }
     for (mode, strategy, name), per_seed in runs.items():

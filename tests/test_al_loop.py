@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from mollia_edge.al import loop as loop_module
-from mollia_edge.al.annotators import MolamAnnotator, OracleAnnotator, SingleLLMAnnotator, VoteAnnotator
+from mollia_edge.al.annotators import (
+    MolamAnnotator,
+    OracleAnnotator,
+    PrecomputedAnnotator,
+    SingleLLMAnnotator,
+    VoteAnnotator,
+    abstaining_labels,
+)
 from mollia_edge.al.lexical import hashed_tfidf, with_lexical_features
 from mollia_edge.al.loop import (
     ActiveLearningTask,
@@ -19,7 +26,7 @@ from mollia_edge.al.loop import (
     run_active_learning,
 )
 from mollia_edge.al.replay import TREC_LABELS, TREC_LLMS, load_trec_replay
-from mollia_edge.config import ActiveLearningConfig
+from mollia_edge.config import ActiveLearningConfig, MolamConfig
 from mollia_edge.errors import ConfigError, DataError, StoreError
 from mollia_edge.store import Store
 
@@ -55,11 +62,11 @@ def _run(task, annotator, **kwargs):
     return run_active_learning(task, annotator, "random", config=kwargs.pop("config", SMALL), seed=3, **kwargs)
 
 
-class RecordingAnnotator(OracleAnnotator):
-    """Fixed labels; remembers every batch it was asked for."""
+class RecordingAnnotator(PrecomputedAnnotator):
+    """Fixed labels (-1: abstains); remembers every batch it was asked for."""
 
     def __init__(self, labels, name="recording"):
-        super().__init__(labels, K, name=name)
+        super().__init__(name, labels, K)
         self.batches = []
 
     def _annotate(self, rows):
@@ -171,6 +178,45 @@ def test_an_interrupted_run_resumes_to_the_same_result(problem, tmp_path):
         assert len(store.al_rounds("r")) == 4
     strip = lambda rounds: [(m.micro_f1, m.disagreed, m.best_epoch) for m in rounds]  # noqa: E731
     assert strip(resumed) == strip(reference)
+
+
+def test_rows_the_annotator_abstains_on_are_set_aside_and_the_query_topped_up(problem, tmp_path):
+    task, _, _ = problem
+    labels = np.where(np.arange(N_ROWS) % 3 == 0, -1, task.gold)  # abstains on every third row
+    annotator = RecordingAnnotator(labels, "abstaining")
+    with Store(tmp_path / "s.sqlite") as store:
+        rounds = _run(task, annotator, store=store, run_id="a")
+        stored = store.al_labels("a")
+        again = RecordingAnnotator(labels, "abstaining")
+        assert _run(task, again, store=store, run_id="a") == rounds and again.batches == []
+    asked = np.concatenate(annotator.batches)
+    assert len(np.unique(asked)) == len(asked)  # a row set aside is never asked for again
+    kept = [(row, label) for row, _, label, _, _ in stored if label >= 0]
+    aside = [row for row, _, label, _, _ in stored if label < 0]
+    assert len(kept) == SMALL.rounds * SMALL.query_size and all(label == task.gold[row] for row, label in kept)
+    assert sorted(aside) == sorted(row for row in asked if row % 3 == 0) and len(aside) > 0
+    assert [m.queried for m in rounds] == [15, 15, 15, 0]
+    assert [m.labelled for m in rounds] == [20, 35, 50, 65]
+    assert sum(m.abstained for m in rounds) == len(aside) and all(m.label_noise == 0 for m in rounds[:-1])
+
+    never = dataclasses.replace(SMALL, top_up_queries=0)
+    short = _run(task, RecordingAnnotator(labels, "abstaining"), config=never)
+    assert all(m.queried + m.abstained == 15 for m in short[:-1]) and any(m.queried < 15 for m in short[:-1])
+
+
+def test_molam_abstains_below_its_threshold(problem):
+    task, scores, consistency = problem
+    seeds = np.arange(60, 110)
+    rows = np.arange(110, N_ROWS)
+    always = MolamAnnotator(scores, consistency, seeds, task.gold[seeds], K, unlabelled_rows=rows)
+    picky = MolamAnnotator(scores, consistency, seeds, task.gold[seeds], K, unlabelled_rows=rows,
+                           config=MolamConfig(abstain_below=0.9))
+    confidence = always.model.predict_proba(scores[rows], consistency[rows]).max(axis=1)
+    y_always, _ = always.annotate(rows)
+    y_picky, _ = picky.annotate(rows)
+    np.testing.assert_array_equal(y_picky, np.where(confidence >= 0.9, y_always, -1))
+    assert 0 < np.sum(y_picky < 0) < len(rows)
+    np.testing.assert_array_equal(abstaining_labels(np.array([[0.5, 0.3, 0.2], [0.1, 0.9, 0.0]]), 0.6), [-1, 1])
 
 
 def test_a_run_id_with_other_settings_is_refused(problem, tmp_path):

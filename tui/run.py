@@ -151,7 +151,8 @@ def round_curves(store: Store, run_id: str, labels: tuple[str, ...]) -> dict[str
             curves["agree"].append((metrics["round"], 1 - metrics["disagreed"] / metrics["queried"]))
     per_round: dict[int, Counter[int]] = {}
     for _, round_number, label, _, _ in store.al_labels(run_id):
-        per_round.setdefault(round_number, Counter())[label] += 1
+        if label >= 0:  # -1: a row the label model abstained on
+            per_round.setdefault(round_number, Counter())[label] += 1
     for round_number, counts in sorted(per_round.items()):
         total = sum(counts.values())
         for j, label in enumerate(labels):

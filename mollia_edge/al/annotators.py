@@ -1,7 +1,8 @@
 """Who labels the rows the active-learning loop queries.
 
-An :class:`Annotator` answers ``annotate(indices)`` with positive labels y+ (n,) int64 and
-negative labels y- (n, K) bool (classes ruled out; all False when it gives none). Indices are
+An :class:`Annotator` answers ``annotate(indices)`` with positive labels y+ (n,) int64 (-1
+where it abstains) and negative labels y- (n, K) bool (classes ruled out; all False when it
+gives none). Indices are
 row indices of the whole data set the annotator was built on; signal arrays are (n_rows, N, K)
 with ``N`` LLMs and ``K`` classes.
 
@@ -41,6 +42,13 @@ def _row_indices(name: str, value: Any, n_rows: int) -> np.ndarray:
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
         raise DataError(f"{name} must lie in 0..{n_rows - 1}, found {rows.min()}..{rows.max()}")
     return rows.astype(np.int64)
+
+
+def abstaining_labels(probabilities: Any, abstain_below: float) -> np.ndarray:
+    """y+ (n,) int64 from class probabilities (n, K): the most probable class, or -1 (abstain)
+    where its probability is below ``abstain_below``."""
+    p = np.asarray(probabilities)
+    return np.where(p.max(axis=1) >= abstain_below, p.argmax(axis=1), -1).astype(np.int64)
 
 
 class Annotator(ABC):
@@ -115,6 +123,7 @@ class SingleLLMAnnotator(PrecomputedAnnotator):
 class MolamAnnotator(Annotator):
     """MoLAM fitted once, at construction, on the seed rows' gold labels and the LLM signals of
     the ``unlabelled_rows`` (pseudo-labelling; default: every row that is not a seed row).
+    It abstains (y+ = -1) where its confidence is below ``config.abstain_below``.
 
     Keep evaluation rows out of ``unlabelled_rows``. ``fit_seconds_`` is the fitting time.
     """
@@ -139,6 +148,7 @@ class MolamAnnotator(Annotator):
             unlabelled = np.setdiff1d(np.arange(self.n_rows), seeds)
         else:
             unlabelled = _row_indices("unlabelled_rows", unlabelled_rows, self.n_rows)
+        self.abstain_below = (config or MolamConfig()).abstain_below
         started = time.perf_counter()
         self.model = molam.fit_annotation_model(
             self.scores[seeds], self.consistency[seeds], seed_labels,
@@ -149,5 +159,6 @@ class MolamAnnotator(Annotator):
 
     def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z, c = self.scores[rows], self.consistency[rows]
-        positive = self.model.predict_proba(z, c).argmax(axis=1).astype(np.int64)
-        return positive, np.asarray(self.model.negative_labels(z), dtype=bool)
+        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below), np.asarray(
+            self.model.negative_labels(z), dtype=bool
+        )

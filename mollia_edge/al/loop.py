@@ -14,6 +14,11 @@ negative-learning weight rises linearly from ``lambda_start`` (round 0) to ``lam
 (round ``rounds``). With a :class:`~mollia_edge.store.Store`, each round's metrics and the rows
 it annotated are committed together as the round ends; running the same run again returns
 the recorded rounds and goes on after the last one.
+
+An annotator may abstain on a row (y+ = -1, e.g. MoLAM below its confidence threshold): the
+row is set aside - never trained on, never queried again, recorded with label -1 - and the
+strategy is asked again for the rows still missing, at most ``config.top_up_queries`` times a
+round.
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ class RoundMetrics:
     evaluate_seconds: float
     query_seconds: float
     annotate_seconds: float
+    abstained: int = 0
+    """Rows the annotator abstained on this round (set aside; the query was topped up)."""
 
 
 def negative_learning_weight(round_number: int, config: ActiveLearningConfig) -> float:
@@ -241,13 +248,58 @@ def _annotation(annotator: Annotator, rows: np.ndarray, n_classes: int) -> tuple
     """The annotator's (y+ (n,), y- (n, K)) for ``rows``, checked."""
     positive, negatives = annotator.annotate(rows)
     positive, negatives = np.asarray(positive), np.asarray(negatives, dtype=bool)
-    if positive.shape != rows.shape or np.any(positive < 0) or np.any(positive >= n_classes):
-        raise DataError(f"annotator {annotator.name!r} must give one label in 0..{n_classes - 1} per queried row")
+    if positive.shape != rows.shape or np.any(positive < -1) or np.any(positive >= n_classes):
+        raise DataError(
+            f"annotator {annotator.name!r} must give one label in 0..{n_classes - 1} (or -1: abstains) per queried row"
+        )
     if negatives.shape != (len(rows), n_classes):
         raise DataError(
             f"annotator {annotator.name!r} gave negatives of shape {negatives.shape}, not ({len(rows)}, {n_classes})"
         )
     return positive.astype(np.int64), negatives
+
+
+@dataclass
+class _Batch:
+    """One round's queried rows the annotator labelled, and the rows it abstained on."""
+
+    rows: np.ndarray
+    positive: np.ndarray
+    negatives: np.ndarray
+    abstained: np.ndarray
+    query_seconds: float = 0.0
+    annotate_seconds: float = 0.0
+
+
+def _query_batch(
+    query: Any, clf: OnnxClassifier, task: ActiveLearningTask, labelled: LabelledSet, set_aside: np.ndarray,
+    annotator: Annotator, config: ActiveLearningConfig,
+) -> _Batch:
+    """Query ``config.query_size`` rows and annotate them; rows the annotator abstains on are set
+    aside and the strategy is asked again for the missing rows (``config.top_up_queries`` times at most)."""
+    k = task.n_classes
+    batch = _Batch(np.empty(0, np.int64), np.empty(0, np.int64), np.zeros((0, k), bool), np.empty(0, np.int64))
+    for _ in range(1 + config.top_up_queries):
+        missing = config.query_size - len(batch.rows)
+        taken = np.concatenate([labelled.rows, batch.rows, batch.abstained, set_aside])
+        unlabelled = np.setdiff1d(task.pool, taken)
+        if missing == 0 or len(unlabelled) == 0:
+            break
+        started = time.perf_counter()
+        rows = query.query(
+            clf, task.inputs, unlabelled, np.concatenate([labelled.rows, batch.rows]),
+            np.concatenate([labelled.labels, batch.positive]), min(missing, len(unlabelled)),
+        )
+        batch.query_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        positive, negatives = _annotation(annotator, rows, k)
+        batch.annotate_seconds += time.perf_counter() - started
+        given = positive >= 0
+        batch.rows = np.concatenate([batch.rows, rows[given]])
+        batch.positive = np.concatenate([batch.positive, positive[given]])
+        batch.negatives = np.concatenate([batch.negatives, negatives[given]])
+        batch.abstained = np.concatenate([batch.abstained, rows[~given]])
+    return batch
 
 
 def run_active_learning(
@@ -296,6 +348,7 @@ def run_active_learning(
     )
 
     results: list[RoundMetrics] = []
+    set_aside = np.empty(0, np.int64)
     if store is not None:
         settings = {
             "config": dataclasses.asdict(config), "strategy": strategy, "annotator": annotator.name, "seed": seed,
@@ -309,7 +362,8 @@ def run_active_learning(
         store.begin_al_run(run_id, settings)
         results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
         recorded = store.al_labels(run_id)
-        if recorded:
+        set_aside = np.array([row for row, _, label, _, _ in recorded if label < 0], np.int64)
+        if recorded := [entry for entry in recorded if entry[2] >= 0]:
             rows, _, labels, weights, negatives = zip(*recorded)
             labelled.add(np.array(rows), np.array(labels), np.array(weights), np.stack(negatives))
 
@@ -327,18 +381,12 @@ def run_active_learning(
             micro, macro = f1_scores(gold[task.test], clf.predict(task.inputs[task.test]), k)
         evaluate_seconds = time.perf_counter() - started
 
-        new_rows = np.empty(0, np.int64)
-        positive, weights, negatives = new_rows, np.empty(0, np.float32), np.zeros((0, k), bool)
-        query_seconds = annotate_seconds = 0.0
-        disagree = np.zeros(0, bool)
+        batch = _Batch(np.empty(0, np.int64), np.empty(0, np.int64), np.zeros((0, k), bool), np.empty(0, np.int64))
         if round_number < config.rounds:
-            started = time.perf_counter()
-            unlabelled = np.setdiff1d(task.pool, labelled.rows)
-            new_rows = query.query(clf, task.inputs, unlabelled, labelled.rows, labelled.labels, config.query_size)
-            query_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            positive, negatives = _annotation(annotator, new_rows, k)
-            annotate_seconds = time.perf_counter() - started
+            batch = _query_batch(query, clf, task, labelled, set_aside, annotator, config)
+        new_rows, positive, negatives = batch.rows, batch.positive, batch.negatives
+        weights, disagree = np.empty(0, np.float32), np.zeros(0, bool)
+        if len(new_rows):
             if not config.negative_learning:
                 negatives = np.zeros_like(negatives)
             predicted = clf.predict(task.inputs[new_rows])
@@ -365,13 +413,16 @@ def run_active_learning(
             false_negative_share=float(gold_negative.sum() / (len(new_rows) * k)) if measurable else None,
             train_seconds=train_seconds,
             evaluate_seconds=evaluate_seconds,
-            query_seconds=query_seconds,
-            annotate_seconds=annotate_seconds,
+            query_seconds=batch.query_seconds,
+            annotate_seconds=batch.annotate_seconds,
+            abstained=len(batch.abstained),
         )
         if store is not None:
-            added = zip(new_rows, positive, weights, negatives)
+            aside = [(row, -1, 0.0, np.zeros(k, bool)) for row in batch.abstained]
+            added = [*zip(new_rows, positive, weights, negatives), *aside]
             store.put_al_round(run_id, round_number, dataclasses.asdict(metrics), added)
         labelled.add(new_rows, positive, weights, negatives)
+        set_aside = np.concatenate([set_aside, batch.abstained])
         results.append(metrics)
         if progress is not None:
             progress(metrics)
