@@ -456,6 +456,12 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         seed_pos = np.arange(len(seed_rows))
         mixture = _fit_mixture(z, c, seed_pos, gold[seed_rows], k, job.config, seed)
         times["label_model"] = time.perf_counter() - started
+        from .al.annotators import confidence_floor
+
+        # the loop's annotator abstains on rows less confident than the sample's least confident share
+        abstain_below = confidence_floor(
+            mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):]), job.config.molam.abstain_share
+        )
         llm_report = None
         if len(seed_rows):
             from .agreement import annotator_report
@@ -494,7 +500,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
                 progress("rounds", len(store.al_rounds(run_id)) if store.query(
                     "SELECT 1 FROM al_runs WHERE run_id=?", (run_id,)) else 0, r + 1)
             run_active_learning(
-                task, _make_annotator(llms, mixture, n, k, job.config.molam.abstain_below), job.strategy, config=al_config, seed=seed,
+                task, _make_annotator(llms, mixture, n, k, abstain_below), job.strategy, config=al_config, seed=seed,
                 seed_rows=init, mode=job.mode, threads=job.threads, store=store, run_id=run_id,
                 progress=(lambda m: progress("rounds", m.round + 1, r + 1)) if progress else None,
             )

@@ -44,6 +44,13 @@ def _row_indices(name: str, value: Any, n_rows: int) -> np.ndarray:
     return rows.astype(np.int64)
 
 
+def confidence_floor(probabilities: Any, share: float) -> float:
+    """The ``share``-quantile of the confidence (highest class probability) of rows (n, K);
+    0 when ``share`` is 0 or there are no rows."""
+    p = np.asarray(probabilities)
+    return float(np.quantile(p.max(axis=1), share)) if share > 0 and len(p) else 0.0
+
+
 def abstaining_labels(probabilities: Any, abstain_below: float) -> np.ndarray:
     """y+ (n,) int64 from class probabilities (n, K): the most probable class, or -1 (abstain)
     where its probability is below ``abstain_below``."""
@@ -123,7 +130,8 @@ class SingleLLMAnnotator(PrecomputedAnnotator):
 class MolamAnnotator(Annotator):
     """MoLAM fitted once, at construction, on the seed rows' gold labels and the LLM signals of
     the ``unlabelled_rows`` (pseudo-labelling; default: every row that is not a seed row).
-    It abstains (y+ = -1) where its confidence is below ``config.abstain_below``.
+    It abstains (y+ = -1) on rows less confident than the ``config.abstain_share`` least confident
+    of the unlabelled rows (``abstain_below_``: that confidence).
 
     Keep evaluation rows out of ``unlabelled_rows``. ``fit_seconds_`` is the fitting time.
     """
@@ -148,7 +156,6 @@ class MolamAnnotator(Annotator):
             unlabelled = np.setdiff1d(np.arange(self.n_rows), seeds)
         else:
             unlabelled = _row_indices("unlabelled_rows", unlabelled_rows, self.n_rows)
-        self.abstain_below = (config or MolamConfig()).abstain_below
         started = time.perf_counter()
         self.model = molam.fit_annotation_model(
             self.scores[seeds], self.consistency[seeds], seed_labels,
@@ -156,9 +163,11 @@ class MolamAnnotator(Annotator):
             config=config, seed=seed,
         )
         self.fit_seconds_ = time.perf_counter() - started
+        unlabelled_proba = self.model.predict_proba(self.scores[unlabelled], self.consistency[unlabelled])
+        self.abstain_below_ = confidence_floor(unlabelled_proba, (config or MolamConfig()).abstain_share)
 
     def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z, c = self.scores[rows], self.consistency[rows]
-        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below), np.asarray(
+        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_), np.asarray(
             self.model.negative_labels(z), dtype=bool
         )
