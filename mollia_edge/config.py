@@ -90,10 +90,13 @@ class MolamConfig:
     calibrate: bool = True
     """Soften MoLAM's output probabilities by a temperature fitted on the seed rows' out-of-fold
     predictions (pseudo-labelling makes MoLAM overconfident: ECE 0.19 -> 0.15 on TREC)."""
-    abstain_share: float = 0.0
-    """As the AL loop's annotator, MoLAM gives no label where its confidence is below this
-    quantile of its confidence on the unlabelled rows it was fitted on (0: it always labels);
-    the loop sets such rows aside and queries others in their place."""
+    abstain_below: float = 0.9
+    """As the AL loop's annotator, MoLAM gives no label where its confidence is below this (as
+    sigma: it trains only on rows it would pseudo-label; 0: it always labels). The loop sets
+    such rows aside and queries others in their place."""
+    max_abstain_share: float = 0.3
+    """MoLAM abstains on at most this share of the unlabelled rows it was fitted on: with weak
+    LLMs (confidence rarely reaching abstain_below) the threshold drops to that quantile."""
 
     def __post_init__(self) -> None:
         _check(0 < self.delta < 1, f"molam.delta must be in (0, 1), got {self.delta}")
@@ -102,7 +105,10 @@ class MolamConfig:
         _check(self.negative_rule in ("every", "mean"), "molam.negative_rule must be 'every' or 'mean'")
         _check(0 <= self.min_new_share < 1, f"molam.min_new_share must be in [0, 1), got {self.min_new_share}")
         _check(self.cv_folds >= 2, f"molam.cv_folds must be >= 2, got {self.cv_folds}")
-        _check(0 <= self.abstain_share < 1, f"molam.abstain_share must be in [0, 1), got {self.abstain_share}")
+        _check(0 <= self.abstain_below < 1, f"molam.abstain_below must be in [0, 1), got {self.abstain_below}")
+        _check(
+            0 <= self.max_abstain_share < 1, f"molam.max_abstain_share must be in [0, 1), got {self.max_abstain_share}"
+        )
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ class ActiveLearningConfig:
     query_size: int = 50
     """B: rows queried per round."""
     top_up_queries: int = 4
-    """Extra queries a round may make for rows the annotator abstained on (see molam.abstain_share)."""
+    """Extra queries a round may make for rows the annotator abstained on (see molam.abstain_below)."""
     rounds: int = 10
     """Queries made; the model is trained rounds + 1 times (round r after r queries)."""
     learning_rate: float = 2e-4

@@ -458,9 +458,10 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         times["label_model"] = time.perf_counter() - started
         from .al.annotators import confidence_floor
 
-        # the loop's annotator abstains on rows less confident than the sample's least confident share
+        # the loop's annotator abstains below molam.abstain_below, on at most a set share of the sample
         abstain_below = confidence_floor(
-            mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):]), job.config.molam.abstain_share
+            mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):]),
+            job.config.molam.abstain_below, job.config.molam.max_abstain_share,
         )
         llm_report = None
         if len(seed_rows):

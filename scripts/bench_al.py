@@ -93,22 +93,25 @@ def molam_annotations(
 
 
 def annotators_for(data: ReplayData, names: list[str], seeds: np.ndarray, pool: np.ndarray, seed: int,
-                   base: ActiveLearningConfig, abstain_share: float,
+                   base: ActiveLearningConfig, molam_config: MolamConfig,
                    console: Console) -> dict[str, tuple[Annotator, ActiveLearningConfig]]:
-    """Each annotator with the loss terms it trains with; the MoLAM variants abstain on rows
-    less confident than the ``abstain_share`` least confident of the pool (as MolamAnnotator)."""
+    """Each annotator with the loss terms it trains with; the MoLAM variants abstain as
+    MolamAnnotator does with ``molam_config``."""
     plain = dataclasses.replace(base, negative_learning=False, discrepancy_weighting=False)
     out: dict[str, tuple[Annotator, ActiveLearningConfig]] = {}
     if any(name in MOLAM_VARIANTS for name in names):
         probabilities, negatives, seconds = molam_annotations(data, seeds, pool, seed)
-        floor = confidence_floor(probabilities[np.setdiff1d(pool, seeds)], abstain_share)
+        floor = confidence_floor(
+            probabilities[np.setdiff1d(pool, seeds)], molam_config.abstain_below, molam_config.max_abstain_share
+        )
         labels = abstaining_labels(probabilities, floor)
         given = pool[labels[pool] >= 0]
         console.print(
             f"seed {seed}: MoLAM fitted in {seconds:.0f} s; labels {len(given) / len(pool):.2f} of the pool "
             f"(abstains below confidence {floor:.3f}), accuracy there {np.mean(labels[given] == data.gold[given]):.4f}"
         )
-        name = f"molam-abstain-share{abstain_share:g}" if abstain_share else "molam"  # keys the stored runs
+        # the name keys the stored runs
+        name = f"molam-abstain{floor:g}" if floor > probabilities[pool].max(axis=1).min() else "molam"
         molam = PrecomputedAnnotator(name, labels, K, negatives)
         for name, (nl, ad) in MOLAM_VARIANTS.items():
             out[name] = (molam, dataclasses.replace(base, negative_learning=nl, discrepancy_weighting=ad))
@@ -194,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-stopping", choices=("loss", "accuracy"),
                         help=f"validation score that picks the epoch kept {default}")
     parser.add_argument("--top-layers", type=int, choices=(1, 2), help=f"top-layers mode: encoder layers trained {default}")
-    parser.add_argument("--abstain-share", type=float, default=MolamConfig().abstain_share,
-                        help="MoLAM abstains on rows less confident than this share of the pool; the loop "
-                             "queries other rows (0: off; default: the config's)")
+    parser.add_argument("--abstain-below", type=float, help=f"MoLAM abstains below this confidence; the loop "
+                        f"queries other rows (0: never, as the paper) {default}")
+    parser.add_argument("--max-abstain-share", type=float,
+                        help=f"MoLAM abstains on at most this share of the pool {default}")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the classifier")
     parser.add_argument("--lexical-bits", type=int, default=0, help="head mode: add 2**N hashed TF-IDF n-grams (0: off)")
     parser.add_argument("--store", type=Path, help="SQLite store: finished rounds are kept and a rerun resumes")
@@ -218,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                  "head_learning_rate": args.head_learning_rate, "length_buckets": args.length_buckets,
                  "early_stopping": args.early_stopping, "top_layers": args.top_layers}
     base = ActiveLearningConfig(rounds=args.rounds, **{k: v for k, v in overrides.items() if v is not None})
+    molam_overrides = {"abstain_below": args.abstain_below, "max_abstain_share": args.max_abstain_share}
+    molam_config = MolamConfig(**{k: v for k, v in molam_overrides.items() if v is not None})
     store = Store(args.store) if args.store else None
     runs: dict[tuple[str, str, str], list[list[RoundMetrics]]] = {}
     for mode in modes:
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             test, pool = split(len(data.gold), args.test_size, seed)
             seeds = draw_seed_rows(pool, base.seed_size, seed)
             task = ActiveLearningTask(inputs, pool, K, data.gold, test)
-            for name, (annotator, config) in annotators_for(data, names, seeds, pool, seed, base, args.abstain_share, console).items():
+            for name, (annotator, config) in annotators_for(data, names, seeds, pool, seed, base, molam_config, console).items():
                 for strategy in strategy_names:
                     started = time.perf_counter()
                     rounds = run_active_learning(
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {
         "settings": {"seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
-                     "lexical_bits": args.lexical_bits, "threads": args.threads, "abstain_share": args.abstain_share, "config": dataclasses.asdict(base)},
+                     "lexical_bits": args.lexical_bits, "threads": args.threads, "molam": dataclasses.asdict(molam_config), "config": dataclasses.asdict(base)},
         "round10": {}, "round_seconds": {}, "curves": {}, "label_noise": {},
     }
     for (mode, strategy, name), per_seed in runs.items():

@@ -33,7 +33,7 @@ from bench_report import print_and_save
 
 from mollia_edge.al.encoder import EmbeddingCache, Encoder, encode_cached
 from mollia_edge.al.loop import LabelledSet, train_classifier
-from mollia_edge.config import Config
+from mollia_edge.config import Config, load_config
 from mollia_edge.data import write_table_atomic
 from mollia_edge.datasets import load_dataset
 from mollia_edge.label import LabelJob, run_label_job
@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default="bemps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="folder for the task, output and session (default: a temporary one)")
+    parser.add_argument("--config", type=Path, help="TOML configuration of the job (default: the paper's settings)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     console = Console(width=140)
-    config = Config()
+    config = load_config(args.config)
 
     data = load_dataset(args.dataset).sample(args.n, args.seed)
     labels = tuple(data.label_names)
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     write_table_atomic(task, [{"text": t, "label": labels[g] if i < args.seeds else ""}
                               for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label"))
     job = LabelJob(input=task, output=work / "labelled.csv", labels=labels, item=args.item, strategy=args.strategy,
-                   rounds=args.rounds, batch=args.batch, llm_sample=args.llm_sample, seed=args.seed)
+                   rounds=args.rounds, batch=args.batch, llm_sample=args.llm_sample, seed=args.seed,
+                   config=config)
     started = time.perf_counter()
     result = run_label_job(job)
     seconds = time.perf_counter() - started

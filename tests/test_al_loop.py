@@ -205,22 +205,28 @@ def test_rows_the_annotator_abstains_on_are_set_aside_and_the_query_topped_up(pr
     assert all(m.queried + m.abstained == 15 for m in short[:-1]) and any(m.queried < 15 for m in short[:-1])
 
 
-def test_molam_abstains_on_its_least_confident_share(problem):
+def test_molam_abstains_below_its_threshold_on_at_most_a_share(problem):
     task, scores, consistency = problem
     seeds = np.arange(60, 110)
     rows = np.arange(110, N_ROWS)
-    always = MolamAnnotator(scores, consistency, seeds, task.gold[seeds], K, unlabelled_rows=rows)
+    always = MolamAnnotator(scores, consistency, seeds, task.gold[seeds], K, unlabelled_rows=rows,
+                            config=MolamConfig(abstain_below=0))
     picky = MolamAnnotator(scores, consistency, seeds, task.gold[seeds], K, unlabelled_rows=rows,
-                           config=MolamConfig(abstain_share=0.3))
+                           config=MolamConfig(abstain_below=0.9999, max_abstain_share=0.3))
     confidence = always.model.predict_proba(scores[rows], consistency[rows]).max(axis=1)
     assert always.abstain_below_ == 0 and picky.abstain_below_ == pytest.approx(np.quantile(confidence, 0.3))
+    default = MolamAnnotator(scores, consistency, seeds, task.gold[seeds], K, unlabelled_rows=rows)
+    assert default.abstain_below_ == 0.9  # fewer than 30 % of the rows lie below 0.9
     y_always, _ = always.annotate(rows)
     y_picky, _ = picky.annotate(rows)
     np.testing.assert_array_equal(y_picky, np.where(confidence >= picky.abstain_below_, y_always, -1))
     assert 0.2 < np.mean(y_picky < 0) <= 0.3
     assert np.mean(y_picky[y_picky >= 0] == task.gold[rows][y_picky >= 0]) > np.mean(y_always == task.gold[rows])
     np.testing.assert_array_equal(abstaining_labels(np.array([[0.5, 0.3, 0.2], [0.1, 0.9, 0.0]]), 0.6), [-1, 1])
-    assert confidence_floor(np.array([[0.5, 0.5], [0.9, 0.1], [0.7, 0.3]]), 0.5) == pytest.approx(0.7)
+    probabilities = np.array([[0.5, 0.5], [0.9, 0.1], [0.7, 0.3]])
+    assert confidence_floor(probabilities, 0.99, 0.5) == pytest.approx(0.7)  # at most half abstain
+    assert confidence_floor(probabilities, 0.6, 0.5) == 0.6  # a third lies below 0.6
+    assert confidence_floor(probabilities, 0.0, 0.5) == 0.0
 
 
 def test_a_run_id_with_other_settings_is_refused(problem, tmp_path):

@@ -44,11 +44,14 @@ def _row_indices(name: str, value: Any, n_rows: int) -> np.ndarray:
     return rows.astype(np.int64)
 
 
-def confidence_floor(probabilities: Any, share: float) -> float:
-    """The ``share``-quantile of the confidence (highest class probability) of rows (n, K);
-    0 when ``share`` is 0 or there are no rows."""
+def confidence_floor(probabilities: Any, below: float, max_share: float) -> float:
+    """The confidence under which an annotator abstains: ``below``, lowered to the
+    ``max_share``-quantile of the confidence (highest class probability) of the rows (n, K)
+    when more than that share lies below it."""
     p = np.asarray(probabilities)
-    return float(np.quantile(p.max(axis=1), share)) if share > 0 and len(p) else 0.0
+    if not len(p):
+        return below
+    return min(below, float(np.quantile(p.max(axis=1), max_share)))
 
 
 def abstaining_labels(probabilities: Any, abstain_below: float) -> np.ndarray:
@@ -130,8 +133,8 @@ class SingleLLMAnnotator(PrecomputedAnnotator):
 class MolamAnnotator(Annotator):
     """MoLAM fitted once, at construction, on the seed rows' gold labels and the LLM signals of
     the ``unlabelled_rows`` (pseudo-labelling; default: every row that is not a seed row).
-    It abstains (y+ = -1) on rows less confident than the ``config.abstain_share`` least confident
-    of the unlabelled rows (``abstain_below_``: that confidence).
+    It abstains (y+ = -1) below the confidence ``abstain_below_``: ``config.abstain_below``, or
+    lower where more than ``config.max_abstain_share`` of the unlabelled rows lie below it.
 
     Keep evaluation rows out of ``unlabelled_rows``. ``fit_seconds_`` is the fitting time.
     """
@@ -164,7 +167,8 @@ class MolamAnnotator(Annotator):
         )
         self.fit_seconds_ = time.perf_counter() - started
         unlabelled_proba = self.model.predict_proba(self.scores[unlabelled], self.consistency[unlabelled])
-        self.abstain_below_ = confidence_floor(unlabelled_proba, (config or MolamConfig()).abstain_share)
+        config = config or MolamConfig()
+        self.abstain_below_ = confidence_floor(unlabelled_proba, config.abstain_below, config.max_abstain_share)
 
     def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z, c = self.scores[rows], self.consistency[rows]
