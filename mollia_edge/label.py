@@ -594,6 +594,8 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
             "llm_agreement_on_seeds": llm_report or {},
             "human_rows": len(human),
             "al_run": run_id,
+            "abstain_below": round(abstain_below, 6),
+            "abstained_rows": int(len(abstained)),
             "llm_speed": _speed_stage(session, llms, prep.resolved),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "label_distribution": {label: distribution.get(label, 0) for label in labels},
@@ -650,6 +652,8 @@ def _summary(report: dict[str, Any]) -> str:
         f"{report['seed_rows']} seed rows, label model {report['label_model']}",
         f"LLM-annotated rows: {report['llm_rows']} ({', '.join(report['models'])}); "
         f"active learning: {report['rounds']} round(s) of {report['batch']}",
+        f"queried rows the label model abstained on (confidence below {report['abstain_below']:.3f}; "
+        f"not trained on, flagged for review): {report['abstained_rows']}",
     ]
     for model, accuracy in report["llm_accuracy_on_seeds"].items():
         lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}")
