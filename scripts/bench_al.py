@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-size", type=int, default=500)
     default = "(default: the config's)"
     parser.add_argument("--epochs", type=int, help=f"training epochs per round {default}")
-    parser.add_argument("--patience", type=int, help=f"early-stopping patience in epochs {default}")
+    parser.add_argument("--patience", type=int, help=f"top-layers early-stopping patience in epochs {default}")
+    parser.add_argument("--head-patience", type=int, help=f"head-mode early-stopping patience in epochs {default}")
     parser.add_argument("--learning-rate", type=float, help=f"AdamW lr of the trained encoder layers {default}")
     parser.add_argument("--head-learning-rate", type=float, help=f"AdamW lr of the head {default}")
     parser.add_argument("--length-buckets", type=int,
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         args.plot = None
 
     data = load_trec_replay(args.data)
-    overrides = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.learning_rate,
+    overrides = {"epochs": args.epochs, "patience": args.patience, "head_patience": args.head_patience, "learning_rate": args.learning_rate,
                  "head_learning_rate": args.head_learning_rate, "length_buckets": args.length_buckets,
                  "early_stopping": args.early_stopping, "top_layers": args.top_layers}
     base = ActiveLearningConfig(rounds=args.rounds, **{k: v for k, v in overrides.items() if v is not None})

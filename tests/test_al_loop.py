@@ -34,7 +34,7 @@ from mollia_edge.store import Store
 K = 3
 N_ROWS = 420
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mollia-paper"
-SMALL = ActiveLearningConfig(seed_size=20, query_size=15, rounds=3, epochs=12, patience=4, batch_size=20,
+SMALL = ActiveLearningConfig(seed_size=20, query_size=15, rounds=3, epochs=12, head_patience=4, batch_size=20,
                              hidden=16, head_learning_rate=1e-2)
 
 
@@ -291,7 +291,7 @@ def test_config_and_classifier_options_reach_the_classifier_and_the_run_id(probl
     original = loop_module.OnnxClassifier.fit
 
     def spy(self, *args, **kwargs):
-        seen.append((self.early_stopping, self.dropout))
+        seen.append((self.early_stopping, self.dropout, self.patience))
         return original(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -300,7 +300,7 @@ def test_config_and_classifier_options_reach_the_classifier_and_the_run_id(probl
         _run(task, OracleAnnotator(task.gold, K), store=store, run_id="plain")
         _run(task, OracleAnnotator(task.gold, K), classifier_options={"dropout": 0.3}, store=store)
         _run(task, OracleAnnotator(task.gold, K), config=dataclasses.replace(SMALL, early_stopping="loss"), store=store)
-    assert seen == [("accuracy", 0.1)] * 4 + [("accuracy", 0.3)] * 4 + [("loss", 0.1)] * 4
+    assert seen == [("accuracy", 0.1, 4)] * 4 + [("accuracy", 0.3, 4)] * 4 + [("loss", 0.1, 4)] * 4  # head_patience
     for option in ({"epochs": 3}, {"early_stopping": "loss"}):
         with pytest.raises(ConfigError, match="classifier_options"):
             _run(task, OracleAnnotator(task.gold, K), classifier_options=option)

@@ -233,7 +233,8 @@ def train_classifier(
     clf = OnnxClassifier(
         n_classes=n_classes, hidden=config.hidden, learning_rate=config.head_learning_rate,
         encoder_learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-        patience=config.patience, early_stopping=config.early_stopping, length_buckets=config.length_buckets,
+        patience=config.head_patience if classifier.get("mode", "head") == "head" else config.patience,
+        early_stopping=config.early_stopping, length_buckets=config.length_buckets,
         seed=init_seed, **classifier,
     )
     rows = labelled.rows
