@@ -652,8 +652,8 @@ def _summary(report: dict[str, Any]) -> str:
         f"{report['seed_rows']} seed rows, label model {report['label_model']}",
         f"LLM-annotated rows: {report['llm_rows']} ({', '.join(report['models'])}); "
         f"active learning: {report['rounds']} round(s) of {report['batch']}",
-        f"queried rows the label model abstained on (confidence below {report['abstain_below']:.3f}; "
-        f"not trained on, flagged for review): {report['abstained_rows']}",
+        f"abstained: {report['abstained_rows']} queried rows below confidence {report['abstain_below']:.3f} "
+        "(for review, not trained on)",
     ]
     for model, accuracy in report["llm_accuracy_on_seeds"].items():
         lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}")
