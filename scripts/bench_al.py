@@ -9,6 +9,10 @@ and on the pool's LLM signals (never on test rows). Annotators, as in the paper:
 * ``vote`` (vote ensemble of the 5 LLMs), ``yi`` (Yi-1.5-9B alone, the best single LLM),
   ``oracle`` (gold labels): plain cross-entropy, as the paper's baselines.
 
+The MoLAM variants abstain as the config says (``molam.abstain_below``/``max_abstain_share``):
+the loop sets those rows aside and queries others; ``--abstain-below 0`` gives the paper's
+MoLAM, which labels every row.
+
 Round r = the model after r queries (round 10: 550 labelled rows). Head mode trains an MLP on
 frozen MiniLM embeddings (optionally beside hashed TF-IDF n-grams, ``--lexical-bits``);
 top-layers mode also fine-tunes MiniLM's top layer(s) (``--top-layers``) on cached hidden states
