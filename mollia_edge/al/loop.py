@@ -271,6 +271,10 @@ class _Batch:
     query_seconds: float = 0.0
     annotate_seconds: float = 0.0
 
+    @classmethod
+    def empty(cls, n_classes: int) -> _Batch:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.zeros((0, n_classes), bool), np.empty(0, np.int64))
+
 
 def _query_batch(
     query: Any, clf: OnnxClassifier, task: ActiveLearningTask, labelled: LabelledSet, set_aside: np.ndarray,
@@ -279,7 +283,7 @@ def _query_batch(
     """Query ``config.query_size`` rows and annotate them; rows the annotator abstains on are set
     aside and the strategy is asked again for the missing rows (``config.top_up_queries`` times at most)."""
     k = task.n_classes
-    batch = _Batch(np.empty(0, np.int64), np.empty(0, np.int64), np.zeros((0, k), bool), np.empty(0, np.int64))
+    batch = _Batch.empty(k)
     for _ in range(1 + config.top_up_queries):
         missing = config.query_size - len(batch.rows)
         taken = np.concatenate([labelled.rows, batch.rows, batch.abstained, set_aside])
@@ -382,7 +386,7 @@ def run_active_learning(
             micro, macro = f1_scores(gold[task.test], clf.predict(task.inputs[task.test]), k)
         evaluate_seconds = time.perf_counter() - started
 
-        batch = _Batch(np.empty(0, np.int64), np.empty(0, np.int64), np.zeros((0, k), bool), np.empty(0, np.int64))
+        batch = _Batch.empty(k)
         if round_number < config.rounds:
             batch = _query_batch(query, clf, task, labelled, set_aside, annotator, config)
         new_rows, positive, negatives = batch.rows, batch.positive, batch.negatives
