@@ -459,9 +459,9 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         from .al.annotators import confidence_floor
 
         # the loop's annotator abstains below molam.abstain_below, on at most a set share of the sample
+        sample_proba = mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):])
         abstain_below = confidence_floor(
-            mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):]),
-            job.config.molam.abstain_below, job.config.molam.max_abstain_share,
+            sample_proba, job.config.molam.abstain_below, job.config.molam.max_abstain_share
         )
         llm_report = None
         if len(seed_rows):
@@ -475,8 +475,7 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         train_gold = gold.copy()
         init = seed_rows
         if bootstrap and len(sample):
-            proba = mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):])
-            train_gold[sample] = proba.argmax(axis=1)
+            train_gold[sample] = sample_proba.argmax(axis=1)
             init = np.sort(np.concatenate([seed_rows, sample]))
         if len(init) < 2:
             raise DataError(

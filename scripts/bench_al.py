@@ -44,12 +44,12 @@ import mollia_edge.molam
 from mollia_edge.al.annotators import (
     Annotator,
     MolamAnnotator,
-    abstaining_labels,
-    confidence_floor,
     OracleAnnotator,
     PrecomputedAnnotator,
     SingleLLMAnnotator,
     VoteAnnotator,
+    abstaining_labels,
+    confidence_floor,
 )
 from mollia_edge.al.encoder import EmbeddingCache, Encoder, HiddenStates, encode_cached, load_top_layers
 from mollia_edge.al.lexical import with_lexical_features

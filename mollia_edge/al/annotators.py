@@ -2,9 +2,8 @@
 
 An :class:`Annotator` answers ``annotate(indices)`` with positive labels y+ (n,) int64 (-1
 where it abstains) and negative labels y- (n, K) bool (classes ruled out; all False when it
-gives none). Indices are
-row indices of the whole data set the annotator was built on; signal arrays are (n_rows, N, K)
-with ``N`` LLMs and ``K`` classes.
+gives none). Indices are row indices of the whole data set the annotator was built on; signal
+arrays are (n_rows, N, K) with ``N`` LLMs and ``K`` classes.
 
 * :class:`MolamAnnotator` - MoLAM over the LLM signals (paper Eq. 6): y+ its argmax, y- its
   negative labels (Eq. 5).
