@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"queries other rows (0: never, as the paper) {default}")
     parser.add_argument("--max-abstain-share", type=float,
                         help=f"MoLAM abstains on at most this share of the pool {default}")
+    parser.add_argument("--alpha", type=float, help=f"discrepancy weight alpha (Eq. 8) {default}")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the classifier")
     parser.add_argument("--lexical-bits", type=int, default=0, help="head mode: add 2**N hashed TF-IDF n-grams (0: off)")
     parser.add_argument("--store", type=Path, help="SQLite store: finished rounds are kept and a rerun resumes")
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_trec_replay(args.data)
     overrides = {"epochs": args.epochs, "patience": args.patience, "head_patience": args.head_patience, "learning_rate": args.learning_rate,
                  "head_learning_rate": args.head_learning_rate, "length_buckets": args.length_buckets,
-                 "early_stopping": args.early_stopping, "top_layers": args.top_layers}
+                 "early_stopping": args.early_stopping, "top_layers": args.top_layers, "alpha": args.alpha}
     base = ActiveLearningConfig(rounds=args.rounds, **{k: v for k, v in overrides.items() if v is not None})
     molam_overrides = {"abstain_below": args.abstain_below, "max_abstain_share": args.max_abstain_share}
     molam_config = MolamConfig(**{k: v for k, v in molam_overrides.items() if v is not None})

@@ -205,6 +205,25 @@ def test_rows_the_annotator_abstains_on_are_set_aside_and_the_query_topped_up(pr
     assert all(m.queried + m.abstained == 15 for m in short[:-1]) and any(m.queried < 15 for m in short[:-1])
 
 
+def test_top_up_queries_reuse_the_rounds_model_outputs(problem, monkeypatch):
+    task, _, _ = problem
+    computed = []  # (model, rows computed); the models are kept, so their ids stay distinct
+    hidden = loop_module.OnnxClassifier.hidden
+
+    def counting_hidden(self, x):
+        computed.append((self, len(x)))
+        return hidden(self, x)
+
+    monkeypatch.setattr(loop_module.OnnxClassifier, "hidden", counting_hidden)
+    labels = np.where(np.arange(N_ROWS) % 3 == 0, -1, task.gold)  # abstains on every third row
+    rounds = run_active_learning(task, RecordingAnnotator(labels, "abstaining"), "coreset", config=SMALL, seed=3)
+    assert sum(m.abstained for m in rounds) > 0 and [m.queried for m in rounds] == [15, 15, 15, 0]
+    per_model: dict[int, int] = {}
+    for model, n_rows in computed:
+        per_model[id(model)] = per_model.get(id(model), 0) + n_rows
+    assert len(per_model) == SMALL.rounds and all(n <= len(task.pool) for n in per_model.values())
+
+
 def test_molam_abstains_below_its_threshold_on_at_most_a_share(problem):
     task, scores, consistency = problem
     seeds = np.arange(60, 110)

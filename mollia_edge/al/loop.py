@@ -260,6 +260,46 @@ def _annotation(annotator: Annotator, rows: np.ndarray, n_classes: int) -> tuple
     return positive.astype(np.int64), negatives
 
 
+class _RowIndex:
+    """A data set whose item for an index array is the array itself (see :class:`_RoundOutputs`)."""
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return np.asarray(rows, dtype=np.int64)
+
+
+class _RoundOutputs:
+    """One round's classifier, asked with row indices (``_RowIndex()`` as the data set): its
+    probabilities and hidden features are computed once per row of ``inputs`` (``n_rows``
+    rows), so the round's top-up queries reuse them; sampled outputs are passed through."""
+
+    def __init__(self, clf: OnnxClassifier, inputs: Any, n_rows: int) -> None:
+        self.clf, self.inputs, self.n_rows, self.n_classes_ = clf, inputs, n_rows, clf.n_classes_
+        self._values: dict[str, np.ndarray] = {}
+        self._known: dict[str, np.ndarray] = {}
+
+    def _cached(self, output: str, rows: np.ndarray) -> np.ndarray:
+        known = self._known.setdefault(output, np.zeros(self.n_rows, bool))
+        if len(missing := rows[~known[rows]]):
+            computed = np.asarray(getattr(self.clf, output)(self.inputs[missing]))
+            if output not in self._values:
+                self._values[output] = np.empty((self.n_rows, *computed.shape[1:]), computed.dtype)
+            self._values[output][missing] = computed
+            known[missing] = True
+        return self._values[output][rows]
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        return self._cached("predict_proba", rows)
+
+    def hidden(self, rows: np.ndarray) -> np.ndarray:
+        return self._cached("hidden", rows)
+
+    def posterior_samples(self, rows: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
+        return self.clf.posterior_samples(self.inputs[rows], n_samples, seed)
+
+    def noisy_proba(self, rows: np.ndarray, noise_scale: float, n_draws: int, seed: int) -> np.ndarray:
+        return self.clf.noisy_proba(self.inputs[rows], noise_scale, n_draws, seed)
+
+
 @dataclass
 class _Batch:
     """One round's queried rows the annotator labelled, and the rows it abstained on."""
@@ -281,9 +321,11 @@ def _query_batch(
     annotator: Annotator, config: ActiveLearningConfig,
 ) -> _Batch:
     """Query ``config.query_size`` rows and annotate them; rows the annotator abstains on are set
-    aside and the strategy is asked again for the missing rows (``config.top_up_queries`` times at most)."""
+    aside and the strategy is asked again for the missing rows (``config.top_up_queries`` times
+    at most), on the model outputs its first query computed."""
     k = task.n_classes
     batch = _Batch.empty(k)
+    outputs = _RoundOutputs(clf, task.inputs, len(task.gold))
     for _ in range(1 + config.top_up_queries):
         missing = config.query_size - len(batch.rows)
         taken = np.concatenate([labelled.rows, batch.rows, batch.abstained, set_aside])
@@ -292,7 +334,7 @@ def _query_batch(
             break
         started = time.perf_counter()
         rows = query.query(
-            clf, task.inputs, unlabelled, np.concatenate([labelled.rows, batch.rows]),
+            outputs, _RowIndex(), unlabelled, np.concatenate([labelled.rows, batch.rows]),
             np.concatenate([labelled.labels, batch.positive]), min(missing, len(unlabelled)),
         )
         batch.query_seconds += time.perf_counter() - started
