@@ -245,16 +245,14 @@ def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int, abstain
     return MixtureAnnotator()
 
 
-def _final_classifier(x: np.ndarray, rows: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-                      negatives: np.ndarray, k: int, job: LabelJob, rounds: int, seed: int) -> Any:
-    """The classifier on every labelled row (held-out slice for early stopping), seeded."""
-    from .al.loop import LabelledSet, negative_learning_weight, train_classifier
+def _final_classifier(x: np.ndarray, labelled: Any, k: int, job: LabelJob, rounds: int, seed: int) -> Any:
+    """The classifier on every ``labelled`` row (a LabelledSet; held-out slice for early stopping), seeded."""
+    from .al.loop import negative_learning_weight, train_classifier
 
     al = job.config.al
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
     return train_classifier(
-        x, LabelledSet(rows, labels, weights, negatives), k, lam, al, {"mode": job.mode, "threads": job.threads},
-        _derived(seed, 9001), _derived(seed, 9002),
+        x, labelled, k, lam, al, {"mode": job.mode, "threads": job.threads}, _derived(seed, 9001), _derived(seed, 9002),
     )
 
 
@@ -486,11 +484,9 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         r = min(rounds, free // b) if b else 0
         if (r, b) != (rounds, batch) and rounds > 0:
             say(f"only {free} unlabelled row(s): active learning runs {r} round(s) of {b} instead of {rounds} of {batch}")
-        from .al.loop import ActiveLearningTask, run_active_learning
+        from .al.loop import ActiveLearningTask, LabelledSet, add_recorded_labels, run_active_learning
 
-        al_rows, al_labels = init, train_gold[init]
-        al_weights = np.ones(len(init), np.float32)
-        al_negatives = np.zeros((len(init), k), bool)
+        labelled = LabelledSet(init, train_gold[init], np.ones(len(init), np.float32), np.zeros((len(init), k), bool))
         abstained = np.empty(0, np.int64)  # queried rows the label model was too unsure of to train on
         run_id = al_run_id(session)
         if r > 0:
@@ -504,24 +500,17 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
                 seed_rows=init, mode=job.mode, threads=job.threads, store=store, run_id=run_id,
                 progress=(lambda m: progress("rounds", m.round + 1, r + 1)) if progress else None,
             )
-            recorded = store.al_labels(run_id)
-            abstained = np.array([row for row, _, label, _, _ in recorded if label < 0], np.int64)
-            if recorded := [entry for entry in recorded if entry[2] >= 0]:
-                q_rows, _, q_labels, q_weights, q_negs = zip(*recorded)
-                al_rows = np.concatenate([al_rows, np.array(q_rows, np.int64)])
-                al_labels = np.concatenate([al_labels, np.array(q_labels, np.int64)])
-                al_weights = np.concatenate([al_weights, np.array(q_weights, np.float32)])
-                al_negatives = np.concatenate([al_negatives, np.stack(q_negs)])
+            abstained = add_recorded_labels(store, run_id, labelled)
         times["active_learning"] = time.perf_counter() - started
 
         # -- final classifier and labels ------------------------------------------------------
         started = time.perf_counter()
-        clf = _final_classifier(x, al_rows, al_labels, al_weights, al_negatives, k, job, r, seed)
+        clf = _final_classifier(x, labelled, k, job, r, seed)
         p_clf = clf.predict_proba(x)
         times["classifier"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        llm_rows = np.setdiff1d(np.union1d(np.union1d(first, al_rows), abstained), seed_rows)
+        llm_rows = np.setdiff1d(np.union1d(np.union1d(first, labelled.rows), abstained), seed_rows)
         z_l, c_l = llms.signals(llm_rows) if len(llm_rows) else (np.zeros((0, len(display), k)),) * 2
         p_mix = mixture.predict_proba(z_l, c_l) if len(llm_rows) else np.zeros((0, k))
         neg_mix = mixture.negative_labels(z_l) if len(llm_rows) else np.zeros((0, k), bool)

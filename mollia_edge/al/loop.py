@@ -157,6 +157,17 @@ class LabelledSet:
         self.negatives = np.concatenate([self.negatives, negatives]).astype(bool)
 
 
+def add_recorded_labels(store: Store, run_id: str, labelled: LabelledSet) -> np.ndarray:
+    """Add the annotator labels recorded for run ``run_id`` to ``labelled``, in the order they
+    were added; return the rows (m,) int64 the annotator abstained on (stored with label -1)."""
+    recorded = store.al_labels(run_id)
+    set_aside = np.array([row for row, _, label, _, _ in recorded if label < 0], np.int64)
+    if given := [entry for entry in recorded if entry[2] >= 0]:
+        rows, _, labels, weights, negatives = zip(*given)
+        labelled.add(np.array(rows), np.array(labels), np.array(weights), np.stack(negatives))
+    return set_aside
+
+
 # ------------------------------------------------------------------------------ validation
 def _index_array(name: str, value: Any, n_rows: int) -> np.ndarray:
     rows = np.asarray(value)
@@ -408,11 +419,7 @@ def run_active_learning(
         run_id = run_id or "al-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         store.begin_al_run(run_id, settings)
         results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
-        recorded = store.al_labels(run_id)
-        set_aside = np.array([row for row, _, label, _, _ in recorded if label < 0], np.int64)
-        if recorded := [entry for entry in recorded if entry[2] >= 0]:
-            rows, _, labels, weights, negatives = zip(*recorded)
-            labelled.add(np.array(rows), np.array(labels), np.array(weights), np.stack(negatives))
+        set_aside = add_recorded_labels(store, run_id, labelled)
 
     for round_number in range(len(results), config.rounds + 1):
         started = time.perf_counter()
