@@ -170,10 +170,14 @@ def plot(curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [(mode, strategy) for mode in curves for strategy in curves[mode]]
+    names = sorted({name for mode, strategy in panels for name in curves[mode][strategy]},
+                   key=lambda name: (ANNOTATORS.index(name) if name in ANNOTATORS else len(ANNOTATORS), name))
+    colours = dict(zip(names, plt.cm.tab10.colors * 2))  # one colour per annotator in every panel
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for axis, (mode, strategy) in zip(axes[0], panels):
-        for name, curve in curves[mode][strategy].items():
-            axis.plot(range(len(curve["mean"])), curve["mean"], marker="o", markersize=3, label=name)
+        for name in sorted(curves[mode][strategy], key=names.index):
+            curve = curves[mode][strategy][name]
+            axis.plot(range(len(curve["mean"])), curve["mean"], marker="o", markersize=3, label=name, color=colours[name])
         axis.set(title=f"{mode}, {strategy}", xlabel="round (queries of 50)", ylabel="micro-F1")
         axis.legend(fontsize=7)
     figure.tight_layout()
