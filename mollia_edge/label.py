@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from .data import READ_SUFFIXES, WRITE_SUFFIXES, load_table, texts_from_rows, wr
 from .errors import ConfigError, DataError
 from .session import RowLabel, Session, open_session_store
 from .store import Store
+
+if TYPE_CHECKING:  # the AL stack (onnxruntime) is imported only when a job runs
+    from .al.loop import LabelledSet
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total): stages ``encoding``, ``llm <model>``, ``rounds``, ``labelling``."""
@@ -245,8 +248,8 @@ def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int, abstain
     return MixtureAnnotator()
 
 
-def _final_classifier(x: np.ndarray, labelled: Any, k: int, job: LabelJob, rounds: int, seed: int) -> Any:
-    """The classifier on every ``labelled`` row (a LabelledSet; held-out slice for early stopping), seeded."""
+def _final_classifier(x: np.ndarray, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int) -> Any:
+    """The classifier on every ``labelled`` row (held-out slice for early stopping), seeded."""
     from .al.loop import negative_learning_weight, train_classifier
 
     al = job.config.al
