@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import hashlib
 import importlib.util
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -169,12 +170,18 @@ def plot(curves: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(mode, strategy) for mode in curves for strategy in curves[mode]]
-    names = sorted({name for mode, strategy in panels for name in curves[mode][strategy]},
+    modes = list(curves)
+    strategies = [name for name in STRATEGIES if any(name in curves[mode] for mode in modes)]
+    names = sorted({name for mode in modes for per in curves[mode].values() for name in per},
                    key=lambda name: (ANNOTATORS.index(name) if name in ANNOTATORS else len(ANNOTATORS), name))
     colours = dict(zip(names, plt.cm.tab10.colors * 2))  # one colour per annotator in every panel
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for axis, (mode, strategy) in zip(axes[0], panels):
+    # one row per mode, one column per strategy
+    figure, axes = plt.subplots(len(modes), len(strategies), figsize=(5 * len(strategies), 4 * len(modes)), squeeze=False)
+    for (row, mode), (column, strategy) in itertools.product(enumerate(modes), enumerate(strategies)):
+        axis = axes[row][column]
+        if strategy not in curves[mode]:
+            axis.set_axis_off()
+            continue
         for name in sorted(curves[mode][strategy], key=names.index):
             curve = curves[mode][strategy][name]
             axis.plot(range(len(curve["mean"])), curve["mean"], marker="o", markersize=3, label=name, color=colours[name])
