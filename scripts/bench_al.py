@@ -164,6 +164,13 @@ def mean_sd(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "sd": float(np.std(values))}
 
 
+def table_cell(f1: dict | None, noise: float | None) -> str:
+    """'mean ± sd (label noise)' of one annotator, mode and strategy; '-' when not run."""
+    if f1 is None:
+        return "-"
+    return f"{f1['mean']:.4f} ± {f1['sd']:.4f}" + (f" ({noise:.3f})" if noise is not None else "")
+
+
 def plot(curves: dict, path: Path) -> None:
     import matplotlib
 
@@ -276,11 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             "mean": curve.mean(axis=0).tolist(), "sd": curve.std(axis=0).tolist(),
         }
         noise = [m.label_noise for rounds in per_seed for m in rounds if m.label_noise is not None]
-        report["label_noise"].setdefault(name, []).extend(noise)
+        report["label_noise"].setdefault(mode, {}).setdefault(strategy, {})[name] = float(np.mean(noise)) if noise else None
         seconds = [m.train_seconds + m.evaluate_seconds + m.query_seconds + m.annotate_seconds
                    for rounds in per_seed for m in rounds]
         report["round_seconds"].setdefault(mode, {}).setdefault(strategy, []).extend(seconds)
-    report["label_noise"] = {name: float(np.mean(v)) for name, v in report["label_noise"].items()}
     report["round_seconds"] = {
         mode: {strategy: float(np.mean(v)) for strategy, v in per_mode.items()}
         for mode, per_mode in report["round_seconds"].items()
@@ -293,11 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode, strategy in columns:
         table.add_column(f"{mode}\n{strategy}", justify="right")
     for name in names:
-        cells = [report["round10"][mode][strategy].get(name) for mode, strategy in columns]
-        table.add_row(
-            f"{name} ({report['label_noise'].get(name, 0):.3f})",
-            *[f"{cell['mean']:.4f} ± {cell['sd']:.4f}" if cell else "-" for cell in cells],
-        )
+        cells = [(report["round10"][mode][strategy].get(name), report["label_noise"][mode][strategy].get(name))
+                 for mode, strategy in columns]
+        table.add_row(name, *[table_cell(f1, noise) for f1, noise in cells])
     table.add_row("seconds per round", *[f"{report['round_seconds'][mode][strategy]:.2f}" for mode, strategy in columns])
     if args.plot:
         plot(report["curves"], args.plot)
