@@ -88,11 +88,16 @@ def test_early_stopping_on_accuracy_keeps_the_most_accurate_epoch():
         _head(early_stopping="f1")
 
 
-def test_mc_dropout_and_weight_noise(fitted):
+def test_mc_dropout_and_weight_noise(fitted, monkeypatch):
     clf, x, _ = fitted
     samples = clf.posterior_samples(x[:9], n_samples=4, seed=0)
     assert samples.shape == (4, 9, K) and not np.allclose(samples[0], samples[1])
     np.testing.assert_array_equal(samples, clf.posterior_samples(x[:9], n_samples=4, seed=0))
+    kept = clf.samples_from_features(clf.hidden(x[:9]), 4, seed=0)
+    np.testing.assert_array_equal(samples, kept)
+    np.testing.assert_allclose(samples.sum(axis=2), 1.0, atol=1e-6)
+    monkeypatch.setattr(clf, "dropout", 0.0)  # keep every unit: each sample is the ONNX graph's output
+    np.testing.assert_allclose(clf.posterior_samples(x[:9], 2, seed=0)[1], clf.predict_proba(x[:9]), atol=1e-6)
     noisy = clf.noisy_proba(x[:9], noise_scale=0.05, n_draws=3, seed=1)
     assert noisy.shape == (3, 9, K) and not np.allclose(noisy[0], noisy[1])
     np.testing.assert_allclose(clf.noisy_proba(x[:9], 0.0, 1, 0)[0], clf.predict_proba(x[:9]), atol=1e-6)

@@ -205,18 +205,19 @@ def test_rows_the_annotator_abstains_on_are_set_aside_and_the_query_topped_up(pr
     assert all(m.queried + m.abstained == 15 for m in short[:-1]) and any(m.queried < 15 for m in short[:-1])
 
 
-def test_top_up_queries_reuse_the_rounds_model_outputs(problem, monkeypatch):
+@pytest.mark.parametrize("strategy, output", [("coreset", "hidden"), ("bemps", "hidden"), ("noise-stability", "noisy_proba")])
+def test_top_up_queries_reuse_the_rounds_model_outputs(problem, monkeypatch, strategy, output):
     task, _, _ = problem
     computed = []  # (model, rows computed); the models are kept, so their ids stay distinct
-    hidden = loop_module.OnnxClassifier.hidden
+    original = getattr(loop_module.OnnxClassifier, output)
 
-    def counting_hidden(self, x):
+    def counting(self, x, *args):
         computed.append((self, len(x)))
-        return hidden(self, x)
+        return original(self, x, *args)
 
-    monkeypatch.setattr(loop_module.OnnxClassifier, "hidden", counting_hidden)
+    monkeypatch.setattr(loop_module.OnnxClassifier, output, counting)
     labels = np.where(np.arange(N_ROWS) % 3 == 0, -1, task.gold)  # abstains on every third row
-    rounds = run_active_learning(task, RecordingAnnotator(labels, "abstaining"), "coreset", config=SMALL, seed=3)
+    rounds = run_active_learning(task, RecordingAnnotator(labels, "abstaining"), strategy, config=SMALL, seed=3)
     assert sum(m.abstained for m in rounds) > 0 and [m.queried for m in rounds] == [15, 15, 15, 0]
     per_model: dict[int, int] = {}
     for model, n_rows in computed:

@@ -389,23 +389,14 @@ class OnnxClassifier:
         for start in range(0, n, size):
             yield order[start:start + size]
 
-    def _infer(
-        self, x: Any, params: Mapping[str, ort.OrtValue], output: str = "probabilities",
-        keep: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        """``probabilities`` (n, K) or ``features`` (n, H); dropout masks drawn from ``keep``."""
+    def _infer(self, x: Any, params: Mapping[str, ort.OrtValue], output: str = "probabilities") -> np.ndarray:
+        """``probabilities`` (n, K) or ``features`` (n, H), dropout off."""
         n = self._check_width(x)
         session = _session(self.spec_, "inference", self.threads)
         result = np.empty((n, self.n_classes_ if output == "probabilities" else self.spec_.hidden), np.float32)
-        # Keep-masks follow row order whatever the chunk order (drawn for all rows at once in
-        # top-layers mode: the same draws as chunk by chunk in row order).
-        masks = self._keep_mask(keep, n) if keep is not None and self.mode == "top-layers" else None
         for rows in self._chunks(x, n):
             size = len(rows) if isinstance(rows, np.ndarray) else rows.stop - rows.start
-            if keep is None:
-                mask = np.ones((size, self.spec_.hidden), np.float32)
-            else:
-                mask = masks[rows] if masks is not None else self._keep_mask(keep, size)
+            mask = np.ones((size, self.spec_.hidden), np.float32)
             feeds = {**params, **self._batch_feeds(x, rows), "dropout_keep": _ort(mask)}
             result[rows] = session.run_with_ort_values([output], feeds)[0].numpy()
         return result
@@ -424,10 +415,26 @@ class OnnxClassifier:
 
     def posterior_samples(self, x: Any, n_samples: int, seed: int) -> np.ndarray:
         """MC-dropout probabilities (S, n, K): one random keep-mask per sample, seeded."""
+        return self.samples_from_features(self.hidden(x), n_samples, seed)
+
+    def samples_from_features(self, features: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
+        """MC-dropout probabilities (S, n, K) from the head's features (n, H) (:meth:`hidden`).
+
+        Dropout acts only between the head's two layers, so a sample is the output layer on
+        ``features`` times a fresh keep-mask: one pass through the model serves every sample.
+        """
         if n_samples < 1:
             raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
+        self._fitted_feeds()
+        weight, bias = self.params_["head.out_proj.weight"], self.params_["head.out_proj.bias"]
         rng = np.random.default_rng(seed)
-        return np.stack([self._infer(x, self._fitted_feeds(), keep=rng) for _ in range(n_samples)])
+        samples = np.empty((n_samples, len(features), self.n_classes_), np.float32)
+        for s in range(n_samples):
+            logits = (features * self._keep_mask(rng, len(features))) @ weight.T + bias
+            logits -= logits.max(axis=1, keepdims=True)
+            odds = np.exp(logits)
+            samples[s] = odds / odds.sum(axis=1, keepdims=True)
+        return samples
 
     def noisy_proba(self, x: Any, noise_scale: float, n_draws: int, seed: int) -> np.ndarray:
         """Probabilities (D, n, K) under weight noise: every parameter tensor W gets Gaussian

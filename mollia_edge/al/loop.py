@@ -279,36 +279,45 @@ class _RowIndex:
 
 
 class _RoundOutputs:
-    """One round's classifier, asked with row indices (``_RowIndex()`` as the data set): its
-    probabilities and hidden features are computed once per row of ``inputs`` (``n_rows``
-    rows), so the round's top-up queries reuse them; sampled outputs are passed through."""
+    """One round's classifier, asked with row indices (``_RowIndex()`` as the data set): every
+    output is computed once per row of ``inputs`` (``n_rows`` rows), so the round's top-up
+    queries reuse them. MC-dropout samples are drawn from the cached head features; weight-noise
+    outputs are kept per row like the others, so every query of the round sees the perturbed
+    models of its first one (seeded by it)."""
 
     def __init__(self, clf: OnnxClassifier, inputs: Any, n_rows: int) -> None:
         self.clf, self.inputs, self.n_rows, self.n_classes_ = clf, inputs, n_rows, clf.n_classes_
-        self._values: dict[str, np.ndarray] = {}
-        self._known: dict[str, np.ndarray] = {}
+        self._values: dict[Any, np.ndarray] = {}
+        self._known: dict[Any, np.ndarray] = {}
+        self._seeds: dict[Any, int] = {}
 
-    def _cached(self, output: str, rows: np.ndarray) -> np.ndarray:
-        known = self._known.setdefault(output, np.zeros(self.n_rows, bool))
+    def _cached(self, key: Any, rows: np.ndarray, compute: Callable[[Any], np.ndarray]) -> np.ndarray:
+        known = self._known.setdefault(key, np.zeros(self.n_rows, bool))
         if len(missing := rows[~known[rows]]):
-            computed = np.asarray(getattr(self.clf, output)(self.inputs[missing]))
-            if output not in self._values:
-                self._values[output] = np.empty((self.n_rows, *computed.shape[1:]), computed.dtype)
-            self._values[output][missing] = computed
+            computed = np.asarray(compute(self.inputs[missing]))
+            if key not in self._values:
+                self._values[key] = np.empty((self.n_rows, *computed.shape[1:]), computed.dtype)
+            self._values[key][missing] = computed
             known[missing] = True
-        return self._values[output][rows]
+        return self._values[key][rows]
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        return self._cached("predict_proba", rows)
+        return self._cached("predict_proba", rows, self.clf.predict_proba)
 
     def hidden(self, rows: np.ndarray) -> np.ndarray:
-        return self._cached("hidden", rows)
+        return self._cached("hidden", rows, self.clf.hidden)
 
     def posterior_samples(self, rows: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
-        return self.clf.posterior_samples(self.inputs[rows], n_samples, seed)
+        return self.clf.samples_from_features(self.hidden(rows), n_samples, seed)
 
     def noisy_proba(self, rows: np.ndarray, noise_scale: float, n_draws: int, seed: int) -> np.ndarray:
-        return self.clf.noisy_proba(self.inputs[rows], noise_scale, n_draws, seed)
+        key = ("noisy_proba", noise_scale, n_draws)
+        seed = self._seeds.setdefault(key, seed)  # the same perturbed models for every row
+
+        def per_row(x: Any) -> np.ndarray:  # (n, D, K), so rows can be cached
+            return self.clf.noisy_proba(x, noise_scale, n_draws, seed).transpose(1, 0, 2)
+
+        return self._cached(key, rows, per_row).transpose(1, 0, 2)
 
 
 @dataclass
