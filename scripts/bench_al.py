@@ -19,6 +19,10 @@ top-layers mode also fine-tunes MiniLM's top layer(s) (``--top-layers``) on cach
 (kept in results/cache); each mini-batch is cut to its longest text (``--length-buckets``: batch
 rows of similar length).
 
+``--out`` JSON: ``round10`` and ``curves`` (micro-F1 mean and sd), ``label_noise`` (share of
+wrong labels among the rows the annotator labelled) as ``{MODE: {STRATEGY: {ANNOTATOR: ..}}}``,
+``round_seconds`` as ``{MODE: {STRATEGY: ..}}``, and the ``settings``.
+
     OPENBLAS_NUM_THREADS=1 python scripts/bench_al.py ../shared/data/mollia-paper --out results/bench_al.json
 """
 
