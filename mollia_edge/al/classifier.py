@@ -50,7 +50,7 @@ _LAYER_INDEX = re.compile(r"^encoder\.layer\.(\d+)\.")
 @functools.lru_cache(maxsize=16)
 def _session(spec: ModelSpec, kind: str, threads: int) -> ort.InferenceSession:
     """A cached onnxruntime session for the ``train`` or ``inference`` graph of ``spec``."""
-    model = training_step_model(spec) if kind == "train" else inference_model(spec)
+    model = training_step_model(spec) if kind == "train" else inference_model(spec, dropout_input=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -395,9 +395,7 @@ class OnnxClassifier:
         session = _session(self.spec_, "inference", self.threads)
         result = np.empty((n, self.n_classes_ if output == "probabilities" else self.spec_.hidden), np.float32)
         for rows in self._chunks(x, n):
-            size = len(rows) if isinstance(rows, np.ndarray) else rows.stop - rows.start
-            mask = np.ones((size, self.spec_.hidden), np.float32)
-            feeds = {**params, **self._batch_feeds(x, rows), "dropout_keep": _ort(mask)}
+            feeds = {**params, **self._batch_feeds(x, rows)}
             result[rows] = session.run_with_ort_values([output], feeds)[0].numpy()
         return result
 
