@@ -35,6 +35,7 @@ from .graphs import (
     EncoderSpec,
     ModelSpec,
     encoder_layer_prefix,
+    head_output_model,
     inference_model,
     parameter_shapes,
     training_step_model,
@@ -49,8 +50,10 @@ _LAYER_INDEX = re.compile(r"^encoder\.layer\.(\d+)\.")
 # ---------------------------------------------------------------------------- sessions
 @functools.lru_cache(maxsize=16)
 def _session(spec: ModelSpec, kind: str, threads: int) -> ort.InferenceSession:
-    """A cached onnxruntime session for the ``train`` or ``inference`` graph of ``spec``."""
-    model = training_step_model(spec) if kind == "train" else inference_model(spec, dropout_input=False)
+    """A cached onnxruntime session for the ``train``, ``inference`` or ``head_output`` graph of ``spec``."""
+    builders = {"train": training_step_model, "inference": functools.partial(inference_model, dropout_input=False),
+                "head_output": head_output_model}
+    model = builders[kind](spec)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -423,16 +426,16 @@ class OnnxClassifier:
         """
         if n_samples < 1:
             raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
-        self._fitted_feeds()
-        weight, bias = self.params_["head.out_proj.weight"], self.params_["head.out_proj.bias"]
+        params = {name: self._fitted_feeds()[name] for name in ("head.out_proj.weight", "head.out_proj.bias")}
+        session = _session(self.spec_, "head_output", self.threads)
         rng = np.random.default_rng(seed)
-        samples = np.empty((n_samples, len(features), self.n_classes_), np.float32)
-        for s in range(n_samples):
-            logits = (features * self._keep_mask(rng, len(features))) @ weight.T + bias
-            logits -= logits.max(axis=1, keepdims=True)
-            odds = np.exp(logits)
-            samples[s] = odds / odds.sum(axis=1, keepdims=True)
-        return samples
+        features = _ort(np.asarray(features, np.float32))
+        return np.stack([
+            session.run_with_ort_values(
+                ["probabilities"], {**params, "features": features, "dropout_keep": _ort(self._keep_mask(rng, features.shape()[0]))},
+            )[0].numpy()
+            for _ in range(n_samples)
+        ])
 
     def noisy_proba(self, x: Any, noise_scale: float, n_draws: int, seed: int) -> np.ndarray:
         """Probabilities (D, n, K) under weight noise: every parameter tensor W gets Gaussian

@@ -32,6 +32,8 @@ Graph inputs and outputs by name:
 * inference: parameters (or initializers), batch inputs, ``dropout_keep`` (optional) ->
   ``probabilities`` (batch, K), ``features`` (batch, H) (the GELU output before dropout).
 * gradients: parameters, batch, loss inputs, ``dropout_keep`` -> ``loss``, ``grad.<p>``.
+* head output: ``head.out_proj.*``, ``features`` (batch, H), ``dropout_keep`` ->
+  ``probabilities`` (batch, K): the head's last layer alone, for MC dropout on cached features.
 """
 
 from __future__ import annotations
@@ -165,8 +167,12 @@ def _forward(g: Graph, spec: ModelSpec, params: Mapping[str, Value], batch: Mapp
     """Logits (batch, K) and head features (batch, H)."""
     x = batch["x"] if spec.encoder is None else _pooled_encoding(g, spec, params, batch)
     features = g.gelu(_linear(g, x, params, "head.dense"))
-    dropped = features if keep is None else features * keep
-    return _linear(g, dropped, params, "head.out_proj"), features
+    return _head_logits(g, params, features, keep), features
+
+
+def _head_logits(g: Graph, params: Mapping[str, Value], features: Value, keep: Value | None) -> Value:
+    """The head's output layer on its (dropped-out) hidden features."""
+    return _linear(g, features if keep is None else features * keep, params, "head.out_proj")
 
 
 def _robust_loss(g: Graph, spec: ModelSpec, logits: Value, targets: Mapping[str, Value]) -> Value:
@@ -241,6 +247,16 @@ def gradient_model(spec: ModelSpec, dtype: np.dtype | type = np.float32) -> onnx
     _, _, grads = _loss_and_gradients(g, spec)
     for name, grad in grads.items():
         g.output(grad, f"grad.{name}")
+    return g.to_model()
+
+
+def head_output_model(spec: ModelSpec, dtype: np.dtype | type = np.float32) -> onnx.ModelProto:
+    """``probabilities`` (batch, K) from ``features`` (batch, H) times ``dropout_keep``."""
+    g = Graph(dtype, name="head_output")
+    shapes = parameter_shapes(spec)
+    params = {name: g.input(name, shapes[name]) for name in ("head.out_proj.weight", "head.out_proj.bias")}
+    features, keep = g.input("features", (BATCH, spec.hidden)), g.input("dropout_keep", (BATCH, spec.hidden))
+    g.output(g.softmax(_head_logits(g, params, features, keep)), "probabilities")
     return g.to_model()
 
 
