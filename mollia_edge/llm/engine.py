@@ -39,6 +39,12 @@ llama_cpp.llama_log_set(_keep_log, ctypes.c_void_p(0))
 llama_cpp.llama_backend_init()
 
 
+_HAS_AMX = b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+"""llama.cpp's AMX weight buffers crash in ``ggml_backend_amx_mul_mat`` on some Sapphire-Rapids-class
+CPUs (ggml-org/llama.cpp#20824; seen here with Q4_1, Q4_K_M and Q8_0 files): on CPUs with AMX the
+weights stay in plain CPU buffers (``use_extra_bufts`` off, which also skips the AVX repacking)."""
+
+
 def backend_info() -> str:
     """``"GPU"`` when this llama.cpp build can offload layers to a GPU, else ``"CPU"``."""
     return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
@@ -162,6 +168,7 @@ class LlamaEngine:
         self.n_ctx = n_ctx
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 2**31 - 1
+        model_params.use_extra_bufts = not _HAS_AMX
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise ModelError(f"cannot load model {path}: {_last_log_error()}")
