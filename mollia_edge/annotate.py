@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import LLMConfig
+from .config import LLMConfig, fit_sequences
 from .errors import ConfigError
 from .llm.annotator import LLMAnnotator
 from .llm.catalog import inspect_gguf, load_catalog, verify
@@ -83,6 +83,8 @@ def annotate_with_models(
     request: AnnotationRequest, store: Store | None, progress: ModelProgress | None = None
 ) -> AnnotationReport:
     """Run every requested model over every text (cached outputs are reused)."""
+    fit_sequences(request.llm, len(request.labels))  # too many labels for llama.cpp: before any model loads
+    PromptSpec(labels=request.labels, item=request.item)  # labels a prompt cannot use: before any model is read
     catalog = load_catalog()
     names = list(request.models or catalog.starter)
     if not names:

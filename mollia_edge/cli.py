@@ -1,13 +1,16 @@
 """The command line: one small function per subcommand, each only calling the library.
 
 Every :class:`~mollia_edge.errors.MolliaError` ends as one ``error: ...`` line on stderr and
-its exit code; Ctrl-C ends with exit code 130.
+its exit code; any other exception, of every command, as one ``error: internal error (Type)``
+line with no user text (``--debug`` or ``MOLLIA_EDGE_DEBUG=1``: the traceback); Ctrl-C ends
+with exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +21,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import __version__
-from .config import load_config
-from .data import read_texts, write_table_atomic
+from .config import MAX_THREADS, SEED_MAX, load_config
+from .data import check_label_set, check_writable_format, read_texts, write_table_atomic
 from .datasets import load_dataset
-from .errors import ConfigError, ModelError, MolliaError
+from .errors import ConfigError, ModelError, MolliaError, quoted
+from .files import check_job_paths, make_private_folder
 from .llm.catalog import SETUP_COMMAND, Catalog, ModelFile, inspect_gguf, load_catalog, verify
+from .session import open_session_store
 from .store import Store
 
 if TYPE_CHECKING:
@@ -84,7 +89,7 @@ def _run_models(args: argparse.Namespace) -> int:
     from .llm.engine import backend_info  # loads llama.cpp: only when needed
 
     catalog = load_catalog()
-    store = Store(args.store) if args.store else None
+    store = open_session_store(args.store) if args.store else None
     table = Table(title=f"models in {catalog.directory}")
     table.add_column("name", overflow="fold")
     table.add_column("quant", no_wrap=True)
@@ -131,6 +136,11 @@ def _run_models(args: argparse.Namespace) -> int:
 DEFAULT_STORE = Path(".mollia-edge") / "store.sqlite"
 
 
+_KEEP_FORMULAS_HELP = (
+    "write CSV/TSV cells that start with = + - @ as they are (default: a leading ' so spreadsheets do not run them)"
+)
+
+
 def _add_annotate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "annotate", help="ask each LLM about every text: label probabilities and consistency"
@@ -150,15 +160,27 @@ def _add_annotate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"cache of LLM outputs ({DEFAULT_STORE})")
     parser.add_argument("--out", type=Path, help="write the signals per text and model (CSV, TSV or JSONL)")
+    parser.add_argument("--keep-formulas", action="store_true", help=_KEEP_FORMULAS_HELP)
     parser.set_defaults(run=_run_annotate)
+
+
+def _check_annotate_paths(args: argparse.Namespace) -> None:
+    """The signals file and the store: neither is the input or the other, both can be written."""
+    outputs = {}
+    if args.out:
+        outputs["signals file"] = args.out
+        if not args.out.parent.exists():
+            make_private_folder(args.out.parent)
+    check_job_paths({"input": args.file} if args.file else {}, outputs, args.store)
+    if args.out:
+        check_writable_format(args.out)
 
 
 def _run_annotate(args: argparse.Namespace) -> int:
     from .annotate import AnnotationRequest, annotate_with_models
 
     config = load_config(args.config)
-    if args.out:  # fail before the long work, not after it
-        args.out.parent.mkdir(parents=True, exist_ok=True)
+    _check_annotate_paths(args)  # fail before the long work, not after it
     llm = config.llm
     if args.consistency:
         llm = dataclasses.replace(llm, consistency=args.consistency)
@@ -174,7 +196,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
     else:
         if not args.labels:
             raise ConfigError("give the label set with --labels a,b,c")
-        labels = tuple(label.strip() for label in args.labels.split(",") if label.strip())
+        labels = check_label_set(label for label in args.labels.split(",") if label.strip())
         table = read_texts(args.file, args.text_column, args.label_column, labels)
         texts, gold, row_ids = table.texts, table.gold, table.row_ids
     if args.labels and args.dataset:
@@ -190,7 +212,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
         seed=config.seed,
     )
     console = Console(stderr=True)
-    with Store(args.store) as store, Progress(console=console, transient=True) as bar:
+    with open_session_store(args.store) as store, Progress(console=console, transient=True) as bar:
         tasks: dict[str, object] = {}
 
         def progress(model: str, done: int, total: int) -> None:
@@ -211,7 +233,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
         )
     Console().print(summary)
     if args.out:
-        write_table_atomic(args.out, report.rows(row_ids), report.columns())
+        write_table_atomic(args.out, report.rows(row_ids), report.columns(), formula_guard=not args.keep_formulas)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -258,12 +280,17 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
     parser.add_argument("--session", type=Path, help="session store (default: OUTPUT.session.sqlite)")
     parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
     parser.add_argument("--threads", type=int, default=1, help="threads for the encoder and classifier")
+    parser.add_argument("--keep-formulas", action="store_true", help=_KEEP_FORMULAS_HELP)
 
 
 def _label_names(args: argparse.Namespace) -> tuple[str, ...] | None:
     if args.labels is not None:
         return tuple(label.strip() for label in args.labels.split(","))
     if args.labels_file is not None:
+        if args.labels_file.exists() and not args.labels_file.is_file():  # a folder, or a pipe that would block
+            raise ConfigError(
+                f"the labels file {args.labels_file} is not a regular file; give a file with one label per line"
+            )
         try:
             text = args.labels_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -275,14 +302,15 @@ def _label_names(args: argparse.Namespace) -> tuple[str, ...] | None:
 def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> LabelJob:
     from .label import LabelJob
 
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if not 1 <= args.threads <= MAX_THREADS:
+        raise ConfigError(f"--threads must be in [1, {MAX_THREADS}], got {quoted(args.threads)}")
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
         labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
         chat_format=args.chat_format, item=args.item, strategy=args.strategy, rounds=args.rounds, batch=args.batch,
         seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=strict,
         threads=args.threads, session=args.session, config=load_config(args.config),
+        formula_guard=not args.keep_formulas,
     )
 
 
@@ -301,38 +329,29 @@ def _run_label(args: argparse.Namespace) -> int:
         else:
             print(f"warning: {message}", file=sys.stderr)
 
-    try:
-        if args.quiet:
-            result = run_label_job(job, None, warn)
-        elif args.log_json:
-            last: dict[str, float] = {}
+    if args.quiet:
+        result = run_label_job(job, None, warn)
+    elif args.log_json:
+        last: dict[str, float] = {}
 
-            def log(stage: str, done: int, total: int) -> None:
-                now = time.monotonic()
-                if done >= total or now - last.get(stage, 0.0) >= 1.0:
-                    last[stage] = now
-                    print(json.dumps({"event": "progress", "stage": stage, "done": done, "total": total}),
-                          file=sys.stderr)
+        def log(stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if done >= total or now - last.get(stage, 0.0) >= 1.0:
+                last[stage] = now
+                print(json.dumps({"event": "progress", "stage": stage, "done": done, "total": total}),
+                      file=sys.stderr)
 
-            result = run_label_job(job, log, warn)
-        else:
-            with Progress(*Progress.get_default_columns(), console=console, transient=True) as bar:
-                tasks: dict[str, object] = {}
+        result = run_label_job(job, log, warn)
+    else:
+        with Progress(*Progress.get_default_columns(), console=console, transient=True) as bar:
+            tasks: dict[str, object] = {}
 
-                def progress(stage: str, done: int, total: int) -> None:
-                    if stage not in tasks:
-                        tasks[stage] = bar.add_task(stage, total=total)
-                    bar.update(tasks[stage], completed=done, total=total)
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
 
-                result = run_label_job(job, progress, warn)
-    except (MolliaError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # an internal error: one line, no traceback, no input text
-        if args.debug:
-            raise
-        raise MolliaError(
-            f"internal error ({type(exc).__name__}); rerun with --debug for details and report it"
-        ) from None
+            result = run_label_job(job, progress, warn)
     if args.log_json:
         print(json.dumps({"event": "done", "output": str(result.output), "report": str(result.report)}), file=sys.stderr)
     elif not args.quiet:
@@ -376,6 +395,11 @@ def _add_example(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_example(args: argparse.Namespace) -> int:
+    check_writable_format(args.output)
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be in [0, {SEED_MAX}], got {quoted(args.seed)}")
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {quoted(args.n)}")
     if not 0 <= args.seeds <= args.n:
         raise ConfigError(f"--seeds must be between 0 and --n ({args.n}), got {args.seeds}")
     data = load_dataset(args.dataset).sample(args.n, args.seed)
@@ -486,3 +510,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an internal error: one line, no traceback, no input text
+        if _debug(args):
+            raise
+        how = "rerun with --debug" if hasattr(args, "debug") else f"rerun with {DEBUG_ENV}=1"
+        print(f"error: internal error ({type(exc).__name__}); {how} for details and report it", file=sys.stderr)
+        return MolliaError.exit_code
+
+
+DEBUG_ENV = "MOLLIA_EDGE_DEBUG"
+"""Set to 1: internal errors show their traceback (which may include input text), for every command."""
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV) == "1"

@@ -7,21 +7,50 @@ Load a TOML file with sections ``[llm]``, ``[molam]`` and ``[al]`` (plus a top-l
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, quoted
 
 ConsistencyMode = Literal["exact", "sampled"]
 NegativeRule = Literal["every", "mean"]
 EarlyStopping = Literal["loss", "accuracy"]
 
 
+SEED_MAX = 2**32 - 1
+"""Seeds are unsigned 32-bit integers (numpy, XGBoost and llama.cpp samplers take no more)."""
+MAX_THREADS = 512
+"""llama.cpp's GGML_MAX_N_THREADS: more threads crash the process."""
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _within(value: Any, interval: str) -> bool:
+    """Whether the finite number ``value`` lies in ``interval``, written like "(0, 1]"."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below
+
+
+def check_bounds(section: str, settings: object, bounds: Mapping[str, str]) -> None:
+    """Every ``bounds`` setting of ``settings`` (None: unset, allowed) in its interval, else a
+    :class:`ConfigError` naming ``section.key``."""
+    for name, interval in bounds.items():
+        value = getattr(settings, name)
+        if value is not None:
+            _check(_within(value, interval), f"{section}.{name} must be in {interval}, got {quoted(value)}")
 
 
 @dataclass(frozen=True)
@@ -53,22 +82,46 @@ class LLMConfig:
     models (SmolLM2: up to 0.7 in a logit), which breaks batched scoring."""
     seed: int = 50
 
+    BOUNDS = {
+        "samples": "[1, 200]", "temperature": "(0, 100]", "top_p": "(0, 1]", "max_new_tokens": "[1, 512]",
+        "shots": "[0, 100]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
+        "n_seq_max": "[2, 256]", "n_threads": f"[1, {MAX_THREADS}]", "n_gpu_layers": "[-1, 100000]",
+        "seed": f"[0, {SEED_MAX}]",
+    }
+
     def __post_init__(self) -> None:
-        _check(self.samples >= 1, f"llm.samples must be >= 1, got {self.samples}")
-        _check(self.temperature > 0, f"llm.temperature must be > 0, got {self.temperature}")
-        _check(0 < self.top_p <= 1, f"llm.top_p must be in (0, 1], got {self.top_p}")
+        check_bounds("llm", self, self.BOUNDS)
         _check(
             self.consistency in ("exact", "sampled"),
-            f"llm.consistency must be 'exact' or 'sampled', got {self.consistency!r}",
+            f"llm.consistency must be 'exact' or 'sampled', got {quoted(self.consistency)}",
         )
-        _check(self.max_new_tokens >= 1, "llm.max_new_tokens must be >= 1")
-        _check(self.shots >= 0, "llm.shots must be >= 0")
-        _check(self.max_text_tokens >= 1, "llm.max_text_tokens must be >= 1")
-        _check(self.n_ctx >= 256, f"llm.n_ctx must be >= 256, got {self.n_ctx}")
-        _check(self.n_batch >= 32, f"llm.n_batch must be >= 32, got {self.n_batch}")
-        _check(2 <= self.n_seq_max <= 256, f"llm.n_seq_max must be in [2, 256], got {self.n_seq_max}")
         _check(self.n_seq_max <= self.n_batch, "llm.n_seq_max must not exceed llm.n_batch")
-        _check(self.n_threads is None or self.n_threads >= 1, "llm.n_threads must be >= 1")
+
+
+MAX_SEQUENCES = 256
+"""llama.cpp's limit on parallel sequences in one context (LLAMA_MAX_SEQ)."""
+
+
+def fit_sequences(llm: LLMConfig, n_labels: int) -> LLMConfig:
+    """``llm`` with ``n_seq_max`` raised so one text's K label branches (plus T samples in
+    sampled mode) fit beside the prefix sequence; a :class:`ConfigError` saying which setting
+    to change when llama.cpp's limits do not allow it. Check this before any model loads."""
+    branches = n_labels + (llm.samples if llm.consistency == "sampled" else 0)
+    needed = branches + 1
+    if needed <= llm.n_seq_max:
+        return llm
+    what = f"{n_labels} labels" + (f" and {llm.samples} samples" if llm.consistency == "sampled" else "")
+    _check(
+        needed <= MAX_SEQUENCES,
+        f"{what} need {needed} parallel sequences per text, more than llama.cpp's {MAX_SEQUENCES}; "
+        "use fewer labels" + (" or lower llm.samples (or consistency exact)" if llm.consistency == "sampled" else ""),
+    )
+    _check(
+        needed <= llm.n_batch,
+        f"{what} need {needed} parallel sequences per text, more than llm.n_batch={llm.n_batch}; "
+        f"raise llm.n_batch to {needed} or more",
+    )
+    return dataclasses.replace(llm, n_seq_max=needed)
 
 
 @dataclass(frozen=True)
@@ -98,17 +151,14 @@ class MolamConfig:
     """MoLAM abstains on at most this share of the unlabelled rows it was fitted on: with weak
     LLMs (confidence rarely reaching abstain_below) the threshold drops to that quantile."""
 
+    BOUNDS = {
+        "delta": "(0, 1)", "sigma": "(0, 1)", "max_pseudo_rounds": "[0, 10000]", "min_new_share": "[0, 1)",
+        "cv_folds": "[2, 100]", "abstain_below": "[0, 1)", "max_abstain_share": "[0, 1)",
+    }
+
     def __post_init__(self) -> None:
-        _check(0 < self.delta < 1, f"molam.delta must be in (0, 1), got {self.delta}")
-        _check(0 < self.sigma < 1, f"molam.sigma must be in (0, 1), got {self.sigma}")
-        _check(self.max_pseudo_rounds >= 0, "molam.max_pseudo_rounds must be >= 0")
+        check_bounds("molam", self, self.BOUNDS)
         _check(self.negative_rule in ("every", "mean"), "molam.negative_rule must be 'every' or 'mean'")
-        _check(0 <= self.min_new_share < 1, f"molam.min_new_share must be in [0, 1), got {self.min_new_share}")
-        _check(self.cv_folds >= 2, f"molam.cv_folds must be >= 2, got {self.cv_folds}")
-        _check(0 <= self.abstain_below < 1, f"molam.abstain_below must be in [0, 1), got {self.abstain_below}")
-        _check(
-            0 <= self.max_abstain_share < 1, f"molam.max_abstain_share must be in [0, 1), got {self.max_abstain_share}"
-        )
 
 
 @dataclass(frozen=True)
@@ -159,23 +209,21 @@ class ActiveLearningConfig:
     """Weight alpha for rows where the AL model disagreed with the annotator (Eq. 8); off for B and D."""
     max_length: int = 128
 
+    BOUNDS = {
+        "alpha": "(0, 1]", "lambda_start": "[0, 100]", "lambda_end": "[0, 100]", "seed_size": "[1, 1000000]",
+        "query_size": "[1, 1000000]", "top_up_queries": "[0, 1000]", "rounds": "[1, 10000]",
+        "learning_rate": "(0, 1]", "top_layers": "[1, 6]", "length_buckets": "[0, 10000]",
+        "head_learning_rate": "(0, 1]", "hidden": "[1, 8192]", "epochs": "[1, 10000]", "patience": "[1, 10000]",
+        "head_patience": "[1, 10000]", "batch_size": "[1, 65536]", "validation_fraction": "(0, 1)",
+        "max_length": "[2, 512]",
+    }
+    """Sizes stay where memory holds them (MiniLM has 6 layers and 512 positions)."""
+
     def __post_init__(self) -> None:
-        _check(0 < self.alpha <= 1, f"al.alpha must be in (0, 1], got {self.alpha}")
-        _check(self.lambda_start >= 0 and self.lambda_end >= 0, "al.lambda_start/lambda_end must be >= 0")
-        for name in ("seed_size", "query_size", "rounds", "hidden", "epochs", "patience", "head_patience", "batch_size", "max_length",
-                     "top_layers"):
-            _check(getattr(self, name) >= 1, f"al.{name} must be >= 1")
-        _check(self.top_up_queries >= 0, f"al.top_up_queries must be >= 0, got {self.top_up_queries}")
-        _check(self.length_buckets >= 0, f"al.length_buckets must be >= 0, got {self.length_buckets}")
+        check_bounds("al", self, self.BOUNDS)
         _check(
             self.early_stopping in ("loss", "accuracy"),
-            f"al.early_stopping must be 'loss' or 'accuracy', got {self.early_stopping!r}",
-        )
-        _check(self.learning_rate > 0, "al.learning_rate must be > 0")
-        _check(self.head_learning_rate > 0, "al.head_learning_rate must be > 0")
-        _check(
-            0 < self.validation_fraction < 1,
-            f"al.validation_fraction must be in (0, 1), got {self.validation_fraction}",
+            f"al.early_stopping must be 'loss' or 'accuracy', got {quoted(self.early_stopping)}",
         )
 
 
@@ -201,9 +249,10 @@ class QuantBenchConfig:
         _check(bool(self.quants), "--quants must name at least one level")
         _check(self.seed_size >= 10, f"--seed-size must be >= 10 (MoLAM's cross-validation), got {self.seed_size}")
         _check(self.n > self.seed_size, f"--n ({self.n}) must exceed --seed-size ({self.seed_size})")
-        _check(self.timing_texts >= 1, f"--timing-texts must be >= 1, got {self.timing_texts}")
-        _check(self.timing_runs >= 1, f"--timing-runs must be >= 1, got {self.timing_runs}")
-        _check(self.max_combinations >= 1, f"max_combinations must be >= 1, got {self.max_combinations}")
+        for name, interval in {"--n": "[11, 1000000]", "--seed-size": "[10, 100000]", "--timing-texts": "[1, 100000]",
+                               "--timing-runs": "[1, 100]", "max_combinations": "[1, 100000]"}.items():
+            value = getattr(self, name.lstrip("-").replace("-", "_"))
+            _check(_within(value, interval), f"{name} must be in {interval}, got {quoted(value)}")
 
 
 @dataclass(frozen=True)
@@ -235,7 +284,9 @@ def _checked_value(where: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:
         ok = isinstance(value, type(default))
-    _check(ok, f"{where} must be of type {type(default).__name__ if default is not None else 'int'}, got {value!r}")
+    _check(ok, f"{where} must be of type {type(default).__name__ if default is not None else 'int'}, got {quoted(value)}")
+    if isinstance(default, float) and isinstance(value, int):
+        _check(abs(value) <= 2**53, f"{where} is out of range, got {quoted(value)}")
     return float(value) if isinstance(default, float) else value
 
 
@@ -254,12 +305,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             **{key: _checked_value(f"{name}.{key}", value, defaults[key]) for key, value in values.items()}
         )
     seed = _checked_value("seed", data.get("seed", 50), 50)
-    _check(seed >= 0, f"seed must be >= 0, got {seed}")
+    _check(_within(seed, f"[0, {SEED_MAX}]"), f"seed must be in [0, {SEED_MAX}], got {quoted(seed)}")
     return Config(seed=seed, **sections)
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """The tables of a TOML file; a :class:`ConfigError` naming ``what`` if it cannot be read."""
+    if path.exists() and not path.is_file():  # a folder, or a pipe that would block the read
+        raise ConfigError(f"{what} {path} is not a regular file; give a .toml file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, quoted
 
 csv.field_size_limit(2**31 - 1)  # 20 Newsgroups posts exceed the default 128 KiB per field
 
@@ -76,7 +76,7 @@ class Dataset:
 def load_dataset(name: str, split: str = "train") -> LabelledTexts:
     """Load one split of a registered dataset, texts stripped of surrounding whitespace."""
     if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {quoted(name)}; choose one of: {', '.join(DATASETS)}")
     dataset = DATASETS[name]
     if split not in dataset.splits:
         raise DataError(

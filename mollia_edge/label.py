@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import resource
 import time
 from collections import Counter
@@ -41,9 +40,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import Config
-from .data import READ_SUFFIXES, WRITE_SUFFIXES, load_table, texts_from_rows, write_table_atomic
-from .errors import ConfigError, DataError
+from .config import SEED_MAX, Config, fit_sequences
+from .data import (
+    check_label_set, check_writable_format, load_table, normalise_label, texts_from_rows,
+    write_table_atomic,
+)
+from .errors import ConfigError, DataError, quoted, quoted_list
+from .files import (
+    SessionLock, atomic_write_from, atomic_write_text, check_job_paths, make_private_folder, remove_stale_temporaries,
+)
 from .session import RowLabel, Session, open_session_store
 from .store import Store
 
@@ -86,6 +91,9 @@ class LabelJob:
     session: Path | None = None
     """The session store; None: OUTPUT + '.session.sqlite'."""
     config: Config = field(default_factory=Config)
+    formula_guard: bool = True
+    """CSV/TSV output cells that start like a spreadsheet formula get a leading quote (see
+    :func:`~mollia_edge.data.spreadsheet_safe`); False: written verbatim (``--keep-formulas``)."""
 
     @property
     def session_path(self) -> Path:
@@ -93,6 +101,11 @@ class LabelJob:
 
     def beside_output(self, suffix: str) -> Path:
         return self.output.with_name(self.output.name + suffix)
+
+    def outputs(self) -> dict[str, Path]:
+        """Every file the job writes besides the session store, by role."""
+        return {"output": self.output, "classifier": self.beside_output(".classifier.onnx"),
+                "report": self.beside_output(".report.json"), "summary": self.beside_output(".report.txt")}
 
 
 @dataclass
@@ -116,21 +129,14 @@ def _check_settings(job: LabelJob) -> tuple[int, int, int]:
         raise ConfigError(f"--rounds must be >= 0, got {rounds}")
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
-    if seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {seed}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be in [0, {SEED_MAX}], got {quoted(seed)}")
     if job.llm_sample < 0:
         raise ConfigError(f"the LLM sample size must be >= 0, got {job.llm_sample}")
     if not 0 <= job.review_threshold <= 1:
         raise ConfigError(f"the review threshold must be in [0, 1], got {job.review_threshold}")
-    out = job.output
-    if out.suffix.lower() not in WRITE_SUFFIXES:
-        raise DataError(f"{out}: cannot write '{out.suffix}' files; use " + ", ".join(WRITE_SUFFIXES))
-    if not out.parent.is_dir():
-        raise DataError(f"{out}: folder {out.parent} does not exist; create it first")
-    if out.is_dir():
-        raise DataError(f"{out}: is a folder; give a file name for the output")
-    if job.input.suffix.lower() in READ_SUFFIXES and job.input.exists() and out.resolve() == job.input.resolve():
-        raise DataError(f"{out}: the output would overwrite the input; choose another file")
+    check_job_paths({"input": job.input}, job.outputs(), job.session_path)
+    check_writable_format(job.output)
     from .al.strategies import make_strategy
 
     make_strategy(job.strategy, seed)  # unknown strategy: a ConfigError now, not after the LLMs
@@ -139,21 +145,17 @@ def _check_settings(job: LabelJob) -> tuple[int, int, int]:
 
 def _label_set(job: LabelJob, label_column: str | None, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
     if job.labels is not None:
-        labels = tuple(job.labels)
+        labels = check_label_set(job.labels)
     elif label_column is not None:
-        values = {str(r.get(label_column)).strip() for r in rows if r.get(label_column) not in (None, "")}
-        labels = tuple(sorted(v for v in values if v))
+        values = {normalise_label(str(r.get(label_column))) for r in rows if r.get(label_column) not in (None, "")}
+        labels = check_label_set(sorted(v for v in values if v))
         if len(labels) < 2:
             raise ConfigError(
-                f"column '{label_column}' holds {len(labels)} distinct label(s); give the label set with --labels a,b,c"
+                f"column {quoted(label_column)} holds {len(labels)} distinct label(s); "
+                "give the label set with --labels a,b,c"
             )
     else:
         raise ConfigError("give the label set with --labels a,b,c (or a label column with seed labels)")
-    if any(not label.strip() for label in labels):
-        raise ConfigError("a label name is empty: list the labels as --labels a,b,c")
-    repeated = sorted(label for label, n in Counter(labels).items() if n > 1)
-    if repeated:
-        raise ConfigError(f"label(s) {', '.join(map(repr, repeated))} listed twice in the label set")
     if len(labels) < 2:
         raise ConfigError(f"the label set needs at least two labels, got {len(labels)}")
     return labels
@@ -276,21 +278,25 @@ class _Prepared:
     display: list[str]
 
 
-def _prepare(job: LabelJob) -> _Prepared:
-    rounds, batch, seed = _check_settings(job)
+def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
+    """Read and check the input and the models (after :func:`_check_settings`: ``settings``)."""
+    rounds, batch, seed = settings
     columns, rows = load_table(job.input)
     label_column = job.label_column
     if label_column is None and "label" in columns:
         label_column = "label"
     if job.label_column is not None and job.label_column not in columns:
         raise DataError(
-            f"{job.input}: no column '{job.label_column}' (columns found: {', '.join(map(repr, columns))}); "
+            f"{job.input}: no column {quoted(job.label_column)} (columns found: {quoted_list(columns)}); "
             "rename the column or choose another one"
         )
     if job.text_column == label_column:
-        raise ConfigError(f"the text column and the label column are both '{label_column}'; choose two columns")
+        raise ConfigError(f"the text column and the label column are both {quoted(label_column)}; choose two columns")
     labels = _label_set(job, label_column, rows)
     table = texts_from_rows(job.input, columns, rows, job.text_column, label_column, labels)
+    if len(table.texts) < 2:
+        raise DataError(f"{job.input}: the file has 1 row; labelling needs at least 2 (the classifier trains on them)")
+    fit_sequences(job.config.llm, len(labels))  # too many labels for llama.cpp: now, not after the encoder
     input_seeds = {i: g for i, g in enumerate(table.gold or ()) if g is not None}
 
     from .llm.catalog import inspect_gguf, load_catalog
@@ -304,9 +310,14 @@ def _prepare(job: LabelJob) -> _Prepared:
         model_file = catalog.resolve(name)
         inspect_gguf(model_file.path)
         resolved.append(model_file)
+    from .llm.prompts import PromptSpec
+
+    for model_file in resolved:  # labels a prompt cannot tell apart, an unknown chat format: now, not later
+        PromptSpec(labels=labels, item=job.item,
+                   chat_format=model_file.spec.chat_format if model_file.spec else job.chat_format or "none")
     display = [m.spec.name if m.spec else m.path.stem for m in resolved]
     if len(set(display)) != len(display):
-        raise ConfigError(f"a model is listed twice: {', '.join(display)}")
+        raise ConfigError(f"a model is listed twice: {quoted_list(display)}")
     return _Prepared(rounds, batch, seed, list(columns), list(rows), label_column, labels, list(table.texts),
                      input_seeds, resolved, display)
 
@@ -346,7 +357,7 @@ def _speed_stage(session: Session, llms: _LLMs, resolved: Sequence[Any]) -> dict
 @dataclass
 class JobSession:
     """A job's session opened before (or between) runs, for the TUI: its human labels are the
-    seeds the next :func:`run_label_job` adds to the input's. Close ``store`` when done."""
+    seeds the next :func:`run_label_job` adds to the input's. :meth:`close` it when done."""
 
     store: Store
     session: Session
@@ -354,18 +365,24 @@ class JobSession:
     labels: tuple[str, ...]
     input_seeds: dict[int, str]
     models: list[str]
+    lock: SessionLock
+
+    def close(self) -> None:
+        self.store.close()
+        self.lock.__exit__(None, None, None)
 
 
 def open_job_session(job: LabelJob) -> JobSession:
-    """The session :func:`run_label_job` will use for ``job`` (created if new), and the input."""
-    prep = _prepare(job)
-    store = open_session_store(job.session_path)
-    try:
+    """The session :func:`run_label_job` will use for ``job`` (created if new), and the input;
+    the session stays locked for this process until :meth:`JobSession.close`."""
+    settings = _check_settings(job)
+    with ExitStack() as stack:
+        lock = stack.enter_context(SessionLock(job.session_path))
+        prep = _prepare(job, settings)
+        store = stack.enter_context(open_session_store(job.session_path))
         session = _open_session(job, prep, store)
-    except BaseException:
-        store.close()
-        raise
-    return JobSession(store, session, prep.texts, prep.labels, prep.input_seeds, prep.display)
+        stack.pop_all()
+    return JobSession(store, session, prep.texts, prep.labels, prep.input_seeds, prep.display, lock)
 
 
 def encode_texts(job: LabelJob, texts: Sequence[str],
@@ -374,9 +391,11 @@ def encode_texts(job: LabelJob, texts: Sequence[str],
     from .al.encoder import EmbeddingCache, Encoder, encode_cached
 
     cache_dir = job.session_path.with_name(job.session_path.name + ".embeddings")
-    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_folder(cache_dir)
+    cache = EmbeddingCache(cache_dir)
+    cache.remove_partial_shards()  # the job holds the session's lock
     encoder = Encoder(max_length=job.config.al.max_length, intra_op_threads=max(1, job.threads))
-    return encoder, encode_cached(encoder, texts, EmbeddingCache(cache_dir), progress=progress)
+    return encoder, encode_cached(encoder, texts, cache, progress=progress)
 
 
 def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
@@ -388,21 +407,24 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         if warn:
             warn(message)
 
-    prep = _prepare(job)
-    rounds, batch, seed = prep.rounds, prep.batch, prep.seed
-    columns, rows, label_column, labels = prep.columns, prep.rows, prep.label_column, prep.labels
-    texts, n, k = prep.texts, len(prep.texts), len(labels)
-    index = {label: i for i, label in enumerate(labels)}
+    settings = _check_settings(job)
+    with ExitStack() as stack:
+        stack.enter_context(SessionLock(job.session_path))  # one job per session: a second one stops here
+        prep = _prepare(job, settings)
+        rounds, batch, seed = prep.rounds, prep.batch, prep.seed
+        columns, rows, label_column, labels = prep.columns, prep.rows, prep.label_column, prep.labels
+        texts, n, k = prep.texts, len(prep.texts), len(labels)
+        index = {label: i for i, label in enumerate(labels)}
 
-    duplicates = n - len(set(texts))
-    if duplicates:
-        say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
-    clashes = [c for c in NEW_COLUMNS if c in columns and c != label_column]
-    if clashes:
-        say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
+        duplicates = n - len(set(texts))
+        if duplicates:
+            say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
+        clashes = [c for c in NEW_COLUMNS if c in columns and c != label_column]
+        if clashes:
+            say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
 
-    store = open_session_store(job.session_path)
-    with store, ExitStack() as stack:
+        remove_stale_temporaries(job.outputs().values())  # of writers killed earlier
+        store = stack.enter_context(open_session_store(job.session_path))
         session = _open_session(job, prep, store)
         display = prep.display
         human = session.human_labels()
@@ -418,8 +440,10 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
             if job.strict:
                 raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
             say(message + ("; labels come from the seedless label model" if len(seed_rows) < MIN_MOLAM_SEEDS else ""))
+        if len(seed_rows) == n:
+            say("every row has a seed label: the output keeps them as given, nothing is left to label")
         if missing_classes and len(seed_rows):
-            message = f"no seed row for label(s) {', '.join(map(repr, missing_classes))}"
+            message = f"no seed row for label(s) {quoted_list(missing_classes)}"
             if job.strict:
                 raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
             say(message)
@@ -460,7 +484,9 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
         from .al.annotators import confidence_floor
 
         # the loop's annotator abstains below molam.abstain_below, on at most a set share of the sample
-        sample_proba = mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):])
+        sample_proba = (
+            mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):]) if len(sample) else np.zeros((0, k))
+        )
         abstain_below = confidence_floor(
             sample_proba, job.config.molam.abstain_below, job.config.molam.max_abstain_share
         )
@@ -602,9 +628,9 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
             say(f"{len(llms.truncated)} text(s) longer than {job.config.llm.max_text_tokens} tokens were cut for the LLMs")
         summary = _summary(report)
         report_path, summary_path = job.beside_output(".report.json"), job.beside_output(".report.txt")
-        _write_text_atomic(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _write_text_atomic(summary_path, summary)
-        write_table_atomic(job.output, out_rows, out_columns)
+        atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(summary_path, summary)
+        write_table_atomic(job.output, out_rows, out_columns, formula_guard=job.formula_guard)
         session.set_state("done")
     return LabelResult(job.output, job.session_path, classifier_path, report_path, summary_path, summary,
                        warnings, session.session_id)
@@ -614,8 +640,7 @@ def _export_classifier(clf: Any, path: Path, labels: Sequence[str], encoder: Any
     """The classifier as ONNX (input: the encoder's sentence embeddings), labels in its metadata."""
     import onnx
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         clf.export_inference(tmp)
         model = onnx.load(str(tmp))
         for key, value in (("labels", json.dumps(list(labels))), ("input", "all-MiniLM-L6-v2 sentence embeddings"),
@@ -623,18 +648,8 @@ def _export_classifier(clf: Any, path: Path, labels: Sequence[str], encoder: Any
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_from(path, write)
 
 
 def _summary(report: dict[str, Any]) -> str:

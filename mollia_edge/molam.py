@@ -701,12 +701,18 @@ def fit_annotation_model(
     """Fit MoLAM on seed rows (scores and consistency (n_s, N, K), labels (n_s,)) and the
     unlabelled rows' signals (n_u, N, K), selecting among ``candidates`` by CV on the seeds.
 
-    ``pseudo_label=False`` gives the paper's MoL (no pseudo-labels).
+    ``pseudo_label=False`` gives the paper's MoL (no pseudo-labels). With no unlabelled rows
+    (shape (0, N, K)) MoLAM fits on the seeds alone.
     """
     cfg = config or MolamConfig()
     k = _check_classes(n_classes)
     z_s, c_s = _array3("scores_seed", scores_seed), _array3("consistency_seed", consistency_seed)
-    z_u, c_u = _array3("scores_unlabelled", scores_unlabelled), _array3("consistency_unlabelled", consistency_unlabelled)
+    unlabelled = np.shape(scores_unlabelled)[:1] != (0,)
+    if unlabelled:
+        z_u = _array3("scores_unlabelled", scores_unlabelled)
+        c_u = _array3("consistency_unlabelled", consistency_unlabelled)
+    else:
+        z_u, c_u = z_s[:0], c_s[:0]
     if z_s.shape[1:] != z_u.shape[1:] or z_s.shape[2] != k:
         raise DataError(
             f"seed signals {z_s.shape[1:]} and unlabelled signals {z_u.shape[1:]} must both be "
@@ -720,9 +726,10 @@ def fit_annotation_model(
         "pseudo_label": pseudo_label,
     }
     selection = select_molam(
-        molam_features(z_s, c_s), y_seed, molam_features(z_u, c_u), k,
+        molam_features(z_s, c_s), y_seed, molam_features(z_u, c_u) if unlabelled else None, k,
         [{**shared, **cand} for cand in candidates],
-        ensembles_seed=_ensembles(label_model, z_s, c_s), ensembles_unlabelled=_ensembles(label_model, z_u, c_u),
+        ensembles_seed=_ensembles(label_model, z_s, c_s),
+        ensembles_unlabelled=_ensembles(label_model, z_u, c_u) if unlabelled else None,
         folds=min(cfg.cv_folds, len(z_s)), seed=seed, calibrate=cfg.calibrate,
     )
     return AnnotationModel(selection, label_model, cfg)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
+from .files import check_session_file, make_private_folder
 from .store import Store
 
 SOURCES = ("seed", "llm_mixture", "classifier", "human")
@@ -70,13 +71,18 @@ class AuditEntry:
 
 
 def open_session_store(path: str | Path) -> Store:
-    """The store at ``path``, created readable and writable by the user only (mode 0600).
+    """The store at ``path``, created readable and writable by the user only (mode 0600), in a
+    folder that is created readable by the user only if it does not exist.
 
-    SQLite gives the WAL and shared-memory files the database file's permissions.
+    A folder, a special file or an existing file that is not SQLite (a table given as
+    ``--session`` by mistake) is refused before anything is changed. SQLite gives the WAL and
+    shared-memory files the database file's permissions.
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            make_private_folder(path.parent)
+        check_session_file(path)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.chmod(path, 0o600)

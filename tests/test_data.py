@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mollia_edge import data
+from mollia_edge import data, files
 from mollia_edge.data import read_texts, text_sha256, write_table_atomic
 from mollia_edge.errors import DataError
 
@@ -228,7 +228,7 @@ def test_crash_before_rename_keeps_old_file(
     def crash(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(data.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_table_atomic(path, ROWS[:1], ["text"])
     assert path.read_bytes() == before

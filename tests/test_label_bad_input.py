@@ -70,7 +70,7 @@ CASES = [
     ("label outside the set", lambda t: write_csv(t / "o.csv", [{"text": "x", "label": "zebra"}]), [], "pos,neg",
      ["zebra"]),
     ("unsupported input type", lambda t: _raw(t, "in.xlsx", b"x"), [], "pos,neg", ["unsupported"]),
-    ("input is a folder", lambda t: (t / "dir.csv").mkdir() or t / "dir.csv", [], "pos,neg", ["not found"]),
+    ("input is a folder", lambda t: (t / "dir.csv").mkdir() or t / "dir.csv", [], "pos,neg", ["is a folder"]),
     ("bad JSON line", lambda t: _raw(t, "j.jsonl", b'{"text": "a"}\n{oops\n'), [], "pos,neg", ["line 2"]),
     ("JSON line not an object", lambda t: _raw(t, "k.jsonl", b'["a"]\n'), [], "pos,neg", ["JSON object"]),
     ("JSON text is a list", lambda t: _raw(t, "l.jsonl", b'{"text": ["a"]}\n'), [], "pos,neg", ["list"]),
@@ -174,41 +174,65 @@ _CSVISH = st.lists(
     st.sampled_from(["text", "label", ",", "\n", '"', "\t", "pos", "neg", " ", "\x00", "é", "\r\n", "{", "}", ":"]),
     max_size=40,
 ).map("".join)
+_ROWS = st.lists(st.sampled_from(["a text", "another one", "pos", "neg", "=1+1", "é", '"q,uoted"']), min_size=2,
+                 max_size=5)
 
 
-def _fails_in_one_line(argv: list[str]) -> None:
-    """``mollia-edge ARGV`` exits non-zero with exactly one ``error:`` line and no traceback."""
+def _one_line_or_success(argv: list[str], out: Path) -> bool:
+    """``mollia-edge ARGV`` succeeds (the output is written), or exits non-zero with exactly one
+    ``error:`` line and no output; never a traceback, never an internal error. True: it succeeded."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(argv)
     text = err.getvalue()
-    assert code != 0 and "Traceback" not in text
-    assert len([line for line in text.splitlines() if line.startswith("error:")]) == 1
+    assert "Traceback" not in text and "internal error" not in text, text
+    if code == 0:
+        assert out.exists() and "error:" not in text, text
+        return True
+    assert len([line for line in text.splitlines() if line.startswith("error:")]) == 1, text
+    assert not out.exists()
+    return False
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(content=st.one_of(st.binary(max_size=200), _CSVISH.map(lambda s: s.encode("utf-8"))),
-       suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
-def test_malformed_files_never_crash(content, suffix):
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / f"in{suffix}"
-        data.write_bytes(content)
-        out = Path(folder) / "out.csv"
-        # a missing model: any input that passes the checks still ends in an error, quickly
-        argv = ["label", str(data), "--labels", "pos,neg", "--models", str(Path(folder) / "none.gguf"),
-                "--quiet", "-o", str(out)]
-        _fails_in_one_line(argv)
-        assert not out.exists()
+def _label_argv(data: Path, out: Path, model: Path, labels: str) -> list[str]:
+    # the --opt=value form: a value starting with "-" would otherwise read as an option
+    return ["label", str(data), f"--labels={labels}", "--models", str(model), "--chat-format", "chatml", "--quiet",
+            "--rounds", "1", "--batch", "2", "--llm-sample", "4", "-o", str(out)]
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(labels=st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), max_size=4))
-def test_any_label_list_is_accepted_or_refused_in_one_line(labels):
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "in.jsonl"
-        data.write_text("".join(json.dumps({"text": f"t{i}", "label": ""}) + "\n" for i in range(3)), encoding="utf-8")
-        out = Path(folder) / "out.csv"
-        # the --opt=value form: a value starting with "-" would otherwise read as an option
-        argv = ["label", str(data), f"--labels={','.join(labels)}", "--models", str(Path(folder) / "none.gguf"),
-                "--quiet", "-o", str(out)]
-        _fails_in_one_line(argv)
+def test_malformed_files_never_crash(tiny_model_path):
+    accepted = []
+
+    @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(content=st.one_of(st.binary(max_size=200), _CSVISH.map(lambda s: s.encode("utf-8")),
+                             _ROWS.map(lambda rows: ("text\n" + "\n".join(rows) + "\n").encode("utf-8"))),
+           suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
+    def run(content, suffix):
+        with tempfile.TemporaryDirectory() as folder:
+            data = Path(folder) / f"in{suffix}"
+            data.write_bytes(content)
+            out = Path(folder) / "out.csv"
+            accepted.append(_one_line_or_success(_label_argv(data, out, tiny_model_path, "pos,neg"), out))
+            assert data.read_bytes() == content
+
+    run()
+    assert any(accepted), "no generated file was accepted: the property never reached the job"
+
+
+def test_any_label_list_is_accepted_or_refused_in_one_line(tiny_model_path):
+    accepted = []
+
+    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(labels=st.one_of(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), max_size=4),
+                            st.lists(st.sampled_from(["pos", "neg", "=x", "@y", "-z", "caf\u00e9"]), min_size=2,
+                                     max_size=4, unique=True)))
+    def run(labels):
+        with tempfile.TemporaryDirectory() as folder:
+            data = Path(folder) / "in.jsonl"
+            data.write_text("".join(json.dumps({"text": f"t{i}", "label": ""}) + "\n" for i in range(3)),
+                            encoding="utf-8")
+            out = Path(folder) / "out.csv"
+            accepted.append(_one_line_or_success(_label_argv(data, out, tiny_model_path, ",".join(labels)), out))
+
+    run()
+    assert any(accepted), "no generated label set was accepted: the property never reached the job"

@@ -77,7 +77,7 @@ def test_label_job_makes_no_network_call_and_writes_only_its_own_files(tiny_mode
     work.mkdir()
     home.mkdir()
     (home / "notes.txt").write_text("the user's own file\n")
-    data = write_input(work / "in.csv", n=40, seeds=12)
+    write_input(work / "in.csv", n=40, seeds=12)
     before = _listing(home)
     env = {k: v for k, v in os.environ.items() if k not in CI_SUPPRESSORS and not k.startswith(("XDG_", "MPL"))}
     env |= {"HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}

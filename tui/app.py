@@ -100,7 +100,7 @@ class LabelApp(App[None]):
 
     def on_unmount(self) -> None:
         if self.opened is not None:
-            self.opened.store.close()
+            self.opened.close()
 
 
 def tui_job(path: Path | None, draft: LabelJob) -> tuple[LabelJob, bool]:

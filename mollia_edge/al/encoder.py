@@ -36,6 +36,7 @@ from tokenizers import Encoding, Tokenizer
 
 from ..data import text_sha256
 from ..errors import ConfigError, DataError, ModelError
+from ..files import atomic_write, make_private_folder, remove_matching
 from ..llm.catalog import SETUP_COMMAND, file_sha256, models_dir
 
 Progress = Callable[[int, int], None]
@@ -390,17 +391,13 @@ class EmbeddingCache:
 
     def _write(self, namespace: str, records: np.ndarray) -> None:
         folder = self.directory / namespace
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"shard-{uuid.uuid4().hex}.npy"
-        partial = folder / f".{name}.partial"
-        try:
-            with partial.open("wb") as handle:
-                np.save(handle, records)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, folder / name)
-        finally:
-            partial.unlink(missing_ok=True)
+        make_private_folder(folder)
+        atomic_write(folder / f"shard-{uuid.uuid4().hex}.npy", lambda out: np.save(out, records))
+
+    def remove_partial_shards(self) -> int:
+        """Remove shards a killed writer left half-written; call it only while holding the lock
+        of the job that owns this cache."""
+        return sum(remove_matching(folder, ".shard-*.tmp") for folder in self.directory.glob("*/"))
 
     def _merge(self, namespace: str) -> None:
         """Replace all shards by one (the new one is in place before the old ones go)."""

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, quoted
 
 _BLOCK = 4_000_000  # entries of the largest (rows, centres) distance block held at once
 _ROW_CHUNK = 16_384  # pool rows per chunk in the BEMPS score computation
@@ -628,5 +628,5 @@ STRATEGIES: dict[str, type[QueryStrategy]] = {
 def make_strategy(name: str, seed: int) -> QueryStrategy:
     """The strategy registered as ``name`` in :data:`STRATEGIES`, with its default settings."""
     if name not in STRATEGIES:
-        raise ConfigError(f"unknown query strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown query strategy {quoted(name)}: choose one of {', '.join(STRATEGIES)}")
     return STRATEGIES[name](seed=seed)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, quoted
 from ..llm.catalog import Catalog, GGUFInfo, file_sha256, inspect_gguf
 from ..store import Store
 
@@ -36,7 +36,7 @@ def level_name(quant: str) -> str:
     """The canonical spelling of a quantization level; a :class:`ConfigError` for unknown ones."""
     name = quant.strip().upper()
     if name not in NOMINAL_BITS:
-        raise ConfigError(f"unknown quantization level {quant!r}; use some of {', '.join(NOMINAL_BITS)}")
+        raise ConfigError(f"unknown quantization level {quoted(quant)}; use some of {', '.join(NOMINAL_BITS)}")
     return name
 
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from ..al.loop import f1_scores
 from ..calibration import expected_calibration_error
-from ..config import Config, QuantBenchConfig
-from ..data import read_texts
-from ..errors import ConfigError, DataError
+from ..config import Config, QuantBenchConfig, fit_sequences
+from ..data import check_label_set, read_texts
+from ..errors import ConfigError, DataError, quoted
 from ..llm.annotator import LLMAnnotator
 from ..llm.catalog import inspect_gguf, load_catalog
 from ..llm.prompts import PromptSpec, draw_demonstrations
@@ -77,16 +77,17 @@ class BenchTexts:
 
 def load_bench_texts(request: QuantBenchRequest) -> BenchTexts:
     """A seeded sample of ``bench.n`` gold-labelled rows; the first ``seed_size`` are seeds."""
-    table = read_texts(request.data, request.text_column, request.label_column, request.labels)
+    wanted = check_label_set(request.labels) if request.labels else None
+    table = read_texts(request.data, request.text_column, request.label_column, wanted)
     assert table.gold is not None
     labelled = [(t, g) for t, g in zip(table.texts, table.gold) if g is not None]
-    labels = request.labels or tuple(sorted({g for _, g in labelled}))
+    labels = wanted or check_label_set(sorted({g for _, g in labelled}))
     n, seeds = request.bench.n, request.bench.seed_size
     if len(labels) < 2:
-        raise DataError(f"{request.data}: column '{request.label_column}' needs at least 2 distinct labels")
+        raise DataError(f"{request.data}: column {quoted(request.label_column)} needs at least 2 distinct labels")
     if len(labelled) < n:
         raise DataError(
-            f"{request.data}: {len(labelled)} rows have a label in '{request.label_column}' but --n is {n}; "
+            f"{request.data}: {len(labelled)} rows have a label in {quoted(request.label_column)} but --n is {n}; "
             f"use --n {len(labelled)} or fewer"
         )
     order = np.random.default_rng(request.config.seed).permutation(len(labelled))[:n]
@@ -210,7 +211,7 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     """Build the ladders, measure every model file and the mixtures; the report as a JSON-ready dict."""
     from ..llm.engine import backend_info
 
-    if request.budget_gb is not None and request.budget_gb <= 0:
+    if request.budget_gb is not None and not (math.isfinite(request.budget_gb) and request.budget_gb > 0):
         raise ConfigError(f"--budget-gb must be > 0, got {request.budget_gb}")
     quants = [level_name(q) for q in request.bench.quants]
     catalog = load_catalog()
@@ -218,6 +219,7 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     if len({s.name for s in sources}) < len(sources):
         raise ConfigError("--models names the same model twice")
     data = load_bench_texts(request)
+    fit_sequences(request.config.llm, len(data.labels))  # too many labels for llama.cpp: before any model loads
     demonstrations: tuple[tuple[str, str], ...] = ()
     if request.config.llm.shots:
         seed_texts = [data.texts[i] for i in data.seed_rows]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..config import LLMConfig
+import numpy as np
+
+from ..config import LLMConfig, fit_sequences
 from ..data import text_sha256
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..store import Store
 from .catalog import file_sha256
 from .engine import ENGINE_VERSION, JobResult, LlamaEngine, ScoringJob
@@ -38,7 +40,7 @@ class LLMAnnotator:
     ) -> None:
         self.model_path = Path(model_path)
         self.prompt = prompt
-        self.llm = llm or LLMConfig()
+        self.llm = fit_sequences(llm or LLMConfig(), len(prompt.labels))
         self.store = store
         self.engine: LlamaEngine | None = None
         self.computed = 0
@@ -81,27 +83,20 @@ class LLMAnnotator:
         if progress:
             progress(done, done + len(todo))
         pending = list(todo.items())
-        per_step = self._texts_per_step() if pending else 1
-        for start in range(0, len(pending), per_step):
-            step = pending[start : start + per_step]
-            signals = self._evaluate([t for _, t in step], [h for h, _ in step])
-            fresh = list(zip((h for h, _ in step), signals))
-            if self.store:
+        start = 0
+        for signals in self._evaluate_groups([t for _, t in pending], [h for h, _ in pending]):
+            fresh = list(zip((h for h, _ in pending[start : start + len(signals)]), signals))
+            if self.store:  # each group as it ends: a kill loses one group's work at most
                 self.store.put_llm_outputs(self.model_sha256, self.prompt_key, fresh)
             found.update(fresh)
-            self.computed += len(step)
-            done += len(step)
+            start += len(signals)
+            self.computed += len(signals)
+            done += len(signals)
             if progress:
-                progress(done, done + len(pending) - start - len(step))
+                progress(done, done + len(pending) - start)
         return AnnotationSignals.stack(self.prompt.labels, [found[h] for h in hashes])
 
     # -- evaluation --------------------------------------------------------------------------
-    def _texts_per_step(self) -> int:
-        """Texts evaluated (and then stored) together: as many as share one batch."""
-        sampled = self.llm.consistency == "sampled"
-        shape = ScoringJob((), self.continuations, n_samples=self.llm.samples if sampled else 0)
-        return self._engine().jobs_per_batch(shape)
-
     def _engine(self) -> LlamaEngine:
         if self.engine is None:
             self.engine = LlamaEngine.from_config(self.model_path, self.llm)
@@ -138,7 +133,11 @@ class LLMAnnotator:
         self._engine()
         return self._continuations
 
-    def _evaluate(self, texts: Sequence[str], hashes: Sequence[str]) -> list[TextSignals]:
+    def _evaluate_groups(self, texts: Sequence[str], hashes: Sequence[str]) -> Iterator[list[TextSignals]]:
+        """Signals of ``texts``, in order, one list per group of texts that shared the batches
+        (:meth:`LlamaEngine.run_groups`: the grouping is reproducible)."""
+        if not texts:
+            return
         engine = self._engine()
         sampled = self.llm.consistency == "sampled"
         prompts = [self.prompt_tokens(t) for t in texts]
@@ -153,15 +152,23 @@ class LLMAnnotator:
             for (tokens, _), h in zip(prompts, hashes)
         ]
         longest = max(len(c) for c in self._continuations)
-        results = engine.run(
+        groups = engine.run_groups(
             jobs,
             temperature=self.llm.temperature,
             top_p=self.llm.top_p,
             max_new_tokens=max(self.llm.max_new_tokens, longest + 1),
         )
-        return [self._signals(r, cut) for r, (_, cut) in zip(results, prompts)]
+        start = 0
+        for results in groups:
+            cuts = [cut for _, cut in prompts[start : start + len(results)]]
+            yield [self._signals(r, cut) for r, cut in zip(results, cuts)]
+            start += len(results)
 
     def _signals(self, result: JobResult, cut: bool) -> TextSignals:
+        if not (np.all(np.isfinite(result.label_logprob)) and np.all(np.isfinite(result.label_sample_prob))):
+            raise ModelError(
+                f"model file {self.model_path} gave non-finite log-probabilities: the file is corrupt; copy it again"
+            )
         if self.llm.consistency == "exact":
             consistency = result.label_sample_prob
             return TextSignals(

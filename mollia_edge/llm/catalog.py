@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 from ..config import read_toml
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, quoted
+from ..files import regular_file_problem
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -117,6 +118,15 @@ class ModelFile:
         return self.spec.quant_file(self.quant).sha256
 
 
+def check_model_path(path: Path) -> None:
+    """A :class:`ModelError` unless ``path`` is a regular file (never opens it: a pipe would block)."""
+    problem = regular_file_problem(path)
+    if problem == "not found":
+        raise ModelError(f"model file not found: {path}")
+    if problem is not None:
+        raise ModelError(f"model file {path} {problem}; give a .gguf file")
+
+
 def _model_file(path: Path, quant: str | None, spec: ModelSpec | None) -> ModelFile:
     return ModelFile(path=path, size=path.stat().st_size, quant=quant, spec=spec)
 
@@ -145,7 +155,7 @@ class Catalog:
             return self.models[name]
         except KeyError:
             raise ModelError(
-                f"unknown model {name!r}: use a catalog name ({', '.join(self.models)}) or a path to a .gguf file"
+                f"unknown model {quoted(name)}: use a catalog name ({', '.join(self.models)}) or a path to a .gguf file"
             ) from None
 
     def find(self, spec: ModelSpec, entry: QuantFile) -> Path | None:
@@ -175,8 +185,7 @@ class Catalog:
         return self._resolve_name(self.spec(text), quant)
 
     def _resolve_path(self, path: Path) -> ModelFile:
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
+        check_model_path(path)
         name = path.name.lower()
         for spec in self.models.values():
             for entry in spec.files:
@@ -371,6 +380,14 @@ class _HeaderCursor:
         return self.unpack(_SCALAR_FORMATS[GGUFValueType(value_type)])[0]
 
 
+def _metadata_int(metadata: Mapping[str, Any], key: str) -> int | None:
+    """An integer metadata value (None if absent); ``ValueError`` if the file holds another type."""
+    value = metadata.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"metadata {key} is a {type(value).__name__}, not an integer")
+    return value
+
+
 def _read_header(buffer: mmap.mmap) -> tuple[dict[str, Any], list[tuple[str, int, int, int]], int]:
     """Metadata (arrays as None), tensors as (name, ggml type, elements, offset), data start."""
     cursor = _HeaderCursor(buffer)
@@ -390,13 +407,18 @@ def _read_header(buffer: mmap.mmap) -> tuple[dict[str, Any], list[tuple[str, int
         dims = cursor.unpack(f"<{n_dims}Q")
         ggml_type, offset = cursor.unpack("<IQ")
         tensors.append((name, ggml_type, math.prod(dims), offset))
-    alignment = metadata.get("general.alignment") or GGUF_DEFAULT_ALIGNMENT
+    alignment = _metadata_int(metadata, "general.alignment")
+    if alignment is not None and not 0 < alignment <= 1 << 30:
+        raise ValueError(f"general.alignment is {alignment}, not a positive size")
+    alignment = alignment or GGUF_DEFAULT_ALIGNMENT
     return metadata, tensors, cursor.pos + (-cursor.pos % alignment)
 
 
 def inspect_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     """Read a GGUF header; a non-GGUF, truncated or unreadable file raises :class:`ModelError`."""
     path = Path(path)
+    if path.exists():  # a missing file: the open below says so
+        check_model_path(path)
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -404,13 +426,15 @@ def inspect_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
                 raise ModelError(f"{path} is not a GGUF model file (no GGUF magic bytes); use a .gguf file")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
                 metadata, tensors, data_start = _read_header(buffer)
+                file_type = _metadata_int(metadata, "general.file_type")
+                architecture = metadata.get("general.architecture")
+                context_length = _metadata_int(metadata, f"{architecture}.context_length")
     except OSError as exc:
         raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
     except struct.error:
         raise ModelError(f"{path} is truncated: its GGUF header runs past the end of the file; re-copy it") from None
     except ValueError as exc:
-        raise ModelError(f"{path} is corrupt ({exc}); re-copy it") from None
-    architecture = metadata.get("general.architecture")
+        raise ModelError(f"{path} is corrupt ({exc}); copy it again") from None
     if not isinstance(architecture, str):
         raise ModelError(f"{path} is corrupt: it names no model architecture; re-copy it")
     tensor_types: dict[str, int] = {}
@@ -420,7 +444,11 @@ def inspect_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         try:
             ggml_type = GGMLQuantizationType(raw_type)
         except ValueError:
-            raise ModelError(f"{path} is corrupt: tensor {name} has unknown type {raw_type}; re-copy it") from None
+            raise ModelError(f"{path} is corrupt: tensor {quoted(name)} has unknown type {raw_type}; re-copy it") from None
+        if ggml_type not in GGML_QUANT_SIZES:
+            raise ModelError(
+                f"{path} is corrupt: tensor {quoted(name)} has unsupported type {ggml_type.name}; re-copy it"
+            )
         block_size, type_size = GGML_QUANT_SIZES[ggml_type]
         data_end = max(data_end, data_start + offset + elements * type_size // block_size)
         tensor_types[ggml_type.name] = tensor_types.get(ggml_type.name, 0) + 1
@@ -430,14 +458,12 @@ def inspect_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
             f"{path} is truncated: its tensor data ends at byte {data_end:,} but the file has "
             f"{size:,} bytes; re-copy it"
         )
-    file_type = metadata.get("general.file_type")
-    context_length = metadata.get(f"{architecture}.context_length")
     return GGUFInfo(
         path=path,
         architecture=architecture,
-        file_type=_file_type_name(int(file_type)) if file_type is not None else None,
+        file_type=_file_type_name(file_type) if file_type is not None else None,
         parameters=parameters,
-        context_length=int(context_length) if context_length is not None else None,
+        context_length=context_length,
         has_chat_template="tokenizer.chat_template" in metadata,
         tensor_types=tensor_types,
         data_end=data_end,

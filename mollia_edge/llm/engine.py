@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,6 +193,7 @@ class LlamaEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._prefix: list[int] = []
+        self.group_cells = _group_cells(self._model, n_batch, n_gpu_layers)
         self._stop_mask, self._halt_mask = self._answer_end_masks()
         self._space_prefixed = self.token_piece(self.tokenize("a")[0]).startswith(" ")
 
@@ -324,10 +325,6 @@ class LlamaEngine:
     def _branch_count(self, job: ScoringJob) -> int:
         return max(1, len(job.continuations) + job.n_samples)
 
-    def jobs_per_batch(self, job: ScoringJob) -> int:
-        """How many jobs like ``job`` share one batch of parallel sequences."""
-        return max(1, (self.n_seq_max - 1) // self._branch_count(job))
-
     def run(
         self,
         jobs: Sequence[ScoringJob],
@@ -337,10 +334,28 @@ class LlamaEngine:
         max_new_tokens: int,
     ) -> list[JobResult]:
         """Score and sample every job, packing as many into each batch as the context holds."""
-        results: list[JobResult] = []
+        groups = self.run_groups(jobs, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        return [result for group in groups for result in group]
+
+    def run_groups(
+        self,
+        jobs: Sequence[ScoringJob],
+        *,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+    ) -> Iterator[list[JobResult]]:
+        """:meth:`run`, yielding the results of each group of jobs that shared the batches.
+
+        Groups are cut greedily, in order, by a budget of KV cells (:attr:`group_cells`) and
+        sequences: the same jobs always make the same groups, and the jobs after a group
+        boundary make the same groups whatever came before it. A job's log-probabilities
+        depend on its group mates (by float rounding, which the starter models amplify to up
+        to 0.7 in a log-probability), so a caller that stores each group as it comes and
+        resumes with the rest gets the numbers of an uninterrupted run.
+        """
         budget = self.n_ctx - len(self._prefix) - 8
-        # every token attends over all cells in use: keep the cells in flight near two batches
-        group_budget = min(budget, 2 * self.n_batch)
+        group_budget = min(budget, self.group_cells)
         group: list[ScoringJob] = []
         cells = branches = 0
         for job in jobs:
@@ -352,14 +367,13 @@ class LlamaEngine:
                     "llm.max_text_tokens"
                 )
             if group and (cells + need > group_budget or branches + seqs > self.n_seq_max - 1):
-                results.extend(self._run_group(group, temperature, top_p, max_new_tokens))
+                yield self._run_group(group, temperature, top_p, max_new_tokens)
                 group, cells, branches = [], 0, 0
             group.append(job)
             cells += need
             branches += seqs
         if group:
-            results.extend(self._run_group(group, temperature, top_p, max_new_tokens))
-        return results
+            yield self._run_group(group, temperature, top_p, max_new_tokens)
 
     def _run_group(
         self, jobs: Sequence[ScoringJob], temperature: float, top_p: float, max_new_tokens: int
@@ -489,6 +503,23 @@ class LlamaEngine:
         for result, job_samplers in zip(results, samplers):
             result.samples = [b.tokens for b in job_samplers]
         return results
+
+
+GROUP_WORK = 5e11
+"""Parameters x KV cells evaluated per group on a CPU: about 2 s of the starter models on 2
+cores, fewer texts per group (down to one) for larger models, so a group's results (each
+group is stored as it ends) are never minutes of work."""
+
+
+def _group_cells(model: ctypes.c_void_p, n_batch: int, n_gpu_layers: int) -> int:
+    """The KV cells one group of jobs may use: two batches, fewer for big models on a CPU.
+
+    A function of the model and settings only (never of timing), so groups are reproducible.
+    """
+    cells = 2 * n_batch  # every token attends over all cells in use: keep them near two batches
+    if llama_cpp.llama_supports_gpu_offload() and n_gpu_layers != 0:
+        return cells
+    return max(64, min(cells, int(GROUP_WORK / max(1, llama_cpp.llama_model_n_params(model)))))
 
 
 def _new_sampler(temperature: float, top_p: float, seed: int, index: int) -> ctypes.c_void_p:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, quoted, quoted_list
 from .scoring import normalise_answer
 
 PAPER_INSTRUCTION = (
@@ -54,15 +54,15 @@ class PromptSpec:
         if len({normalise_answer(label) for label in self.labels}) != len(self.labels):
             raise ConfigError(
                 "labels must differ after normalisation (case, quotes, punctuation, a leading "
-                f"article), or sampled answers cannot tell them apart: {', '.join(self.labels)}"
+                f"article), or sampled answers cannot tell them apart: {quoted_list(self.labels)}"
             )
         if self.chat_format not in CHAT_FORMATS:
             raise ConfigError(
-                f"unknown chat format {self.chat_format!r}; use one of {', '.join(CHAT_FORMATS)}"
+                f"unknown chat format {quoted(self.chat_format)}; use one of {', '.join(CHAT_FORMATS)}"
             )
         unknown = {label for _, label in self.demonstrations} - set(self.labels)
         if unknown:
-            raise ConfigError(f"demonstration label(s) not in the label set: {sorted(unknown)}")
+            raise ConfigError(f"demonstration label(s) not in the label set: {quoted_list(sorted(unknown))}")
 
     def _user_message(self, text: str) -> str:
         item = self.item.capitalize()
