@@ -251,11 +251,11 @@ def write_table_atomic(
         else:
             delimiter = "\t" if suffix == ".tsv" else ","
             writer = csv.writer(_LineFeedRows(out), delimiter=delimiter, lineterminator="\r\n")
-            writer.writerow(columns)
+            guard = spreadsheet_safe if formula_guard else (lambda value: value)
+            writer.writerow([guard(column) for column in columns])
             for row in rows:
                 values = (row.get(column) for column in columns)
-                writer.writerow(["" if value is None else spreadsheet_safe(value) if formula_guard else value
-                                 for value in values])
+                writer.writerow(["" if value is None else guard(value) for value in values])
         out.flush()
         out.detach()
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
+from .errors import StoreError, quoted, quoted_list
 from .files import check_session_file, make_private_folder
 from .store import Store
 
@@ -171,7 +171,9 @@ class Session:
         if not 0 <= label.row < self.n_rows:
             raise StoreError(f"row {label.row} is outside this session's 0..{self.n_rows - 1}")
         if label.label not in self.labels:
-            raise StoreError(f"label {label.label!r} is not in the session's label set ({', '.join(self.labels)})")
+            raise StoreError(
+                f"label {quoted(label.label)} is not in the session's label set ({quoted_list(self.labels)})"
+            )
         if label.source not in SOURCES:
             raise StoreError(f"label source must be one of {', '.join(SOURCES)}, got {label.source!r}")
 

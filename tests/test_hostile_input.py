@@ -205,7 +205,8 @@ def wide_header(tmp: Path, model: Path, duplicate: bool) -> Setup:
 def formula_rows() -> list[dict]:
     texts = ["=HYPERLINK(\"http://x\",\"y\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)", "\tTAB", "\rCR",
              "plain -3.5 text", "-3.5"]
-    return [{"text": t, "label": ("=bad" if i % 2 else "@good") if i < 4 else ""} for i, t in enumerate(texts)]
+    return [{"text": t, "label": ("=bad" if i % 2 else "@good") if i < 4 else "", "@note": "column name"}
+            for i, t in enumerate(texts)]
 
 
 def check_formulas_guarded(out: Path, data: Path) -> None:
