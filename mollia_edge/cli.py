@@ -265,6 +265,7 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                         help="labelled table (.csv, .tsv, .jsonl, .parquet)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", help="seed labels (default: the column 'label' if there is one)")
+    parser.add_argument("--gold-column", help="gold labels, to report the final labels' accuracy (never used to label)")
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="comma-separated label names (default: the label column's values)")
     labels.add_argument("--labels-file", type=Path, help="a file with one label name per line")
@@ -306,6 +307,7 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
         raise ConfigError(f"--threads must be in [1, {MAX_THREADS}], got {quoted(args.threads)}")
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
+        gold_column=args.gold_column,
         labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
         chat_format=args.chat_format, item=args.item, strategy=args.strategy, rounds=args.rounds, batch=args.batch,
         seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=strict,

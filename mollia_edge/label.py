@@ -73,6 +73,8 @@ class LabelJob:
     text_column: str = "text"
     label_column: str | None = None
     """Seed labels; None: the column ``label`` if the input has one, else no seeds."""
+    gold_column: str | None = None
+    """Gold labels for the report's quality figures only: never used to label a row."""
     labels: tuple[str, ...] | None = None
     """The label set; None: the distinct values of the label column."""
     models: tuple[str, ...] | None = None
@@ -276,6 +278,8 @@ class _Prepared:
     input_seeds: dict[int, str]
     resolved: list[Any]
     display: list[str]
+    truth: list[str | None] | None
+    """The gold column's labels (``None`` where empty), for the report only."""
 
 
 def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
@@ -298,6 +302,12 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
         raise DataError(f"{job.input}: the file has 1 row; labelling needs at least 2 (the classifier trains on them)")
     fit_sequences(job.config.llm, len(labels))  # too many labels for llama.cpp: now, not after the encoder
     input_seeds = {i: g for i, g in enumerate(table.gold or ()) if g is not None}
+    truth = None
+    if job.gold_column is not None:
+        if job.gold_column in (job.text_column, label_column):
+            raise ConfigError(f"the gold column {quoted(job.gold_column)} is also the text or label column; "
+                              "give the column that holds the gold labels")
+        truth = texts_from_rows(job.input, columns, rows, job.text_column, job.gold_column, labels).gold
 
     from .llm.catalog import inspect_gguf, load_catalog
 
@@ -319,7 +329,7 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
     if len(set(display)) != len(display):
         raise ConfigError(f"a model is listed twice: {quoted_list(display)}")
     return _Prepared(rounds, batch, seed, list(columns), list(rows), label_column, labels, list(table.texts),
-                     input_seeds, resolved, display)
+                     input_seeds, resolved, display, truth)
 
 
 def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
@@ -624,6 +634,8 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
             "warnings": warnings,
             "seconds": {stage: round(s, 3) for stage, s in times.items()},
         }
+        if prep.truth is not None:
+            report["gold"] = _gold_quality(prep.truth, current, seed_rows, llm_rows, votes_mix, display, labels)
         if llms.truncated:
             say(f"{len(llms.truncated)} text(s) longer than {job.config.llm.max_text_tokens} tokens were cut for the LLMs")
         summary = _summary(report)
@@ -652,6 +664,23 @@ def _export_classifier(clf: Any, path: Path, labels: Sequence[str], encoder: Any
     atomic_write_from(path, write)
 
 
+def _gold_quality(truth: Sequence[str | None], current: dict[int, RowLabel], seed_rows: np.ndarray,
+                  llm_rows: np.ndarray, votes: np.ndarray, models: Sequence[str], labels: Sequence[str]) -> dict:
+    """:func:`~mollia_edge.quality.gold_quality` of the final labels; votes (m, N): each LLM's
+    own label index on ``llm_rows``."""
+    from .quality import gold_quality
+
+    index = {label: i for i, label in enumerate(labels)}
+    n = len(truth)
+    scored = np.ones(n, bool)
+    scored[seed_rows] = False
+    final = np.array([index[current[i].label] for i in range(n)])
+    sources = [current[i].source for i in range(n)]
+    reference = np.array([-1 if t is None else index[t] for t in truth])
+    return gold_quality(reference, final, sources, scored, llm_rows,
+                        {m: votes[:, j] for j, m in enumerate(models)}, len(labels))
+
+
 def _summary(report: dict[str, Any]) -> str:
     lines = [
         f"mollia-edge label: {report['rows']} rows, {len(report['labels'])} labels, "
@@ -667,4 +696,8 @@ def _summary(report: dict[str, Any]) -> str:
     lines.append("sources: " + ", ".join(f"{k} {v}" for k, v in report["label_sources"].items()))
     lines.append(f"needs review: {report['needs_review']}")
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
+    if "gold" in report:
+        from .quality import quality_lines
+
+        lines.extend(quality_lines(report["gold"]))
     return "\n".join(lines) + "\n"
