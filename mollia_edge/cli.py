@@ -131,6 +131,18 @@ def _run_models(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _stage_bars(bar: Progress) -> Callable[[str, int, int], None]:
+    """A ``progress(stage, done, total)`` callback drawing one bar per stage (or model) on ``bar``."""
+    tasks: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return progress
+
+
 # -- mollia-edge annotate ---------------------------------------------------------------------
 
 DEFAULT_STORE = Path(".mollia-edge") / "store.sqlite"
@@ -213,14 +225,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
     )
     console = Console(stderr=True)
     with open_session_store(args.store) as store, Progress(console=console, transient=True) as bar:
-        tasks: dict[str, object] = {}
-
-        def progress(model: str, done: int, total: int) -> None:
-            if model not in tasks:
-                tasks[model] = bar.add_task(model, total=total)
-            bar.update(tasks[model], completed=done, total=total)
-
-        report = annotate_with_models(request, store, progress)
+        report = annotate_with_models(request, store, _stage_bars(bar))
     summary = Table(title=f"{len(texts)} texts, {len(labels)} labels, consistency: {llm.consistency}")
     for column in ("model", "computed", "cached", "s/text", "accuracy", "invalid"):
         summary.add_column(column, justify="left" if column == "model" else "right")
@@ -362,6 +367,39 @@ def _run_label(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- mollia-edge predict ----------------------------------------------------------------------
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="label a table with the classifier a `label` job exported (no LLMs, no session)"
+    )
+    parser.add_argument("model", type=Path,
+                        help="OUTPUT.classifier.onnx written by `label` (its .tokenizer.json beside it)")
+    parser.add_argument("file", type=Path, help="CSV, TSV, JSONL or Parquet file with a text column")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="the table plus label, confidence and p_<label> columns (.csv, .tsv, .jsonl, .parquet)")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per onnxruntime call (%(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (%(default)s)")
+    parser.add_argument("--keep-formulas", action="store_true", help=_KEEP_FORMULAS_HELP)
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from .predict import PredictJob, run_predict
+
+    job = PredictJob(model=args.model, input=args.file, output=args.output, text_column=args.text_column,
+                     batch_size=args.batch_size, threads=args.threads, formula_guard=not args.keep_formulas)
+    console = Console(stderr=True)
+    with Progress(*Progress.get_default_columns(), console=console, transient=True, disable=not console.is_terminal) as bar:
+        update = _stage_bars(bar)  # on a terminal only: piped or captured, stderr gets the result line alone
+        result = run_predict(job, lambda done, total: update("predicting", done, total))
+    counts = ", ".join(f"{label} {n}" for label, n in result.labels.items())
+    print(f"wrote {result.output}: {result.rows} rows ({counts})", file=sys.stderr)
+    return 0
+
+
 # -- mollia-edge tui --------------------------------------------------------------------------
 
 
@@ -462,14 +500,7 @@ def _run_bench_quant(args: argparse.Namespace) -> int:
         chat_format=args.chat_format, budget_gb=args.budget_gb, bench=bench, config=load_config(args.config),
     )
     with Progress(*Progress.get_default_columns(), console=Console(stderr=True), transient=True) as bar:
-        tasks: dict[str, object] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        report = run_quant_bench(request, progress)
+        report = run_quant_bench(request, _stage_bars(bar))
     console = Console(soft_wrap=False)
     if not console.is_terminal:
         console.width = max(console.width, 180)
@@ -486,7 +517,7 @@ def _run_bench_quant(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_models, _add_annotate, _add_label, _add_tui, _add_example, _add_bench,
+    _add_models, _add_annotate, _add_label, _add_predict, _add_tui, _add_example, _add_bench,
 ]
 
 

@@ -47,7 +47,7 @@ from .data import (
 )
 from .errors import ConfigError, DataError, quoted, quoted_list
 from .files import (
-    SessionLock, atomic_write_from, atomic_write_text, check_job_paths, make_private_folder, remove_stale_temporaries,
+    SessionLock, atomic_write_text, check_job_paths, make_private_folder, remove_stale_temporaries,
 )
 from .session import RowLabel, Session, open_session_store
 from .store import Store
@@ -107,6 +107,7 @@ class LabelJob:
     def outputs(self) -> dict[str, Path]:
         """Every file the job writes besides the session store, by role."""
         return {"output": self.output, "classifier": self.beside_output(".classifier.onnx"),
+                "classifier tokenizer": self.beside_output(".classifier.tokenizer.json"),
                 "report": self.beside_output(".report.json"), "summary": self.beside_output(".report.txt")}
 
 
@@ -649,19 +650,11 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
 
 
 def _export_classifier(clf: Any, path: Path, labels: Sequence[str], encoder: Any) -> None:
-    """The classifier as ONNX (input: the encoder's sentence embeddings), labels in its metadata."""
-    import onnx
+    """The classifier as one ONNX graph from token ids to probabilities (encoder included, labels
+    in its metadata) and the tokenizer beside it: what `mollia-edge predict` runs."""
+    from .predict import export_classifier
 
-    def write(tmp: Path) -> None:
-        clf.export_inference(tmp)
-        model = onnx.load(str(tmp))
-        for key, value in (("labels", json.dumps(list(labels))), ("input", "all-MiniLM-L6-v2 sentence embeddings"),
-                           ("encoder_sha256", encoder.sha256), ("producer", "mollia-edge label")):
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(model, str(tmp))
-
-    atomic_write_from(path, write)
+    export_classifier(clf, encoder, path, labels)
 
 
 def _gold_quality(truth: Sequence[str | None], current: dict[int, RowLabel], seed_rows: np.ndarray,

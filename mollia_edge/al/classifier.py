@@ -30,7 +30,7 @@ from onnx import version_converter
 
 from ..errors import ConfigError, DataError
 from .autodiff import OPSET, adam_state_names, updated_name
-from .encoder import default_providers
+from .encoder import default_providers, session_options
 from .graphs import (
     EncoderSpec,
     ModelSpec,
@@ -54,12 +54,8 @@ def _session(spec: ModelSpec, kind: str, threads: int) -> ort.InferenceSession:
     builders = {"train": training_step_model, "inference": functools.partial(inference_model, dropout_input=False),
                 "head_output": head_output_model}
     model = builders[kind](spec)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # CUDA when onnxruntime-gpu finds a GPU (the encoder's rule), else CPU
-    return ort.InferenceSession(model.SerializeToString(), options, providers=default_providers())
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=default_providers())
 
 
 def _ort(array: np.ndarray) -> ort.OrtValue:
@@ -455,20 +451,39 @@ class OnnxClassifier:
         return np.stack(draws)
 
     # ------------------------------------------------------------------ export
-    def export_inference(self, path: str | PathLike, prefix_model: onnx.ModelProto | None = None) -> None:
+    def export_inference(
+        self,
+        path: str | PathLike,
+        prefix_model: onnx.ModelProto | None = None,
+        *,
+        normalize: bool = True,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         """Write one self-contained inference ONNX file (outputs ``probabilities``, ``features``).
 
-        In top-layers mode with ``prefix_model`` (token ids -> hidden states (B, T, E) below the
-        trained layers; inputs input_ids/attention_mask/token_type_ids) the file is one graph:
-        prefix + trained layers + head, taking the prefix's inputs.
+        With ``prefix_model`` (token ids -> token vectors (B, T, E); it takes an
+        ``attention_mask`` input, e.g. input_ids/attention_mask/token_type_ids) the file is one
+        graph taking the prefix's inputs. Top-layers mode: prefix (the encoder below the trained
+        layers) + trained layers + masked mean pooling + head. Head mode: prefix (the whole
+        encoder) + masked mean pooling + head, the pooled vector scaled to unit length first
+        when ``normalize`` (the head was fitted on :meth:`Encoder.encode`'s default output).
+        ``metadata``: key/value strings stored in the file's ``metadata_props``.
         """
         self._fitted_feeds()
-        model = inference_model(self.spec_, weights=self.params_, dropout_input=False)
+        pooling = ("mean-unit" if normalize else "mean") if prefix_model is not None and self.mode == "head" else None
+        model = inference_model(self.spec_, weights=self.params_, dropout_input=False, pooling=pooling)
         if prefix_model is not None:
-            if self.mode != "top-layers":
-                raise ConfigError("prefix_model only applies in top-layers mode")
             model = attach_prefix(prefix_model, model)
+        for key, value in (metadata or {}).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
         onnx.save(model, str(path))
+
+
+def _width(value: onnx.ValueInfoProto) -> int:
+    """Last dimension of a tensor's declared shape (0: unknown)."""
+    dims = value.type.tensor_type.shape.dim
+    return dims[-1].dim_value if dims else 0
 
 
 def attach_prefix(prefix: onnx.ModelProto, top: onnx.ModelProto) -> onnx.ModelProto:
@@ -478,6 +493,11 @@ def attach_prefix(prefix: onnx.ModelProto, top: onnx.ModelProto) -> onnx.ModelPr
         raise ConfigError(f"prefix_model must have one output (the hidden states), has {len(prefix.graph.output)}")
     if "attention_mask" not in {i.name for i in prefix.graph.input}:
         raise ConfigError("prefix_model must take an 'attention_mask' input")
+    if "hidden_states" not in {i.name for i in top.graph.input}:
+        raise ConfigError("the graph after prefix_model must take 'hidden_states' (token vectors)")
+    given, wanted = _width(prefix.graph.output[0]), _width(next(i for i in top.graph.input if i.name == "hidden_states"))
+    if given and wanted and given != wanted:
+        raise ConfigError(f"prefix_model gives vectors {given} wide; the trained layers or head take {wanted}")
     prefix_opset = next((o.version for o in prefix.opset_import if o.domain in ("", "ai.onnx")), OPSET)
     if prefix_opset < OPSET:
         prefix = version_converter.convert_version(prefix, OPSET)

@@ -7,8 +7,11 @@ of the top transformer layers into ``models/encoders/all-minilm-l6-v2/``.
 
 - :class:`Encoder`: mean-pooled embeddings (``encode``) and the input of the top layers
   (``hidden_states``), batched by token length.
-- :func:`encoder_prefix_model`: the int8 graph cut below its top layers, for exporting a model
-  with trained top layers appended.
+- :func:`encoder_prefix_model`: the int8 graph cut below its top layers (or whole), for exporting
+  a model with trained layers and the head appended.
+- :func:`load_tokenizer`, :func:`token_batches`, :func:`session_options`: the tokenizer settings,
+  length-sorted batches and onnxruntime settings :class:`Encoder` uses, for anything that must
+  feed the same tokens to an exported model (``mollia_edge.predict``).
 - :func:`load_top_layers`, :func:`bert_config`: fp32 weights and shape settings of the top layers.
 - :class:`EmbeddingCache`, :func:`encode_cached`: embeddings kept on disk, computed once per text.
 """
@@ -158,12 +161,15 @@ def _layer_outputs(graph: onnx.GraphProto) -> list[str]:
     return [by_layer[layer] for layer in range(len(by_layer))]
 
 
-def encoder_prefix_model(below_top: int, model_path: Path | None = None) -> onnx.ModelProto:
-    """The int8 graph without its top ``below_top`` layers.
+def encoder_prefix_model(below_top: int, model_path: Path | None = None, single_segment: bool = False) -> onnx.ModelProto:
+    """The int8 graph without its top ``below_top`` layers (0: all layers, the token vectors
+    :meth:`Encoder.encode` pools).
 
     Inputs as in the original (``input_ids``, ``attention_mask``, ``token_type_ids``: int64
-    (batch, sequence)); one output :data:`HIDDEN_STATE_OUTPUT`, float32 (batch, sequence, 384):
-    the output of layer ``L - below_top - 1``, i.e. the input of the top ``below_top`` layers.
+    (batch, sequence)), without ``token_type_ids`` when ``single_segment`` (then all zeros
+    inside the graph, as :class:`Encoder` feeds one text per row); one output
+    :data:`HIDDEN_STATE_OUTPUT`, float32 (batch, sequence, 384): the output of layer
+    ``L - below_top - 1``, i.e. the input of the top ``below_top`` layers.
     """
     path = model_path or default_model_path()
     try:
@@ -171,8 +177,8 @@ def encoder_prefix_model(below_top: int, model_path: Path | None = None) -> onnx
     except (OSError, DecodeError) as exc:
         raise ModelError(f"cannot read encoder ONNX {path} ({exc}); reinstall it (`{SETUP_COMMAND}`)") from None
     layers = _layer_outputs(model.graph)
-    if not 1 <= below_top < len(layers):
-        raise ConfigError(f"below_top (top layers left out) must be 1..{len(layers) - 1}, not {below_top}")
+    if not 0 <= below_top < len(layers):
+        raise ConfigError(f"below_top (top layers left out) must be 0..{len(layers) - 1}, not {below_top}")
     cut = layers[len(layers) - below_top - 1]
     if not any(info.name == cut for info in model.graph.value_info):
         model = onnx.shape_inference.infer_shapes(model)  # exports without intermediate shapes
@@ -183,7 +189,68 @@ def encoder_prefix_model(below_top: int, model_path: Path | None = None) -> onnx
     prefix.graph.output.append(
         onnx.helper.make_tensor_value_info(HIDDEN_STATE_OUTPUT, onnx.TensorProto.FLOAT, ["batch", "sequence", width])
     )
-    return prefix
+    return _zero_token_types(prefix) if single_segment else prefix
+
+
+def _zero_token_types(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its ``token_type_ids`` input replaced by zeros shaped like ``input_ids``."""
+    if not any(i.name == "token_type_ids" for i in model.graph.input):
+        return model
+    zero = onnx.helper.make_tensor("token_type_zero", onnx.TensorProto.INT64, [1], [0])
+    kept = [i for i in model.graph.input if i.name != "token_type_ids"]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    nodes = [
+        onnx.helper.make_node("Shape", ["input_ids"], ["token_type_shape"], name="token_type_shape"),
+        onnx.helper.make_node("ConstantOfShape", ["token_type_shape"], ["token_type_ids"], name="token_type_ids", value=zero),
+        *model.graph.node,
+    ]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
+    """The word-piece tokenizer at ``path`` as :class:`Encoder` runs it: truncation to
+    ``max_length`` tokens ([CLS] and [SEP] included), no padding."""
+    if not path.is_file():
+        raise _missing_setup_file(path)
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception
+        raise ModelError(f"cannot read tokenizer {path} ({exc}); run `{SETUP_COMMAND}` again") from None
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+def token_batches(encodings: list[Encoding], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """(row indices, model inputs) per batch of ``batch_size`` rows of similar length (stable
+    sort by token count), padded with zeros to the batch's longest row."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, not {batch_size}")
+    order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = [encodings[row] for row in rows]
+        width = max(len(e.ids) for e in batch)
+        feed = {name: np.zeros((len(batch), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        for line, encoding in enumerate(batch):
+            length = len(encoding.ids)
+            feed["input_ids"][line, :length] = encoding.ids
+            feed["attention_mask"][line, :length] = 1
+            feed["token_type_ids"][line, :length] = encoding.type_ids
+        yield rows, feed
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """onnxruntime settings of every mollia-edge session: ``threads`` intra-op threads, one
+    inter-op thread, no spinning (idle threads would take the cores the LLMs need)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -231,29 +298,15 @@ class Encoder:
         self.max_length = max_length
         self._providers = list(providers) if providers else default_providers()
         self._threads = intra_op_threads
-        self._tokenizer = self._load_tokenizer(Path(tokenizer_path) if tokenizer_path else encoder_files_dir() / TOKENIZER_FILE)
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else encoder_files_dir() / TOKENIZER_FILE
+        self._tokenizer = load_tokenizer(self.tokenizer_path, max_length)
         self._session = self._new_session(str(self.model_path))
         self._output = self._session.get_outputs()[0].name
         self._prefix_sessions: dict[int, ort.InferenceSession] = {}
 
-    def _load_tokenizer(self, path: Path) -> Tokenizer:
-        if not path.is_file():
-            raise _missing_setup_file(path)
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception
-            raise ModelError(f"cannot read tokenizer {path} ({exc}); run `{SETUP_COMMAND}` again") from None
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(self.max_length)
-        return tokenizer
-
     def _new_session(self, model: str | bytes) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(model, options, providers=self._providers)
+            return ort.InferenceSession(model, session_options(self._threads), providers=self._providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelError(
                 f"onnxruntime cannot load the encoder {self.model_path} ({exc}); reinstall it (`{SETUP_COMMAND}`)"
@@ -281,23 +334,6 @@ class Encoder:
                 raise DataError(f"text {position} is a {type(text).__name__}, not a string; check the text column")
         return self._tokenizer.encode_batch(list(texts))
 
-    def _batches(self, encodings: list[Encoding], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """(row indices, model inputs) per batch of similar length, padded to the batch's longest."""
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, not {batch_size}")
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = [encodings[row] for row in rows]
-            width = max(len(e.ids) for e in batch)
-            feed = {name: np.zeros((len(batch), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
-            for line, encoding in enumerate(batch):
-                length = len(encoding.ids)
-                feed["input_ids"][line, :length] = encoding.ids
-                feed["attention_mask"][line, :length] = 1
-                feed["token_type_ids"][line, :length] = encoding.type_ids
-            yield rows, feed
-
     def encode(
         self,
         texts: Sequence[str],
@@ -309,7 +345,7 @@ class Encoder:
         attention mask, then L2-normalised when ``normalize`` (as sentence-transformers does)."""
         embeddings = np.zeros((len(texts), self.dimension), dtype=np.float32)
         done = 0
-        for rows, feed in self._batches(self.tokenize(texts), batch_size):
+        for rows, feed in token_batches(self.tokenize(texts), batch_size):
             hidden = self._session.run([self._output], feed)[0]
             embeddings[rows] = mean_pool(hidden, feed["attention_mask"])
             done += len(rows)
@@ -333,7 +369,7 @@ class Encoder:
         longest = max((len(e.ids) for e in encodings), default=0)
         values = np.zeros((len(texts), longest, self.dimension), dtype=np.float32)
         mask = np.zeros((len(texts), longest), dtype=np.int64)
-        for rows, feed in self._batches(encodings, batch_size):
+        for rows, feed in token_batches(encodings, batch_size):
             width = feed["attention_mask"].shape[1]
             hidden = session.run([HIDDEN_STATE_OUTPUT], feed)[0]
             values[rows, :width] = hidden * feed["attention_mask"][:, :, None]

@@ -31,6 +31,9 @@ Graph inputs and outputs by name:
   ``next.adam.v.<p>``. Weight decay applies to matrices only (not biases, LayerNorm).
 * inference: parameters (or initializers), batch inputs, ``dropout_keep`` (optional) ->
   ``probabilities`` (batch, K), ``features`` (batch, H) (the GELU output before dropout).
+  A ``head`` inference graph can also take the encoder's token vectors (``hidden_states``,
+  ``attention_mask``) and pool them into the sentence embedding itself (``pooling``), so it
+  can be appended to the encoder graph.
 * gradients: parameters, batch, loss inputs, ``dropout_keep`` -> ``loss``, ``grad.<p>``.
 * head output: ``head.out_proj.*``, ``features`` (batch, H), ``dropout_keep`` ->
   ``probabilities`` (batch, K): the head's last layer alone, for MC dropout on cached features.
@@ -54,6 +57,9 @@ _MAX_PROBABILITY = 1.0 - 1e-6
 _HEAD_LAYERS = ("head.dense", "head.out_proj")
 _ENCODER_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")
 _ENCODER_LAYER_NORMS = ("attention.output.LayerNorm", "output.LayerNorm")
+POOLINGS = ("mean", "mean-unit")
+"""Sentence embeddings a ``head`` graph can make from token vectors: the masked mean, and the
+masked mean scaled to unit length (``Encoder.encode``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -158,14 +164,32 @@ def _pooled_encoding(g: Graph, spec: ModelSpec, params: Mapping[str, Value], bat
     h = batch["hidden_states"]
     for layer in enc.layers:
         h = _encoder_layer(g, h, score_bias, params, layer, enc)
+    return _mean_pool(g, h, mask)
+
+
+def _mean_pool(g: Graph, h: Value, mask: Value) -> Value:
+    """Mean of the token vectors ``h`` (batch, seq, E) where the float ``mask`` (batch, seq) is 1."""
     token_weights = g.node("Unsqueeze", [mask, g.constant(np.asarray([2], dtype=np.int64))], (BATCH, SEQ, 1))
     n_tokens = g.node("Max", [g.reduce_sum(token_weights, [1]), g.constant(1e-9)], (BATCH, 1))
     return g.reduce_sum(h * token_weights, [1]) / n_tokens
 
 
-def _forward(g: Graph, spec: ModelSpec, params: Mapping[str, Value], batch: Mapping[str, Value], keep: Value | None) -> tuple[Value, Value]:
+def _sentence_embedding(g: Graph, batch: Mapping[str, Value], pooling: str) -> Value:
+    """The ``head`` input made from token vectors (see :data:`POOLINGS`)."""
+    x = _mean_pool(g, batch["hidden_states"], g.cast(batch["attention_mask"]))
+    if pooling == "mean-unit":
+        norm = g.sqrt(g.reduce_sum(x * x, [1], keepdims=True))
+        x = x / g.node("Max", [norm, g.constant(1e-12)], (BATCH, 1))
+    return x
+
+
+def _forward(g: Graph, spec: ModelSpec, params: Mapping[str, Value], batch: Mapping[str, Value], keep: Value | None,
+             pooling: str | None = None) -> tuple[Value, Value]:
     """Logits (batch, K) and head features (batch, H)."""
-    x = batch["x"] if spec.encoder is None else _pooled_encoding(g, spec, params, batch)
+    if spec.encoder is not None:
+        x = _pooled_encoding(g, spec, params, batch)
+    else:
+        x = batch["x"] if pooling is None else _sentence_embedding(g, batch, pooling)
     features = g.gelu(_linear(g, x, params, "head.dense"))
     return _head_logits(g, params, features, keep), features
 
@@ -193,8 +217,8 @@ def _robust_loss(g: Graph, spec: ModelSpec, logits: Value, targets: Mapping[str,
 
 
 # ---------------------------------------------------------------------------- graph inputs
-def _batch_inputs(g: Graph, spec: ModelSpec) -> dict[str, Value]:
-    if spec.encoder is None:
+def _batch_inputs(g: Graph, spec: ModelSpec, pooling: str | None = None) -> dict[str, Value]:
+    if spec.encoder is None and pooling is None:
         return {"x": g.input("x", (BATCH, spec.n_features))}
     return {
         "hidden_states": g.input("hidden_states", (BATCH, SEQ, spec.n_features)),
@@ -265,21 +289,27 @@ def inference_model(
     dtype: np.dtype | type = np.float32,
     weights: Mapping[str, np.ndarray] | None = None,
     dropout_input: bool = True,
+    pooling: str | None = None,
 ) -> onnx.ModelProto:
     """Probabilities (batch, K) and features (batch, H).
 
     Parameters are graph inputs, or initializers when ``weights`` is given (a self-contained
     file). With ``dropout_input`` the graph takes ``dropout_keep`` (batch, H), for MC dropout.
+    ``pooling`` (``head`` mode only, one of :data:`POOLINGS`): the graph takes token vectors
+    ``hidden_states`` (batch, seq, D) and ``attention_mask`` (batch, seq) int64 instead of
+    ``x`` and pools them into the head's input.
     """
+    if pooling is not None and (spec.encoder is not None or pooling not in POOLINGS):
+        raise ValueError(f"pooling must be None or one of {POOLINGS} (head mode only), not {pooling!r}")
     g = Graph(dtype, name=f"inference_{spec.mode}")
     shapes = parameter_shapes(spec)
     if weights is None:
         params = {name: g.input(name, shape) for name, shape in shapes.items()}
     else:
         params = {name: g.constant(np.asarray(weights[name]).reshape(shape), name=name) for name, shape in shapes.items()}
-    batch = _batch_inputs(g, spec)
+    batch = _batch_inputs(g, spec, pooling)
     keep = g.input("dropout_keep", (BATCH, spec.hidden)) if dropout_input else None
-    logits, features = _forward(g, spec, params, batch, keep)
+    logits, features = _forward(g, spec, params, batch, keep, pooling)
     g.output(g.softmax(logits), "probabilities")
     g.output(features, "features")
     return g.to_model()
