@@ -652,8 +652,22 @@ DEFAULT_CANDIDATES: tuple[dict[str, Any], ...] = (
 )
 
 
-def _ensembles(label_model: DawidSkene, scores: Any, consistency: Any) -> dict[str, np.ndarray]:
-    return {"score_avg": score_average(scores), "dawid_skene": label_model.predict_proba(consistency)}
+TEXT_CANDIDATES: tuple[dict[str, Any], ...] = (
+    *({**cand, "base": "text"} for cand in DEFAULT_CANDIDATES),
+    {"base": "text", "learning_rate": 0.001, "max_depth": 1, "n_estimators": 1, "pseudo_label": False},
+)
+"""With the text's own annotator among the annotators (:mod:`mollia_edge.text_annotator`), MoLAM
+may also boost from its probabilities: where the LLMs are noise, trees over their signals
+cannot beat it on 50 seeds (recorded TREC outputs with the LLMs replaced by noise: MoLAM over
+noise and the text annotator .359, the text annotator alone .472), and the CV on the seeds
+chooses between the two starting points."""
+
+
+def _ensembles(label_model: DawidSkene, scores: Any, consistency: Any, text: int | None = None) -> dict[str, np.ndarray]:
+    ensembles = {"score_avg": score_average(scores), "dawid_skene": label_model.predict_proba(consistency)}
+    if text is not None:
+        ensembles["text"] = _normalise(np.asarray(scores, np.float64)[:, text, :])
+    return ensembles
 
 
 @dataclass
@@ -667,10 +681,12 @@ class AnnotationModel:
     selection: SelectedMoLAM
     label_model: DawidSkene
     config: MolamConfig
+    text_annotator: int | None = None
+    """Position of the text's own annotator among the annotators (None: all are LLMs)."""
 
     def ensembles(self, scores: Any, consistency: Any) -> dict[str, np.ndarray]:
         """The ensembles MoLAM may boost from, each (n, K), for scores and consistency (n, N, K)."""
-        return _ensembles(self.label_model, scores, consistency)
+        return _ensembles(self.label_model, scores, consistency, self.text_annotator)
 
     def predict_proba(self, scores: Any, consistency: Any) -> np.ndarray:
         """Class probabilities (n, K) from scores and consistency (n, N, K)."""
@@ -681,7 +697,10 @@ class AnnotationModel:
         return self.predict_proba(scores, consistency).argmax(axis=1)
 
     def negative_labels(self, scores: Any) -> np.ndarray:
-        """y- (n, K) bool by the configured rule and delta (paper Eq. 5)."""
+        """y- (n, K) bool by the configured rule and delta (paper Eq. 5), over the LLMs only."""
+        scores = np.asarray(scores, np.float64)
+        if self.text_annotator is not None:
+            scores = np.delete(scores, self.text_annotator, axis=1)
         return negative_labels(scores, self.config.delta, self.config.negative_rule)
 
 
@@ -696,14 +715,20 @@ def fit_annotation_model(
     config: MolamConfig | None = None,
     seed: int = 50,
     pseudo_label: bool = True,
-    candidates: Sequence[Mapping[str, Any]] = DEFAULT_CANDIDATES,
+    candidates: Sequence[Mapping[str, Any]] | None = None,
+    text_annotator: int | None = None,
 ) -> AnnotationModel:
     """Fit MoLAM on seed rows (scores and consistency (n_s, N, K), labels (n_s,)) and the
     unlabelled rows' signals (n_u, N, K), selecting among ``candidates`` by CV on the seeds.
 
     ``pseudo_label=False`` gives the paper's MoL (no pseudo-labels). With no unlabelled rows
-    (shape (0, N, K)) MoLAM fits on the seeds alone.
+    (shape (0, N, K)) MoLAM fits on the seeds alone. ``text_annotator``: the position of the
+    text's own annotator (its scores are probabilities, out-of-fold on the seed rows); MoLAM may
+    then boost from it (:data:`TEXT_CANDIDATES`) and leaves it out of the negative labels.
+    ``candidates`` None: :data:`DEFAULT_CANDIDATES` (+ :data:`TEXT_CANDIDATES`).
     """
+    if candidates is None:
+        candidates = DEFAULT_CANDIDATES + (TEXT_CANDIDATES if text_annotator is not None else ())
     cfg = config or MolamConfig()
     k = _check_classes(n_classes)
     z_s, c_s = _array3("scores_seed", scores_seed), _array3("consistency_seed", consistency_seed)
@@ -728,8 +753,8 @@ def fit_annotation_model(
     selection = select_molam(
         molam_features(z_s, c_s), y_seed, molam_features(z_u, c_u) if unlabelled else None, k,
         [{**shared, **cand} for cand in candidates],
-        ensembles_seed=_ensembles(label_model, z_s, c_s),
-        ensembles_unlabelled=_ensembles(label_model, z_u, c_u) if unlabelled else None,
+        ensembles_seed=_ensembles(label_model, z_s, c_s, text_annotator),
+        ensembles_unlabelled=_ensembles(label_model, z_u, c_u, text_annotator) if unlabelled else None,
         folds=min(cfg.cv_folds, len(z_s)), seed=seed, calibrate=cfg.calibrate,
     )
-    return AnnotationModel(selection, label_model, cfg)
+    return AnnotationModel(selection, label_model, cfg, text_annotator)

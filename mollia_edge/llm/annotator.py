@@ -48,6 +48,18 @@ class LLMAnnotator:
         self.model_sha256 = file_sha256(self.model_path, store)
         self.prompt_key = self._prompt_key()
 
+    def use_prompt(self, prompt: PromptSpec) -> None:
+        """Answer ``prompt`` from now on (same labels; other demonstrations or instruction): the
+        loaded model stays, only the shared prefix is evaluated again."""
+        if prompt.labels != self.prompt.labels:
+            raise ConfigError("use_prompt keeps the label set; make another annotator for other labels")
+        if prompt == self.prompt:
+            return
+        self.prompt = prompt
+        self.prompt_key = self._prompt_key()
+        if self.engine is not None:
+            self._apply_prompt()
+
     def _prompt_key(self) -> str:
         llm = self.llm
         settings = {
@@ -100,14 +112,19 @@ class LLMAnnotator:
     def _engine(self) -> LlamaEngine:
         if self.engine is None:
             self.engine = LlamaEngine.from_config(self.model_path, self.llm)
-            self._before, self._after = self.prompt.split()
-            self.engine.set_prefix(self.engine.tokenize(self._before, add_bos=True, special=True))
-            self._continuations = [
-                self.engine.tokenize_continuation(self.prompt.answer(label)) for label in self.prompt.labels
-            ]
-            if any(not tokens for tokens in self._continuations):
-                raise ConfigError("a label tokenizes to nothing with this model")
+            self._apply_prompt()
         return self.engine
+
+    def _apply_prompt(self) -> None:
+        """Evaluate the prompt's shared prefix and tokenize the label answers."""
+        assert self.engine is not None
+        self._before, self._after = self.prompt.split()
+        self.engine.set_prefix(self.engine.tokenize(self._before, add_bos=True, special=True))
+        self._continuations = [
+            self.engine.tokenize_continuation(self.prompt.answer(label)) for label in self.prompt.labels
+        ]
+        if any(not tokens for tokens in self._continuations):
+            raise ConfigError("a label tokenizes to nothing with this model")
 
     def prompt_tokens(self, text: str) -> tuple[list[int], bool]:
         """The prompt's tokens for ``text`` and whether the text was cut to ``max_text_tokens``.

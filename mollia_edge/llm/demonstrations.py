@@ -1,0 +1,98 @@
+"""Demonstrations from the user's seed rows: chosen to cover each label, never shown to the
+rows they would give away.
+
+* :func:`demonstration_sets`: two disjoint sets of seed rows, up to ``shots`` per label each,
+  each covering its label's seeds (the row nearest the label's centroid on the embeddings,
+  then greedy k-center).
+* :class:`PromptPlan`: one model's prompts. Every row is scored with the demonstrations of
+  set A, except the rows of set A themselves, which are scored with set B's: a seed row's
+  signals never come from a prompt that shows its own answer (cross-fitting), so the label
+  model's fit and the per-LLM seed accuracy stay honest.
+* :func:`clip_words`: demonstrations are cut to a few dozen words, so a long-text task does not
+  pay for a long prefix in every text's attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..al.strategies import greedy_k_center
+from .prompts import PromptSpec
+
+
+def clip_words(text: str, words: int) -> str:
+    """The first ``words`` words of ``text`` (whitespace collapsed), "…" where it was cut."""
+    parts = text.split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+
+
+def _cover(x: np.ndarray, rows: np.ndarray, m: int) -> np.ndarray:
+    """Up to ``m`` of ``rows`` covering them: nearest the centroid first, then greedy k-center."""
+    if m <= 0 or not len(rows):
+        return np.empty(0, np.int64)
+    points = x[rows].astype(np.float64)
+    first = int(np.argmin(((points - points.mean(axis=0)) ** 2).sum(axis=1)))
+    picked = greedy_k_center(points, min(m, len(rows)), np.zeros((0, points.shape[1])), first)
+    return rows[np.asarray(picked, np.int64)]
+
+
+def demonstration_sets(x: np.ndarray, rows: np.ndarray, y: np.ndarray, shots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sets A and B (disjoint row indices), ordered round-robin over the labels.
+
+    x (n, D): embeddings of all rows; rows (m,): the seed rows; y (m,): their class indices.
+    A takes up to ``shots`` rows per label, B up to ``shots`` of the label's other rows.
+    """
+    by_label = {int(label): np.sort(rows[y == label]) for label in np.unique(y)}
+    first = {label: _cover(x, members, shots) for label, members in by_label.items()}
+    second = {label: _cover(x, np.setdiff1d(by_label[label], first[label]), shots) for label in by_label}
+    return _round_robin(first), _round_robin(second)
+
+
+def _round_robin(chosen: dict[int, np.ndarray]) -> np.ndarray:
+    """Rows taken one per label in turn (label order), so no label always comes last."""
+    longest = max((len(r) for r in chosen.values()), default=0)
+    order = [int(chosen[label][i]) for i in range(longest) for label in sorted(chosen) if i < len(chosen[label])]
+    return np.asarray(order, np.int64)
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """One model's prompts: ``main`` for every row but ``held_rows``, which get ``held``."""
+
+    shots: int
+    main: PromptSpec
+    held: PromptSpec | None = None
+    held_rows: frozenset[int] = frozenset()
+
+    @classmethod
+    def zero_shot(cls, base: PromptSpec) -> PromptPlan:
+        return cls(0, base)
+
+    @classmethod
+    def with_demonstrations(
+        cls, base: PromptSpec, shots: int, texts: Sequence[str], x: np.ndarray, rows: np.ndarray, y: np.ndarray,
+        words: int,
+    ) -> PromptPlan:
+        """``shots`` demonstrations per label from the seed ``rows`` (labels ``y``, class indices)."""
+        if shots == 0:
+            return cls.zero_shot(base)
+        a, b = demonstration_sets(x, rows, y, shots)
+        label_of = dict(zip(rows.tolist(), y.tolist()))
+
+        def spec(chosen: np.ndarray) -> PromptSpec:
+            demos = tuple((clip_words(texts[r], words), base.labels[label_of[int(r)]]) for r in chosen)
+            return PromptSpec(labels=base.labels, item=base.item, instruction=base.instruction,
+                              chat_format=base.chat_format, demonstrations=demos)
+
+        return cls(shots, spec(a), spec(b), frozenset(int(r) for r in a))
+
+    def split(self, rows: np.ndarray) -> list[tuple[PromptSpec, np.ndarray]]:
+        """(prompt, the positions in ``rows`` it scores) for each prompt that has rows."""
+        held = np.fromiter((int(r) in self.held_rows for r in rows), bool, len(rows))
+        parts = [(self.main, np.flatnonzero(~held))]
+        if self.held is not None:
+            parts.append((self.held, np.flatnonzero(held)))
+        return [(prompt, positions) for prompt, positions in parts if len(positions)]
