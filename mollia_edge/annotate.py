@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import LLMConfig, fit_sequences
+from .config import LLMConfig, fit_sequences, fixed_shots
 from .errors import ConfigError
 from .llm.annotator import LLMAnnotator
 from .llm.catalog import inspect_gguf, load_catalog, verify
@@ -90,12 +90,13 @@ def annotate_with_models(
     if not names:
         raise ConfigError("no models given and the catalog names no starter models")
     demonstrations: tuple[tuple[str, str], ...] = ()
-    if request.llm.shots:
+    shots = fixed_shots(request.llm)
+    if shots:
         if request.gold is None:
             raise ConfigError("demonstrations (shots > 0) need gold labels: give --label-column")
         labelled = [(t, g) for t, g in zip(request.texts, request.gold) if g is not None]
         demonstrations = draw_demonstrations(
-            [t for t, _ in labelled], [g for _, g in labelled], request.llm.shots, request.seed
+            [t for t, _ in labelled], [g for _, g in labelled], shots, request.seed
         )
     runs = []
     for name in names:

@@ -21,7 +21,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import __version__
-from .config import MAX_THREADS, SEED_MAX, load_config
+from .config import CLASSIFIERS, MAX_THREADS, SEED_MAX, load_config
 from .data import check_label_set, check_writable_format, read_texts, write_table_atomic
 from .datasets import load_dataset
 from .errors import ConfigError, ModelError, MolliaError, quoted
@@ -278,6 +278,11 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
     parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
     parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
     parser.add_argument("--strategy", default="bemps", help="active-learning query strategy (default: bemps)")
+    parser.add_argument("--classifier", choices=CLASSIFIERS,
+                        help="the classifier trained in the loop: head (frozen embeddings), top-layers (MiniLM's top "
+                             "layers fine-tuned) or auto (top-layers when its rounds fit al.round_seconds; default)")
+    parser.add_argument("--shots", type=int,
+                        help="demonstrations per label from the seed rows for every LLM (default: chosen per model)")
     parser.add_argument("--rounds", type=int, help="active-learning rounds (default: from the configuration, 10)")
     parser.add_argument("--batch", type=int, help="rows queried per round (default: from the configuration, 50)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the configuration)")
@@ -310,14 +315,17 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
 
     if not 1 <= args.threads <= MAX_THREADS:
         raise ConfigError(f"--threads must be in [1, {MAX_THREADS}], got {quoted(args.threads)}")
+    config = load_config(args.config)
+    if args.shots is not None:
+        config = config.replace(llm=dataclasses.replace(config.llm, shots=args.shots))
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
         gold_column=args.gold_column,
         labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
-        chat_format=args.chat_format, item=args.item, strategy=args.strategy, rounds=args.rounds, batch=args.batch,
+        chat_format=args.chat_format, item=args.item, strategy=args.strategy, classifier=args.classifier,
+        rounds=args.rounds, batch=args.batch,
         seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=strict,
-        threads=args.threads, session=args.session, config=load_config(args.config),
-        formula_guard=not args.keep_formulas,
+        threads=args.threads, session=args.session, config=config, formula_guard=not args.keep_formulas,
     )
 
 

@@ -65,8 +65,13 @@ class LLMConfig:
     """``exact``: the T→∞ expectation from full-vocabulary distributions; ``sampled``: T answers."""
     max_new_tokens: int = 12
     """Sampled answers longer than this many tokens count as invalid."""
-    shots: int = 0
-    """Demonstrations per label drawn from labelled seed rows and put in the shared prompt prefix."""
+    shots: int | str = "auto"
+    """Demonstrations per label from the seed rows, in the shared prompt prefix. ``"auto"``: the
+    label job chooses per model among 0..``max_shots`` on the seed rows (elsewhere: 0)."""
+    max_shots: int = 2
+    """The most demonstrations per label ``shots = "auto"`` tries."""
+    demo_words: int = 60
+    """Demonstrations are cut to this many words (a long-text task then pays little for them)."""
     max_text_tokens: int = 1024
     """Longer texts are cut to this many tokens (the cut is recorded, never silent)."""
     n_ctx: int = 8192
@@ -84,18 +89,25 @@ class LLMConfig:
 
     BOUNDS = {
         "samples": "[1, 200]", "temperature": "(0, 100]", "top_p": "(0, 1]", "max_new_tokens": "[1, 512]",
-        "shots": "[0, 100]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
+        "shots": "[0, 100]", "max_shots": "[0, 10]", "demo_words": "[1, 10000]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
         "n_seq_max": "[2, 256]", "n_threads": f"[1, {MAX_THREADS}]", "n_gpu_layers": "[-1, 100000]",
         "seed": f"[0, {SEED_MAX}]",
     }
 
     def __post_init__(self) -> None:
-        check_bounds("llm", self, self.BOUNDS)
+        _check(self.shots == "auto" or not isinstance(self.shots, str),
+               f"llm.shots must be a number of demonstrations or \"auto\", got {quoted(self.shots)}")
+        check_bounds("llm", self, {k: v for k, v in self.BOUNDS.items() if not (k == "shots" and self.shots == "auto")})
         _check(
             self.consistency in ("exact", "sampled"),
             f"llm.consistency must be 'exact' or 'sampled', got {quoted(self.consistency)}",
         )
         _check(self.n_seq_max <= self.n_batch, "llm.n_seq_max must not exceed llm.n_batch")
+
+
+def fixed_shots(llm: LLMConfig) -> int:
+    """``llm.shots`` where no seed rows choose it (``annotate``, ``bench quant``): "auto" is 0."""
+    return 0 if llm.shots == "auto" else int(llm.shots)
 
 
 MAX_SEQUENCES = 256
@@ -147,6 +159,9 @@ class MolamConfig:
     """As the AL loop's annotator, MoLAM gives no label where its confidence is below this (as
     sigma: it trains only on rows it would pseudo-label; 0: it always labels). The loop sets
     such rows aside and queries others in their place."""
+    text_annotator: bool = True
+    """The text's own annotator (a logistic regression on the embeddings, fitted on the seeds)
+    joins the LLMs in the label model's features (:mod:`mollia_edge.text_annotator`)."""
     max_abstain_share: float = 0.3
     """MoLAM abstains on at most this share of the unlabelled rows it was fitted on: with weak
     LLMs (confidence rarely reaching abstain_below) the threshold drops to that quantile."""
@@ -159,6 +174,9 @@ class MolamConfig:
     def __post_init__(self) -> None:
         check_bounds("molam", self, self.BOUNDS)
         _check(self.negative_rule in ("every", "mean"), "molam.negative_rule must be 'every' or 'mean'")
+
+
+CLASSIFIERS = ("auto", "head", "top-layers")
 
 
 @dataclass(frozen=True)
@@ -208,9 +226,15 @@ class ActiveLearningConfig:
     discrepancy_weighting: bool = True
     """Weight alpha for rows where the AL model disagreed with the annotator (Eq. 8); off for B and D."""
     max_length: int = 128
+    classifier: str = "auto"
+    """The classifier trained in the loop: ``head`` (an MLP on the frozen sentence embeddings),
+    ``top-layers`` (MiniLM's top ``top_layers`` layers fine-tuned with the head) or ``auto``:
+    ``top-layers`` when a few timed training steps say its rounds fit ``round_seconds``."""
+    round_seconds: float = 30.0
+    """``classifier = "auto"``: the most seconds one round's training may take (estimated)."""
 
     BOUNDS = {
-        "alpha": "(0, 1]", "lambda_start": "[0, 100]", "lambda_end": "[0, 100]", "seed_size": "[1, 1000000]",
+        "round_seconds": "(0, 100000]", "alpha": "(0, 1]", "lambda_start": "[0, 100]", "lambda_end": "[0, 100]", "seed_size": "[1, 1000000]",
         "query_size": "[1, 1000000]", "top_up_queries": "[0, 1000]", "rounds": "[1, 10000]",
         "learning_rate": "(0, 1]", "top_layers": "[1, 6]", "length_buckets": "[0, 10000]",
         "head_learning_rate": "(0, 1]", "hidden": "[1, 8192]", "epochs": "[1, 10000]", "patience": "[1, 10000]",
@@ -221,6 +245,8 @@ class ActiveLearningConfig:
 
     def __post_init__(self) -> None:
         check_bounds("al", self, self.BOUNDS)
+        _check(self.classifier in CLASSIFIERS,
+               f"al.classifier must be one of {', '.join(CLASSIFIERS)}, got {quoted(self.classifier)}")
         _check(
             self.early_stopping in ("loss", "accuracy"),
             f"al.early_stopping must be 'loss' or 'accuracy', got {quoted(self.early_stopping)}",
@@ -274,7 +300,9 @@ _SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
 
 def _checked_value(where: str, value: Any, default: Any) -> Any:
     """``value`` if it has the type of the setting's default (an int also serves as a float)."""
-    if default is None:  # optional integer settings (n_threads)
+    if default == "auto":  # a number, or "auto" (llm.shots)
+        ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool))
+    elif default is None:  # optional integer settings (n_threads)
         ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
     elif isinstance(default, bool):
         ok = isinstance(value, bool)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -49,19 +49,24 @@ from .errors import ConfigError, DataError, quoted, quoted_list
 from .files import (
     SessionLock, atomic_write_text, check_job_paths, make_private_folder, remove_stale_temporaries,
 )
+from .agreement import annotator_report
+from .al.annotators import LabelModelAnnotator, confidence_floor
+from .al.loop import (
+    ActiveLearningTask, LabelledSet, add_recorded_labels, negative_learning_weight, run_active_learning,
+    train_classifier,
+)
+from .label_model import MIN_MOLAM_SEEDS, LabelModel, can_fit_molam, fit_label_model
+from .llm.panel import LLMPanel, PanelModel
+from .llm.prompts import PromptSpec
 from .session import RowLabel, Session, open_session_store
 from .store import Store
-
-if TYPE_CHECKING:  # the AL stack (onnxruntime) is imported only when a job runs
-    from .al.loop import LabelledSet
+from .text_annotator import text_annotator_proba
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total): stages ``encoding``, ``llm <model>``, ``rounds``, ``labelling``."""
 Warn = Callable[[str], None]
 
 NEW_COLUMNS = ("label", "label_source", "confidence", "negative_labels", "needs_review", "llm_votes")
-MIN_MOLAM_SEEDS = 10
-"""Fewer seed rows (or seeds of fewer than two classes): the seedless Dawid-Skene label model."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,8 @@ class LabelJob:
     llm_sample: int = 500
     review_threshold: float = 0.6
     strict: bool = False
-    mode: str = "head"
+    classifier: str | None = None
+    """``head``, ``top-layers`` or ``auto``; None: the configuration's ``al.classifier``."""
     threads: int = 1
     session: Path | None = None
     """The session store; None: OUTPUT + '.session.sqlite'."""
@@ -181,87 +187,243 @@ def _derived(seed: int, *extra: int) -> int:
     return int(np.random.SeedSequence([seed, *extra]).generate_state(1)[0])
 
 
-# ---------------------------------------------------------------------------- label models
-class _Mixture:
-    """MoLAM (with seeds) or Dawid-Skene (without) over the LLMs' signals."""
+# ---------------------------------------------------------------------------- the job's state
+@dataclass
+class _Run:
+    """One run of a job: what the stages share. Arrays are over all ``n`` input rows."""
 
-    def __init__(self, kind: str, model: Any, delta: float, rule: str) -> None:
-        self.kind, self.model, self.delta, self.rule = kind, model, delta, rule
+    job: LabelJob
+    prep: _Prepared
+    store: Store
+    session: Session
+    panel: LLMPanel
+    say: Warn
+    progress: Progress | None
+    seed_label: np.ndarray
+    """(n,) the class index of each seed row (input seeds and the TUI's human labels), -1 elsewhere."""
+    human: dict[int, str]
+    times: dict[str, float] = field(default_factory=dict)
+    x: np.ndarray | None = None
+    """(n, D) sentence embeddings."""
+    encoder: Any = None
+    text_proba: np.ndarray | None = None
+    """(n, K) the text's own annotator (out-of-fold on the seed rows), or None."""
+    shots: dict[str, Any] = field(default_factory=dict)
+    label_model: LabelModel | None = None
+    sample: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    abstain_below: float = 1.0
+    llm_report: dict[str, Any] | None = None
+    labelled: LabelledSet | None = None
+    abstained: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    run_id: str = ""
+    rounds: tuple[int, int] = (0, 0)
+    """(rounds, batch) the loop ran."""
+    classifier_choice: dict[str, Any] = field(default_factory=dict)
+    bootstrap_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    """(len(sample),) the label model's labels of the sample (they train the classifier without seeds)."""
+    clf: Any = None
+    clf_proba: np.ndarray | None = None
+    """(n, K) the final classifier's probabilities."""
+    current: dict[int, RowLabel] = field(default_factory=dict)
+    llm_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    votes: np.ndarray | None = None
 
-    def predict_proba(self, z: np.ndarray, c: np.ndarray) -> np.ndarray:
-        if self.kind == "molam":
-            return self.model.predict_proba(z, c)
-        return self.model.predict_proba(c)
+    @property
+    def k(self) -> int:
+        return len(self.prep.labels)
 
-    def negative_labels(self, z: np.ndarray) -> np.ndarray:
-        from .molam import negative_labels
+    @property
+    def n(self) -> int:
+        return len(self.prep.texts)
 
-        return negative_labels(z, self.delta, self.rule)
-
-
-def _fit_mixture(z: np.ndarray, c: np.ndarray, seed_pos: np.ndarray, y_seed: np.ndarray, k: int,
-                 config: Config, seed: int) -> _Mixture:
-    from .molam import DawidSkene, fit_annotation_model
-
-    cfg = config.molam
-    if len(seed_pos) >= MIN_MOLAM_SEEDS and len(np.unique(y_seed)) >= 2:
-        rest = np.setdiff1d(np.arange(len(z)), seed_pos)
-        model = fit_annotation_model(z[seed_pos], c[seed_pos], y_seed, z[rest], c[rest], k, config=cfg, seed=seed)
-        return _Mixture("molam", model, cfg.delta, cfg.negative_rule)
-    return _Mixture("dawid_skene", DawidSkene(k, seed=seed).fit(c), cfg.delta, cfg.negative_rule)
-
-
-# ---------------------------------------------------------------------------- the job
-class _LLMs:
-    """The job's LLM annotators (loaded on first need); signals of rows, cached in the store."""
-
-    def __init__(self, annotators: list[Any], names: list[str], texts: Sequence[str], progress: Progress | None) -> None:
-        self.annotators, self.names, self.texts, self.progress = annotators, names, texts, progress
-        self.truncated: set[int] = set()
-        self.seconds = dict.fromkeys(names, 0.0)
-        """Per model: time spent on texts not found in the store (``annotator.computed`` of them)."""
+    @property
+    def seed_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.seed_label >= 0)
 
     def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and consistency (len(rows), N, K) of ``rows``."""
-        texts = [self.texts[i] for i in rows]
-        z, c = [], []
-        for name, annotator in zip(self.names, self.annotators):
-            report = (lambda d, t, m=name: self.progress(f"llm {m}", d, t)) if self.progress else None
-            started = time.perf_counter()
-            s = annotator.annotate(texts, report)
-            self.seconds[name] += time.perf_counter() - started
-            z.append(s.label_prob)
-            c.append(s.consistency)
-            self.truncated.update(int(r) for r, cut in zip(rows, s.truncated) if cut)
-        return np.stack(z, axis=1), np.stack(c, axis=1)
+        """The label model's inputs (len(rows), N, K): the LLMs' scores and consistency, then the
+        text's own annotator (its probabilities in both) when there is one."""
+        rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            width = len(self.panel.models) + (self.text_proba is not None)
+            return np.zeros((0, width, self.k)), np.zeros((0, width, self.k))
+        z, c = self.panel.signals(rows)
+        if self.text_proba is None:
+            return z, c
+        own = self.text_proba[rows][:, None, :]
+        return np.concatenate([z, own], axis=1), np.concatenate([c, own], axis=1)
 
 
-def _make_annotator(llms: _LLMs, mixture: _Mixture, n_rows: int, k: int, abstain_below: float) -> Any:
-    """The loop's annotator: the label model over the LLMs' signals, abstaining below ``abstain_below``."""
-    from .al.annotators import Annotator, abstaining_labels
-
-    class MixtureAnnotator(Annotator):
-        name = f"llm-{mixture.kind}"
-
-        def __init__(self) -> None:
-            self.n_rows, self.n_classes = n_rows, k
-
-        def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            z, c = llms.signals(rows)
-            return abstaining_labels(mixture.predict_proba(z, c), abstain_below), mixture.negative_labels(z)
-
-    return MixtureAnnotator()
+def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | None) -> LLMPanel:
+    models = []
+    for name, model_file in zip(prep.display, prep.resolved):
+        chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
+        models.append(PanelModel(name, model_file.path, PromptSpec(labels=prep.labels, item=job.item, chat_format=chat)))
+    return LLMPanel(models, prep.texts, fit_sequences(job.config.llm, len(prep.labels)), store, progress)
 
 
-def _final_classifier(x: np.ndarray, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int) -> Any:
+def _start(job: LabelJob, prep: _Prepared, stack: ExitStack, say: Warn, progress: Progress | None) -> _Run:
+    """Open the session (resumed if it exists) and gather the seed labels."""
+    n = len(prep.texts)
+    duplicates = n - len(set(prep.texts))
+    if duplicates:
+        say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
+    clashes = [c for c in NEW_COLUMNS if c in prep.columns and c != prep.label_column]
+    if clashes:
+        say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
+    remove_stale_temporaries(job.outputs().values())  # of writers killed earlier
+    store = stack.enter_context(open_session_store(job.session_path))
+    session = _open_session(job, prep, store)
+    human = session.human_labels()
+    index = {label: i for i, label in enumerate(prep.labels)}
+    seed_label = np.full(n, -1, np.int64)
+    for row, label in {**prep.input_seeds, **human}.items():
+        seed_label[row] = index[label]
+    panel = stack.enter_context(_panel(job, prep, store, progress))
+    run = _Run(job, prep, store, session, panel, say, progress, seed_label, human)
+    _check_seeds(run)
+    session.set_state("running")
+    return run
+
+
+def _check_seeds(run: _Run) -> None:
+    job, labels, seed_rows = run.job, run.prep.labels, run.seed_rows
+    missing = [labels[j] for j in range(run.k) if not np.any(run.seed_label[seed_rows] == j)]
+    seed_size = job.config.al.seed_size
+    if len(seed_rows) < seed_size:
+        what = "no seed labels" if not len(seed_rows) else f"only {len(seed_rows)} seed label(s)"
+        message = f"{what} (rows with a label; {seed_size} advised)"
+        if job.strict:
+            raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
+        run.say(message + ("; labels come from the seedless label model" if len(seed_rows) < MIN_MOLAM_SEEDS else ""))
+    if len(seed_rows) == run.n:
+        run.say("every row has a seed label: the output keeps them as given, nothing is left to label")
+    if missing and len(seed_rows):
+        message = f"no seed row for label(s) {quoted_list(missing)}"
+        if job.strict:
+            raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
+        run.say(message)
+
+
+# ---------------------------------------------------------------------------- the stages
+def _encode(run: _Run) -> None:
+    """Sentence embeddings of every text (cached beside the session store)."""
+    progress = run.progress
+    if progress:
+        progress("encoding", 0, run.n)
+    run.encoder, run.x = encode_texts(run.job, run.prep.texts,
+                                      (lambda d, t: progress("encoding", d, t)) if progress else None)
+    if progress:
+        progress("encoding", run.n, run.n)
+
+
+def _annotate_seeds(run: _Run) -> None:
+    """The text's own annotator; each LLM's demonstrations (chosen on the seed rows) and the
+    seed rows' signals."""
+    seed_rows, y = run.seed_rows, run.seed_label[run.seed_rows]
+    if not can_fit_molam(y):
+        return
+    config = run.job.config
+    if config.molam.text_annotator:
+        run.text_proba = text_annotator_proba(run.x, seed_rows, y, run.k, seed=_derived(run.prep.seed, 11))
+    shots = config.llm.shots
+    candidates = range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)]
+    choices = run.panel.choose_shots(list(candidates), run.x, seed_rows, y, config.llm.demo_words)
+    run.shots = {name: {"chosen": c.chosen, "seed_accuracy": c.accuracy} for name, c in choices.items()}
+
+
+def _fit_label_model(run: _Run) -> None:
+    """The LLMs annotate a seeded sample of the other rows; the label model is fitted on the
+    seed rows and that sample."""
+    job, seed_rows = run.job, run.seed_rows
+    others = np.setdiff1d(np.arange(run.n), seed_rows)
+    take = min(job.llm_sample, len(others))
+    run.sample = np.sort(np.random.default_rng(_derived(run.prep.seed, 7)).choice(others, size=take, replace=False))
+    z, c = run.signals(np.concatenate([seed_rows, run.sample]).astype(np.int64))
+    seed_pos = np.arange(len(seed_rows))
+    text_position = len(run.panel.models) if run.text_proba is not None else None
+    run.label_model = fit_label_model(z, c, seed_pos, run.seed_label[seed_rows], run.k, job.config, run.prep.seed,
+                                      text_position)
+    sample_proba = run.label_model.predict_proba(z[len(seed_rows):], c[len(seed_rows):]) if take else np.zeros((0, run.k))
+    # the loop's annotator abstains below molam.abstain_below, on at most a set share of the sample
+    run.abstain_below = confidence_floor(sample_proba, job.config.molam.abstain_below,
+                                         job.config.molam.max_abstain_share)
+    if len(seed_rows):
+        llms = slice(0, len(run.panel.models))
+        run.llm_report = annotator_report(z[seed_pos, llms], c[seed_pos, llms], run.seed_label[seed_rows],
+                                          run.panel.names).as_dict()
+    run.bootstrap_labels = sample_proba.argmax(axis=1)
+
+
+def _active_learning(run: _Run) -> None:
+    """Algorithm 1: rounds of queries labelled by the label model over the LLMs, recorded as
+    they end (a resumed job goes on after the last one)."""
+    job, seed_rows, k = run.job, run.seed_rows, run.k
+    train_label = run.seed_label.copy()
+    init = seed_rows
+    if not can_fit_molam(run.seed_label[seed_rows]) and len(run.sample):
+        train_label[run.sample] = run.bootstrap_labels  # no seeds to speak of: start from the seedless model
+        init = np.sort(np.concatenate([seed_rows, run.sample]))
+    if len(init) < 2:
+        raise DataError(f"{job.input}: fewer than 2 rows can start the classifier; add seed labels or raise the LLM sample")
+    rounds, batch = run.prep.rounds, run.prep.batch
+    free = run.n - len(init)
+    b = min(batch, free)
+    r = min(rounds, free // b) if b else 0
+    if (r, b) != (rounds, batch) and rounds > 0:
+        run.say(f"only {free} unlabelled row(s): active learning runs {r} round(s) of {b} instead of {rounds} of {batch}")
+    run.rounds = (r, b)
+    run.labelled = LabelledSet(init, train_label[init], np.ones(len(init), np.float32), np.zeros((len(init), k), bool))
+    run.run_id = al_run_id(run.session)
+    mode, inputs, options = _classifier_inputs(run, len(init) + r * b)
+    if r == 0:
+        return
+    config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
+    task = ActiveLearningTask(inputs=inputs, pool=np.arange(run.n), n_classes=k, gold=train_label)
+    annotator = LabelModelAnnotator(run.signals, run.label_model, run.abstain_below, run.n, k,
+                                    name=f"llm-{run.label_model.kind}")
+    if run.progress:
+        done = len(run.store.al_rounds(run.run_id))
+        run.progress("rounds", done, r + 1)
+    run_active_learning(
+        task, annotator, job.strategy, config=config, seed=run.prep.seed, seed_rows=init, mode=mode,
+        init_layers=options.get("init_layers"), threads=job.threads, store=run.store, run_id=run.run_id,
+        progress=(lambda m: run.progress("rounds", m.round + 1, r + 1)) if run.progress else None,
+    )
+    run.abstained = add_recorded_labels(run.store, run.run_id, run.labelled)
+
+
+def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, Any]]:
+    """(mode, inputs, classifier options) of the job's classifier; the mode is decided once per
+    session (``auto``: by timing a few top-layers training steps) and kept for resumed runs."""
+    from .al.classifier_choice import choose_classifier, top_layers_inputs
+
+    choice = run.session.stage("classifier")
+    if choice is None:
+        choice = choose_classifier(run.job.classifier or run.job.config.al.classifier, run.encoder, run.prep.texts,
+                                   run.k, final_rows, run.job.config.al, run.job.threads)
+        run.session.put_stage("classifier", choice, choice.get("seconds", 0.0))
+    run.classifier_choice = choice
+    if choice["mode"] == "head":
+        return "head", run.x, {}
+    inputs, init_layers = top_layers_inputs(run.encoder, run.prep.texts, run.job.config.al.top_layers)
+    return "top-layers", inputs, {"init_layers": init_layers}
+
+
+def _train_final(run: _Run) -> None:
+    """The classifier on every labelled row (seeds and the loop's labels), seeded."""
+    mode, inputs, options = _classifier_inputs(run, len(run.labelled.rows))
+    run.clf = _final_classifier(inputs, run.labelled, run.k, run.job, run.rounds[0], run.prep.seed, mode, options)
+    run.clf_proba = run.clf.predict_proba(inputs)
+
+
+def _final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int,
+                      mode: str = "head", options: dict[str, Any] | None = None) -> Any:
     """The classifier on every ``labelled`` row (held-out slice for early stopping), seeded."""
-    from .al.loop import negative_learning_weight, train_classifier
-
     al = job.config.al
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
-    return train_classifier(
-        x, labelled, k, lam, al, {"mode": job.mode, "threads": job.threads}, _derived(seed, 9001), _derived(seed, 9002),
-    )
+    settings = {"mode": mode, "threads": job.threads, **(options or {})}
+    return train_classifier(x, labelled, k, lam, al, settings, _derived(seed, 9001), _derived(seed, 9002))
 
 
 @dataclass(frozen=True)
@@ -321,8 +483,6 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
         model_file = catalog.resolve(name)
         inspect_gguf(model_file.path)
         resolved.append(model_file)
-    from .llm.prompts import PromptSpec
-
     for model_file in resolved:  # labels a prompt cannot tell apart, an unknown chat format: now, not later
         PromptSpec(labels=labels, item=job.item,
                    chat_format=model_file.spec.chat_format if model_file.spec else job.chat_format or "none")
@@ -341,7 +501,8 @@ def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
         "text_column": job.text_column, "label_column": prep.label_column, "item": job.item,
         "models": shas, "chat_format": job.chat_format, "strategy": job.strategy, "rounds": prep.rounds,
         "batch": prep.batch, "seed": prep.seed, "llm_sample": job.llm_sample,
-        "review_threshold": job.review_threshold, "mode": job.mode, "config": dataclasses.asdict(job.config),
+        "review_threshold": job.review_threshold, "classifier": job.classifier,
+        "config": dataclasses.asdict(job.config),
     }
     return Session.open(store, settings, _file_sha256(job.input), len(prep.texts), prep.labels)
 
@@ -351,18 +512,6 @@ def al_run_id(session: Session) -> str:
     human = sorted(session.human_labels().items())
     digest = hashlib.sha256(json.dumps(human).encode()).hexdigest()[:12]
     return session.session_id + "-al" + (f"-{digest}" if human else "")
-
-
-def _speed_stage(session: Session, llms: _LLMs, resolved: Sequence[Any]) -> dict[str, dict[str, float]]:
-    """Per model, over every run of the session: texts annotated, seconds, file size and quant."""
-    totals = session.stage("llm_speed") or {}
-    for name, annotator, model_file in zip(llms.names, llms.annotators, resolved):
-        before = totals.get(name, {"texts": 0, "seconds": 0.0})
-        seconds = before["seconds"] + (llms.seconds[name] if annotator.computed else 0.0)
-        totals[name] = {"texts": before["texts"] + annotator.computed, "seconds": round(seconds, 3),
-                        "file_mib": round(model_file.size / 2**20, 1), "quant": model_file.quant or "-"}
-    session.put_stage("llm_speed", totals, sum(llms.seconds.values()))
-    return totals
 
 
 @dataclass
@@ -409,6 +558,153 @@ def encode_texts(job: LabelJob, texts: Sequence[str],
     return encoder, encode_cached(encoder, texts, cache, progress=progress)
 
 
+def _label_rows(run: _Run) -> None:
+    """Every row's final label: seeds as given, rows the LLMs annotated by the label model, the
+    others by the classifier; doubtful rows queued for review (human labels always win)."""
+    seed_rows, k = run.seed_rows, run.k
+    first = np.concatenate([seed_rows, run.sample]).astype(np.int64)
+    run.llm_rows = np.setdiff1d(np.union1d(np.union1d(first, run.labelled.rows), run.abstained), seed_rows)
+    z, c = run.signals(run.llm_rows)
+    some = len(run.llm_rows) > 0
+    p_mix = run.label_model.predict_proba(z, c) if some else np.zeros((0, k))
+    negatives = run.label_model.negative_labels(z) if some else np.zeros((0, k), bool)
+    run.votes = z[:, : len(run.panel.models)].argmax(axis=2) if some else np.zeros((0, len(run.panel.models)), np.int64)
+    position = {int(row): i for i, row in enumerate(run.llm_rows)}
+    abstained = set(run.abstained.tolist())
+    row_labels: list[RowLabel] = []
+    review: list[tuple[int, str, float]] = []
+    for i in range(run.n):
+        if run.seed_label[i] >= 0:
+            row_labels.append(RowLabel(i, run.prep.labels[run.seed_label[i]], "seed", "seed", 1.0))
+        elif i in position:
+            j = position[i]
+            row_labels.append(_mixture_row(run, i, p_mix[j], negatives[j], run.votes[j], i in abstained, review))
+        else:
+            row_labels.append(_classifier_row(run, i, review))
+        if run.progress and (i + 1) % 500 == 0:
+            run.progress("labelling", i + 1, run.n)
+    run.session.put_machine_labels(row_labels)
+    run.session.queue_for_review(review)
+    if run.progress:
+        run.progress("labelling", run.n, run.n)
+    run.current = run.session.row_labels()  # human labels (from the TUI) win over machine ones
+
+
+def _mixture_row(run: _Run, i: int, p: np.ndarray, negatives: np.ndarray, votes: np.ndarray, abstained: bool,
+                 review: list[tuple[int, str, float]]) -> RowLabel:
+    labels = run.prep.labels
+    y, clf_label = int(p.argmax()), int(run.clf_proba[i].argmax())
+    confidence = float(p[y])
+    disagree = clf_label != y
+    flagged = disagree or confidence < run.job.review_threshold or abstained
+    if flagged:
+        reason = f"classifier says {labels[clf_label]}" if disagree else "low confidence"
+        review.append((i, reason, 1.0 - confidence + float(disagree)))
+    return RowLabel(i, labels[y], "llm_mixture", f"llm_mixture:{run.label_model.kind}", round(confidence, 6),
+                    tuple(labels[q] for q in np.flatnonzero(negatives)),
+                    "|".join(f"{m}:{labels[v]}" for m, v in zip(run.panel.names, votes)), flagged)
+
+
+def _classifier_row(run: _Run, i: int, review: list[tuple[int, str, float]]) -> RowLabel:
+    labels, p = run.prep.labels, run.clf_proba[i]
+    y = int(p.argmax())
+    confidence = float(p[y])
+    flagged = confidence < run.job.review_threshold
+    if flagged:
+        review.append((i, "low confidence", 1.0 - confidence))
+    negatives = tuple(labels[q] for q in np.flatnonzero(p < run.job.config.molam.delta))
+    return RowLabel(i, labels[y], "classifier", "classifier", round(confidence, 6), negatives, "", flagged)
+
+
+def _speed(run: _Run) -> dict[str, dict[str, float]]:
+    """Per model, over every run of the session: texts annotated, seconds, file size and quant."""
+    totals = run.session.stage("llm_speed") or {}
+    for name, model_file in zip(run.panel.names, run.prep.resolved):
+        before = totals.get(name, {"texts": 0, "seconds": 0.0})
+        computed = run.panel.computed[name]
+        seconds = before["seconds"] + (run.panel.seconds[name] if computed else 0.0)
+        totals[name] = {"texts": before["texts"] + computed, "seconds": round(seconds, 3),
+                        "file_mib": round(model_file.size / 2**20, 1), "quant": model_file.quant or "-"}
+    run.session.put_stage("llm_speed", totals, sum(run.panel.seconds.values()))
+    return totals
+
+
+def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
+    """The run's report (JSON-able): settings chosen, sizes, sources, speeds, times."""
+    current, n, labels = run.current, run.n, run.prep.labels
+    distribution = Counter(current[i].label for i in range(n))
+    r, b = run.rounds
+    seeds_report = run.llm_report or {}
+    report = {
+        "session": run.session.session_id, "rows": n, "labels": list(labels), "seed_rows": int(len(run.seed_rows)),
+        "label_model": run.label_model.kind, "models": run.panel.names,
+        "llm_rows": int(len(run.llm_rows) + len(run.seed_rows)),
+        "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in seeds_report.items()},
+        "llm_agreement_on_seeds": seeds_report, "shots": run.shots, "text_annotator": _text_annotator_report(run),
+        "classifier": run.classifier_choice, "human_rows": len(run.human), "al_run": run.run_id,
+        "abstain_below": round(run.abstain_below, 6), "abstained_rows": int(len(run.abstained)),
+        "llm_speed": _speed(run),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "label_distribution": {label: distribution.get(label, 0) for label in labels},
+        "label_sources": dict(sorted(Counter(current[i].source for i in range(n)).items())),
+        "needs_review": int(sum(current[i].needs_review for i in range(n))), "rounds": r, "batch": b,
+        "truncated_for_llms": len(run.panel.truncated), "warnings": warnings,
+        "seconds": {stage: round(s, 3) for stage, s in run.times.items()},
+    }
+    if run.prep.truth is not None:
+        report["gold"] = _gold_quality(run.prep.truth, current, run.seed_rows, run.llm_rows, run.votes,
+                                       run.panel.names, labels)
+    return report
+
+
+def _text_annotator_report(run: _Run) -> dict[str, Any] | None:
+    """Whether the text's own annotator joined the label model, and its (out-of-fold) seed accuracy."""
+    if run.text_proba is None:
+        return None
+    rows = run.seed_rows
+    return {"accuracy_on_seeds": round(float(np.mean(run.text_proba[rows].argmax(axis=1) == run.seed_label[rows])), 4)}
+
+
+def _write_outputs(run: _Run, warnings: list[str]) -> LabelResult:
+    """The labelled table, the classifier, the report and its summary, each written atomically."""
+    job, prep, current = run.job, run.prep, run.current
+    if run.panel.truncated:
+        run.say(f"{len(run.panel.truncated)} text(s) longer than {job.config.llm.max_text_tokens} tokens "
+                "were cut for the LLMs")
+    out_columns = list(prep.columns) + [col for col in NEW_COLUMNS if col not in prep.columns]
+    out_rows = []
+    for i, row in enumerate(prep.rows):
+        lab = current[i]
+        out_rows.append({
+            **row, "label": lab.label, "label_source": lab.source,
+            "confidence": None if lab.confidence is None else round(float(lab.confidence), 4),
+            "negative_labels": "|".join(lab.negatives), "needs_review": "true" if lab.needs_review else "false",
+            "llm_votes": lab.votes,
+        })
+    classifier_path = job.beside_output(".classifier.onnx")
+    _export_classifier(run.clf, classifier_path, prep.labels, run.encoder)
+    report = _report(run, warnings)
+    summary = _summary(report)
+    report_path, summary_path = job.beside_output(".report.json"), job.beside_output(".report.txt")
+    atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(summary_path, summary)
+    write_table_atomic(job.output, out_rows, out_columns, formula_guard=job.formula_guard)
+    run.session.set_state("done")
+    return LabelResult(job.output, job.session_path, classifier_path, report_path, summary_path, summary,
+                       warnings, run.session.session_id)
+
+
+STAGES: tuple[tuple[str, Callable[[_Run], None]], ...] = (
+    ("encoding", _encode),
+    ("llm_seeds", _annotate_seeds),
+    ("label_model", _fit_label_model),
+    ("active_learning", _active_learning),
+    ("classifier", _train_final),
+    ("labelling", _label_rows),
+)
+"""The label job's stages, in order; each records its seconds in the report."""
+
+
 def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
     """Label every row of ``job.input`` into ``job.output`` (see the module docstring)."""
     warnings: list[str] = []
@@ -421,232 +717,12 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
     settings = _check_settings(job)
     with ExitStack() as stack:
         stack.enter_context(SessionLock(job.session_path))  # one job per session: a second one stops here
-        prep = _prepare(job, settings)
-        rounds, batch, seed = prep.rounds, prep.batch, prep.seed
-        columns, rows, label_column, labels = prep.columns, prep.rows, prep.label_column, prep.labels
-        texts, n, k = prep.texts, len(prep.texts), len(labels)
-        index = {label: i for i, label in enumerate(labels)}
-
-        duplicates = n - len(set(texts))
-        if duplicates:
-            say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
-        clashes = [c for c in NEW_COLUMNS if c in columns and c != label_column]
-        if clashes:
-            say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
-
-        remove_stale_temporaries(job.outputs().values())  # of writers killed earlier
-        store = stack.enter_context(open_session_store(job.session_path))
-        session = _open_session(job, prep, store)
-        display = prep.display
-        human = session.human_labels()
-        gold = np.full(n, -1, np.int64)
-        for row, label in {**prep.input_seeds, **human}.items():
-            gold[row] = index[label]
-        seed_rows = np.flatnonzero(gold >= 0)
-        missing_classes = [labels[j] for j in range(k) if not np.any(gold[seed_rows] == j)]
-        seed_size = job.config.al.seed_size
-        if len(seed_rows) < seed_size:
-            what = "no seed labels" if not len(seed_rows) else f"only {len(seed_rows)} seed label(s)"
-            message = f"{what} (rows with a label; {seed_size} advised)"
-            if job.strict:
-                raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
-            say(message + ("; labels come from the seedless label model" if len(seed_rows) < MIN_MOLAM_SEEDS else ""))
-        if len(seed_rows) == n:
-            say("every row has a seed label: the output keeps them as given, nothing is left to label")
-        if missing_classes and len(seed_rows):
-            message = f"no seed row for label(s) {quoted_list(missing_classes)}"
-            if job.strict:
-                raise DataError(f"{job.input}: {message}; add seed labels or leave out --strict")
-            say(message)
-        session.set_state("running")
-        times: dict[str, float] = {}
-
-        # -- encoding ----------------------------------------------------------------------
-        started = time.perf_counter()
-        if progress:
-            progress("encoding", 0, n)
-        encoder, x = encode_texts(job, texts, (lambda d, t: progress("encoding", d, t)) if progress else None)
-        if progress:
-            progress("encoding", n, n)
-        times["encoding"] = time.perf_counter() - started
-
-        # -- LLMs on seeds + sample ---------------------------------------------------------
-        started = time.perf_counter()
-        from .llm.annotator import LLMAnnotator
-        from .llm.prompts import PromptSpec
-
-        annotators = []
-        for model_file in prep.resolved:
-            chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
-            prompt = PromptSpec(labels=labels, item=job.item, chat_format=chat)
-            annotators.append(stack.enter_context(LLMAnnotator(model_file.path, prompt, job.config.llm, store)))
-        llms = _LLMs(annotators, display, texts, progress)
-        others = np.setdiff1d(np.arange(n), seed_rows)
-        take = min(job.llm_sample, len(others))
-        sample = np.sort(np.random.default_rng(_derived(seed, 7)).choice(others, size=take, replace=False))
-        first = np.concatenate([seed_rows, sample]).astype(np.int64)
-        z, c = llms.signals(first)
-        times["llm_seed_and_sample"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        seed_pos = np.arange(len(seed_rows))
-        mixture = _fit_mixture(z, c, seed_pos, gold[seed_rows], k, job.config, seed)
-        times["label_model"] = time.perf_counter() - started
-        from .al.annotators import confidence_floor
-
-        # the loop's annotator abstains below molam.abstain_below, on at most a set share of the sample
-        sample_proba = (
-            mixture.predict_proba(z[len(seed_rows):], c[len(seed_rows):]) if len(sample) else np.zeros((0, k))
-        )
-        abstain_below = confidence_floor(
-            sample_proba, job.config.molam.abstain_below, job.config.molam.max_abstain_share
-        )
-        llm_report = None
-        if len(seed_rows):
-            from .agreement import annotator_report
-
-            llm_report = annotator_report(z[seed_pos], c[seed_pos], gold[seed_rows], display).as_dict()
-
-        # -- active learning ------------------------------------------------------------------
-        started = time.perf_counter()
-        bootstrap = len(seed_rows) < MIN_MOLAM_SEEDS or len(np.unique(gold[seed_rows])) < 2
-        train_gold = gold.copy()
-        init = seed_rows
-        if bootstrap and len(sample):
-            train_gold[sample] = sample_proba.argmax(axis=1)
-            init = np.sort(np.concatenate([seed_rows, sample]))
-        if len(init) < 2:
-            raise DataError(
-                f"{job.input}: fewer than 2 rows can start the classifier; add seed labels or raise the LLM sample"
-            )
-        free = n - len(init)
-        b = min(batch, free)
-        r = min(rounds, free // b) if b else 0
-        if (r, b) != (rounds, batch) and rounds > 0:
-            say(f"only {free} unlabelled row(s): active learning runs {r} round(s) of {b} instead of {rounds} of {batch}")
-        from .al.loop import ActiveLearningTask, LabelledSet, add_recorded_labels, run_active_learning
-
-        labelled = LabelledSet(init, train_gold[init], np.ones(len(init), np.float32), np.zeros((len(init), k), bool))
-        abstained = np.empty(0, np.int64)  # queried rows the label model was too unsure of to train on
-        run_id = al_run_id(session)
-        if r > 0:
-            al_config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
-            task = ActiveLearningTask(inputs=x, pool=np.arange(n), n_classes=k, gold=train_gold)
-            if progress:
-                progress("rounds", len(store.al_rounds(run_id)) if store.query(
-                    "SELECT 1 FROM al_runs WHERE run_id=?", (run_id,)) else 0, r + 1)
-            run_active_learning(
-                task, _make_annotator(llms, mixture, n, k, abstain_below), job.strategy, config=al_config, seed=seed,
-                seed_rows=init, mode=job.mode, threads=job.threads, store=store, run_id=run_id,
-                progress=(lambda m: progress("rounds", m.round + 1, r + 1)) if progress else None,
-            )
-            abstained = add_recorded_labels(store, run_id, labelled)
-        times["active_learning"] = time.perf_counter() - started
-
-        # -- final classifier and labels ------------------------------------------------------
-        started = time.perf_counter()
-        clf = _final_classifier(x, labelled, k, job, r, seed)
-        p_clf = clf.predict_proba(x)
-        times["classifier"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        llm_rows = np.setdiff1d(np.union1d(np.union1d(first, labelled.rows), abstained), seed_rows)
-        z_l, c_l = llms.signals(llm_rows) if len(llm_rows) else (np.zeros((0, len(display), k)),) * 2
-        p_mix = mixture.predict_proba(z_l, c_l) if len(llm_rows) else np.zeros((0, k))
-        neg_mix = mixture.negative_labels(z_l) if len(llm_rows) else np.zeros((0, k), bool)
-        votes_mix = z_l.argmax(axis=2) if len(llm_rows) else np.zeros((0, len(display)), np.int64)
-        threshold, delta = job.review_threshold, job.config.molam.delta
-        row_labels: list[RowLabel] = []
-        review: list[tuple[int, str, float]] = []
-        position = {int(row): i for i, row in enumerate(llm_rows)}
-        seed_set, abstained_set = set(seed_rows.tolist()), set(abstained.tolist())
-        for i in range(n):
-            clf_label = int(p_clf[i].argmax())
-            if i in seed_set:
-                row_labels.append(RowLabel(i, labels[gold[i]], "seed", "seed", 1.0))
-                continue
-            if i in position:
-                j = position[i]
-                y = int(p_mix[j].argmax())
-                conf = float(p_mix[j, y])
-                negs = tuple(labels[q] for q in np.flatnonzero(neg_mix[j]))
-                votes = "|".join(f"{m}:{labels[v]}" for m, v in zip(display, votes_mix[j]))
-                disagree = clf_label != y
-                flagged = disagree or conf < threshold or i in abstained_set
-                row_labels.append(RowLabel(i, labels[y], "llm_mixture", f"llm_mixture:{mixture.kind}",
-                                           round(conf, 6), negs, votes, flagged))
-                if flagged:
-                    reason = f"classifier says {labels[clf_label]}" if disagree else "low confidence"
-                    review.append((i, reason, 1.0 - conf + float(disagree)))
-            else:
-                conf = float(p_clf[i, clf_label])
-                negs = tuple(labels[q] for q in np.flatnonzero(p_clf[i] < delta))
-                flagged = conf < threshold
-                row_labels.append(RowLabel(i, labels[clf_label], "classifier", "classifier",
-                                           round(conf, 6), negs, "", flagged))
-                if flagged:
-                    review.append((i, "low confidence", 1.0 - conf))
-            if progress and (i + 1) % 500 == 0:
-                progress("labelling", i + 1, n)
-        session.put_machine_labels(row_labels)
-        session.queue_for_review(review)
-        if progress:
-            progress("labelling", n, n)
-        current = session.row_labels()  # human labels (from the TUI) win over machine ones
-        times["labelling"] = time.perf_counter() - started
-
-        # -- outputs ------------------------------------------------------------------------
-        out_columns = list(columns) + [col for col in NEW_COLUMNS if col not in columns]
-        out_rows = []
-        for i, row in enumerate(rows):
-            lab = current[i]
-            out_rows.append({
-                **row, "label": lab.label, "label_source": lab.source,
-                "confidence": None if lab.confidence is None else round(float(lab.confidence), 4),
-                "negative_labels": "|".join(lab.negatives), "needs_review": "true" if lab.needs_review else "false",
-                "llm_votes": lab.votes,
-            })
-        classifier_path = job.beside_output(".classifier.onnx")
-        _export_classifier(clf, classifier_path, labels, encoder)
-        distribution = Counter(current[i].label for i in range(n))
-        sources = Counter(current[i].source for i in range(n))
-        report = {
-            "session": session.session_id,
-            "rows": n,
-            "labels": list(labels),
-            "seed_rows": int(len(seed_rows)),
-            "label_model": mixture.kind,
-            "models": display,
-            "llm_rows": int(len(llm_rows) + len(seed_rows)),
-            "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in (llm_report or {}).items()},
-            "llm_agreement_on_seeds": llm_report or {},
-            "human_rows": len(human),
-            "al_run": run_id,
-            "abstain_below": round(abstain_below, 6),
-            "abstained_rows": int(len(abstained)),
-            "llm_speed": _speed_stage(session, llms, prep.resolved),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "label_distribution": {label: distribution.get(label, 0) for label in labels},
-            "label_sources": dict(sorted(sources.items())),
-            "needs_review": int(sum(current[i].needs_review for i in range(n))),
-            "rounds": r,
-            "batch": b,
-            "truncated_for_llms": len(llms.truncated),
-            "warnings": warnings,
-            "seconds": {stage: round(s, 3) for stage, s in times.items()},
-        }
-        if prep.truth is not None:
-            report["gold"] = _gold_quality(prep.truth, current, seed_rows, llm_rows, votes_mix, display, labels)
-        if llms.truncated:
-            say(f"{len(llms.truncated)} text(s) longer than {job.config.llm.max_text_tokens} tokens were cut for the LLMs")
-        summary = _summary(report)
-        report_path, summary_path = job.beside_output(".report.json"), job.beside_output(".report.txt")
-        atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
-        atomic_write_text(summary_path, summary)
-        write_table_atomic(job.output, out_rows, out_columns, formula_guard=job.formula_guard)
-        session.set_state("done")
-    return LabelResult(job.output, job.session_path, classifier_path, report_path, summary_path, summary,
-                       warnings, session.session_id)
+        run = _start(job, _prepare(job, settings), stack, say, progress)
+        for name, stage in STAGES:
+            started = time.perf_counter()
+            stage(run)
+            run.times[name] = time.perf_counter() - started
+        return _write_outputs(run, warnings)
 
 
 def _export_classifier(clf: Any, path: Path, labels: Sequence[str], encoder: Any) -> None:

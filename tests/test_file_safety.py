@@ -136,13 +136,14 @@ def test_a_second_job_on_the_same_session_refuses_at_once(tiny_model_path, tmp_p
         pass
 
 
-def _llm_outputs(session: Path) -> dict[str, str]:
-    """text hash -> created_at of every stored LLM output (read-only)."""
+def _llm_outputs(session: Path) -> dict[tuple[str, str], str]:
+    """(prompt key, text hash) -> created_at of every stored LLM output (read-only)."""
     if not session.exists():
         return {}
     try:
         with sqlite3.connect(f"file:{session}?mode=ro", uri=True, timeout=1) as db:
-            return dict(db.execute("SELECT text_sha256, created_at FROM llm_outputs"))
+            rows = db.execute("SELECT prompt_key, text_sha256, created_at FROM llm_outputs")
+            return {(prompt, text): at for prompt, text, at in rows}
     except sqlite3.DatabaseError:  # the schema is still being created
         return {}
 
@@ -166,7 +167,8 @@ def test_a_kill_in_the_llm_stage_keeps_the_outputs_made_before_it(tiny_model_pat
         child.wait()
     assert child.returncode == -signal.SIGKILL
     kept = _llm_outputs(session)
-    # the stage has 27 texts (12 seeds, 15 sampled): stored a few at a time, not all at its end
+    # the LLMs first score the 12 seed rows under three prompts (0, 1, 2 shots), then 15 sampled rows:
+    # stored a few at a time, not a whole call at once
     assert 3 <= len(kept) <= 10, f"{len(kept)} LLM output(s) stored when the job was killed"
     assert not out.exists()
 

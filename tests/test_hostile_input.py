@@ -33,7 +33,7 @@ from test_label_bad_input import write_csv
 
 LONG = 40
 """User text longer than this must never appear whole in a message."""
-LABEL_ARGS = ["--chat-format", "chatml", "--quiet", "--rounds", "1", "--batch", "2", "--llm-sample", "4"]
+LABEL_ARGS = ["--chat-format", "chatml", "--classifier", "head", "--quiet", "--rounds", "1", "--batch", "2", "--llm-sample", "4"]
 HAS_PYARROW = find_spec("pyarrow") is not None
 
 

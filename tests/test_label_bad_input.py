@@ -43,7 +43,7 @@ def fails_cleanly(capsys, argv: list[str], out: Path, *expected: str) -> str:
 
 
 def base(data: Path, out: Path, model: Path, *extra: str, labels: str | None = "pos,neg") -> list[str]:
-    argv = ["label", str(data), "--models", str(model), "--chat-format", "chatml", "--quiet", "-o", str(out)]
+    argv = ["label", str(data), "--models", str(model), "--chat-format", "chatml", "--classifier", "head", "--quiet", "-o", str(out)]
     return argv + (["--labels", labels] if labels else []) + list(extra)
 
 
@@ -196,7 +196,7 @@ def _one_line_or_success(argv: list[str], out: Path) -> bool:
 
 def _label_argv(data: Path, out: Path, model: Path, labels: str) -> list[str]:
     # the --opt=value form: a value starting with "-" would otherwise read as an option
-    return ["label", str(data), f"--labels={labels}", "--models", str(model), "--chat-format", "chatml", "--quiet",
+    return ["label", str(data), f"--labels={labels}", "--models", str(model), "--chat-format", "chatml", "--classifier", "head", "--quiet",
             "--rounds", "1", "--batch", "2", "--llm-sample", "4", "-o", str(out)]
 
 

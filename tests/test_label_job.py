@@ -33,7 +33,7 @@ def write_input(path: Path, n: int = 60, seeds: int = 12) -> Path:
 
 def args(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
     return ["label", str(data), "--labels", "pos,neg", "--models", str(model), "--chat-format", "chatml",
-            "--rounds", "2", "--batch", "5", "--llm-sample", "15", "--quiet", "-o", str(out), *extra]
+            "--rounds", "2", "--batch", "5", "--llm-sample", "15", "--classifier", "head", "--quiet", "-o", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_an_interrupted_job_resumes_to_the_same_output(done, tiny_model_path, tm
     data, reference = done
     out = tmp_path / "out.csv"
     job = LabelJob(input=data, output=out, labels=("pos", "neg"), models=(str(tiny_model_path),),
-                   chat_format="chatml", rounds=2, batch=5, llm_sample=15)
+                   chat_format="chatml", rounds=2, batch=5, llm_sample=15, classifier="head")
     calls = {"n": 0, "stages": set()}
 
     def interrupt(stage: str, done_: int, total: int) -> None:

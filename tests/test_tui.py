@@ -29,7 +29,8 @@ def make_job(folder: Path, model: Path) -> LabelJob:
     """A tiny job with paths relative to ``folder`` (the current directory in the tests)."""
     write_input(folder / "in.csv", n=60, seeds=12)
     return LabelJob(input=Path("in.csv"), output=Path("out.csv"), labels=("pos", "neg"), models=(str(model),),
-                    chat_format="chatml", rounds=2, batch=5, llm_sample=15, review_threshold=0.95)
+                    chat_format="chatml", rounds=2, batch=5, llm_sample=15, review_threshold=0.95,
+                    classifier="head")
 
 
 def human_labels(app: LabelApp) -> dict[int, str]:

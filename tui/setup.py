@@ -1,5 +1,6 @@
 """New session: the input file, its columns and labels, the models (present or missing in the
-catalog, size, quantization, backend), strategy, rounds and batch; ctrl+o opens the session."""
+catalog, size, quantization, backend), strategy, classifier, rounds and batch; ctrl+o opens the
+session."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from textual.widgets import Footer, Header, Input, Label, Select, SelectionList,
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
 
+from mollia_edge.config import CLASSIFIERS
 from mollia_edge.errors import MolliaError
 from mollia_edge.label import JobSession, LabelJob, open_job_session
 
@@ -95,6 +97,10 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
                 yield Label("strategy", classes="setup-label")
                 yield Select([(s, s) for s in STRATEGIES], value=self.draft.strategy, allow_blank=False,
                              id="setup-strategy", compact=True)
+            with Horizontal(classes="setup-row"):
+                yield Label("classifier", classes="setup-label")
+                yield Select([(c, c) for c in CLASSIFIERS], value=self.draft.classifier or self.draft.config.al.classifier,
+                             allow_blank=False, id="setup-classifier", compact=True)
             yield Label(f"models (space selects; llama.cpp backend: {backend_info()})", id="setup-models-title")
             yield SelectionList(*model_choices(self.draft.models), id="setup-models", compact=True)
         yield Static("ctrl+o opens the session (new, or the one these settings had); ctrl+q quits",
@@ -120,8 +126,9 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         models = self.query_one(SelectionList).selected
         if not models:
             raise ValueError("select at least one model")
-        return dataclasses.replace(self.draft, models=tuple(models), strategy=str(self.query_one(Select).value),
-                                   **values)
+        return dataclasses.replace(self.draft, models=tuple(models),
+                                   strategy=str(self.query_one("#setup-strategy", Select).value),
+                                   classifier=str(self.query_one("#setup-classifier", Select).value), **values)
 
     def action_open(self) -> None:
         try:

@@ -75,6 +75,8 @@ def saved_job(session_path: Path) -> LabelJob:
         raise ConfigError(f"{session_path}: no TUI job saved beside this session store; open the input file instead")
     tuples = {"labels", "models"}
     values = {key: tuple(value) if key in tuples and value is not None else value for key, value in record.items()}
+    if "mode" in values:  # saved before the classifier became a choice of the job
+        values.setdefault("classifier", values.pop("mode"))
     values.update(input=Path(record["input"]), output=Path(record["output"]), session=Path(record["session"]),
                   config=config_from_dict(record["config"]))
     return LabelJob(**values)

@@ -5,7 +5,9 @@ where it abstains) and negative labels y- (n, K) bool (classes ruled out; all Fa
 gives none). Indices are row indices of the whole data set the annotator was built on; signal
 arrays are (n_rows, N, K) with ``N`` LLMs and ``K`` classes.
 
-* :class:`MolamAnnotator` - MoLAM over the LLM signals (paper Eq. 6): y+ its argmax, y- its
+* :class:`LabelModelAnnotator` - a label model over signals computed on demand (the label
+  job's LLMs): y+ its argmax (or abstain), y- its negative labels.
+* :class:`MolamAnnotator` - MoLAM over recorded LLM signals (paper Eq. 6): y+ its argmax, y- its
   negative labels (Eq. 5).
 * :class:`VoteAnnotator` - the LLMs' vote ensemble; no negatives.
 * :class:`SingleLLMAnnotator` - one LLM alone (the majority of its sampled answers); no negatives.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -129,13 +132,34 @@ class SingleLLMAnnotator(PrecomputedAnnotator):
         super().__init__(name, molam.vote(c[:, one], z[:, one]).argmax(axis=1), z.shape[2])
 
 
-class MolamAnnotator(Annotator):
+class LabelModelAnnotator(Annotator):
+    """A label model over annotator signals that arrive on demand: ``signals(rows)`` gives
+    scores and consistency (n, N, K) of the rows (e.g. LLMs run as the loop queries them).
+    y+ is the model's argmax, or -1 (abstain) below ``abstain_below``; y- its negative labels.
+
+    ``model`` has ``predict_proba(scores, consistency)`` (n, K) and ``negative_labels(scores)``.
+    """
+
+    def __init__(self, signals: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], model: Any,
+                 abstain_below: float, n_rows: int, n_classes: int, name: str = "mollia") -> None:
+        self.signals, self.model, self.abstain_below_ = signals, model, abstain_below
+        self.name, self.n_rows, self.n_classes = name, n_rows, n_classes
+
+    def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z, c = self.signals(rows)
+        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_), np.asarray(
+            self.model.negative_labels(z), dtype=bool
+        )
+
+
+class MolamAnnotator(LabelModelAnnotator):
     """MoLAM fitted once, at construction, on the seed rows' gold labels and the LLM signals of
     the ``unlabelled_rows`` (pseudo-labelling; default: every row that is not a seed row).
     It abstains (y+ = -1) below the confidence ``abstain_below_``: ``config.abstain_below``, or
     lower where more than ``config.max_abstain_share`` of the unlabelled rows lie below it.
 
     Keep evaluation rows out of ``unlabelled_rows``. ``fit_seconds_`` is the fitting time.
+    ``text_annotator``: the position of the text's own annotator among the annotators.
     """
 
     def __init__(
@@ -150,27 +174,24 @@ class MolamAnnotator(Annotator):
         config: MolamConfig | None = None,
         seed: int = 50,
         name: str = "mollia",
+        text_annotator: int | None = None,
     ) -> None:
         self.scores, self.consistency = _signals(scores, consistency)
-        self.name, self.n_rows, self.n_classes = name, self.scores.shape[0], n_classes
-        seeds = _row_indices("seed_rows", seed_rows, self.n_rows)
+        n_rows = self.scores.shape[0]
+        seeds = _row_indices("seed_rows", seed_rows, n_rows)
         if unlabelled_rows is None:
-            unlabelled = np.setdiff1d(np.arange(self.n_rows), seeds)
+            unlabelled = np.setdiff1d(np.arange(n_rows), seeds)
         else:
-            unlabelled = _row_indices("unlabelled_rows", unlabelled_rows, self.n_rows)
+            unlabelled = _row_indices("unlabelled_rows", unlabelled_rows, n_rows)
         started = time.perf_counter()
-        self.model = molam.fit_annotation_model(
+        model = molam.fit_annotation_model(
             self.scores[seeds], self.consistency[seeds], seed_labels,
             self.scores[unlabelled], self.consistency[unlabelled], n_classes,
-            config=config, seed=seed,
+            config=config, seed=seed, text_annotator=text_annotator,
         )
         self.fit_seconds_ = time.perf_counter() - started
-        unlabelled_proba = self.model.predict_proba(self.scores[unlabelled], self.consistency[unlabelled])
+        unlabelled_proba = model.predict_proba(self.scores[unlabelled], self.consistency[unlabelled])
         config = config or MolamConfig()
-        self.abstain_below_ = confidence_floor(unlabelled_proba, config.abstain_below, config.max_abstain_share)
-
-    def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z, c = self.scores[rows], self.consistency[rows]
-        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_), np.asarray(
-            self.model.negative_labels(z), dtype=bool
-        )
+        abstain_below = confidence_floor(unlabelled_proba, config.abstain_below, config.max_abstain_share)
+        super().__init__(lambda rows: (self.scores[rows], self.consistency[rows]), model, abstain_below,
+                         n_rows, n_classes, name)

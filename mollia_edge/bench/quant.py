@@ -22,7 +22,7 @@ import numpy as np
 
 from ..al.loop import f1_scores
 from ..calibration import expected_calibration_error
-from ..config import Config, QuantBenchConfig, fit_sequences
+from ..config import Config, QuantBenchConfig, fit_sequences, fixed_shots
 from ..data import check_label_set, read_texts
 from ..errors import ConfigError, DataError, quoted
 from ..llm.annotator import LLMAnnotator
@@ -221,10 +221,10 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     data = load_bench_texts(request)
     fit_sequences(request.config.llm, len(data.labels))  # too many labels for llama.cpp: before any model loads
     demonstrations: tuple[tuple[str, str], ...] = ()
-    if request.config.llm.shots:
+    if fixed_shots(request.config.llm):
         seed_texts = [data.texts[i] for i in data.seed_rows]
         seed_labels = [data.labels[data.gold[i]] for i in data.seed_rows]
-        demonstrations = draw_demonstrations(seed_texts, seed_labels, request.config.llm.shots, request.config.seed)
+        demonstrations = draw_demonstrations(seed_texts, seed_labels, fixed_shots(request.config.llm), request.config.seed)
     request.output.mkdir(parents=True, exist_ok=True)
     models: dict[str, Any] = {}
     signals: dict[str, dict[str, AnnotationSignals]] = {}
@@ -236,7 +236,7 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     mixture, frontier = _mixture_report(models, signals, data, request, quants, progress)
     return {
         "data": {"file": request.data.name, "n": len(data.texts), "seed_rows": len(data.seed_rows),
-                 "eval_rows": len(data.eval_rows), "labels": list(data.labels), "shots": request.config.llm.shots},
+                 "eval_rows": len(data.eval_rows), "labels": list(data.labels), "shots": fixed_shots(request.config.llm)},
         "backend": backend_info(), "threads": request.config.llm.n_threads or os.cpu_count(),
         "timing_texts": min(request.bench.timing_texts, len(data.eval_rows)), "quants": quants,
         "models": models, "mixture": mixture, "frontier": frontier,

@@ -1,0 +1,124 @@
+"""The job's panel of LLM annotators: one per model, each with its prompt plan; the signals of
+any rows, every output cached in the session store as it is made.
+
+* :class:`LLMPanel` - ``signals(rows)`` gives scores and consistency (n, N, K) of the rows,
+  each model scoring every row with the prompt its :class:`PromptPlan` gives that row.
+* :meth:`LLMPanel.choose_shots` - per model, the number of demonstrations that scores the
+  seed rows best (accuracy, then log-likelihood of the seed label; ties to fewer shots). The
+  seed rows are scored cross-fitted (:mod:`mollia_edge.llm.demonstrations`), so a model that
+  gets worse with demonstrations gets none.
+
+Models are loaded on first need and stay loaded until :meth:`LLMPanel.close`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import LLMConfig
+from ..store import Store
+from .annotator import LLMAnnotator
+from .demonstrations import PromptPlan
+from .prompts import PromptSpec
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PanelModel:
+    """One model of the panel: its display name, file, and the zero-shot prompt for it."""
+
+    name: str
+    path: Path
+    prompt: PromptSpec
+
+
+@dataclass(frozen=True)
+class ShotChoice:
+    """What :meth:`LLMPanel.choose_shots` measured for one model: per number of shots, its
+    accuracy on the seed rows, and the number it chose."""
+
+    accuracy: dict[int, float]
+    chosen: int
+
+
+class LLMPanel:
+    """The job's LLMs over the texts ``texts`` (all rows of the input)."""
+
+    def __init__(self, models: Sequence[PanelModel], texts: Sequence[str], llm: LLMConfig, store: Store,
+                 progress: Progress | None = None) -> None:
+        self.models, self.texts, self.llm, self.store, self.progress = list(models), texts, llm, store, progress
+        self.names = [m.name for m in self.models]
+        self.plans = {m.name: PromptPlan.zero_shot(m.prompt) for m in self.models}
+        self._annotators: dict[str, LLMAnnotator] = {}
+        self.truncated: set[int] = set()
+        self.seconds = dict.fromkeys(self.names, 0.0)
+        """Per model: seconds spent annotating (texts found in the store cost next to nothing)."""
+        self.computed = dict.fromkeys(self.names, 0)
+        """Per model: texts evaluated by the model (not served from the store)."""
+
+    def close(self) -> None:
+        for annotator in self._annotators.values():
+            annotator.close()
+        self._annotators.clear()
+
+    def __enter__(self) -> LLMPanel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _annotator(self, model: PanelModel) -> LLMAnnotator:
+        if model.name not in self._annotators:
+            self._annotators[model.name] = LLMAnnotator(model.path, model.prompt, self.llm, self.store)
+        return self._annotators[model.name]
+
+    def model_signals(self, model: PanelModel, rows: np.ndarray, plan: PromptPlan) -> tuple[np.ndarray, np.ndarray]:
+        """One model's label probabilities and consistency (len(rows), K) under ``plan``."""
+        k = len(model.prompt.labels)
+        z, c = np.zeros((len(rows), k)), np.zeros((len(rows), k))
+        annotator = self._annotator(model)
+        report = (lambda d, t: self.progress(f"llm {model.name}", d, t)) if self.progress else None
+        for prompt, positions in plan.split(rows):
+            annotator.use_prompt(prompt)
+            before, started = annotator.computed, time.perf_counter()
+            s = annotator.annotate([self.texts[i] for i in rows[positions]], report)
+            self.seconds[model.name] += time.perf_counter() - started
+            self.computed[model.name] += annotator.computed - before
+            z[positions], c[positions] = s.label_prob, s.consistency
+            self.truncated.update(int(r) for r, cut in zip(rows[positions], s.truncated) if cut)
+        return z, c
+
+    def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and consistency (len(rows), N, K) of ``rows``, each model under its plan."""
+        rows = np.asarray(rows, np.int64)
+        pairs = [self.model_signals(m, rows, self.plans[m.name]) for m in self.models]
+        return np.stack([z for z, _ in pairs], axis=1), np.stack([c for _, c in pairs], axis=1)
+
+    def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
+                     words: int) -> dict[str, ShotChoice]:
+        """Set each model's plan to its best number of shots (see the module docstring).
+
+        x (n, D): embeddings (the demonstrations cover each label on them); seed_rows (m,) and
+        y (m,): the seed rows and their class indices.
+        """
+        choices = {}
+        for model in self.models:
+            best, accuracy = None, {}
+            for shots in sorted(set(candidates)):
+                plan = PromptPlan.with_demonstrations(model.prompt, shots, self.texts, x, seed_rows, y, words)
+                z, _ = self.model_signals(model, seed_rows, plan)
+                right = z[np.arange(len(y)), y]
+                score = (float(np.mean(z.argmax(axis=1) == y)), float(np.mean(np.log(np.clip(right, 1e-9, 1)))))
+                accuracy[shots] = round(score[0], 4)
+                if best is None or score > best[0]:
+                    best = (score, plan)
+            assert best is not None
+            self.plans[model.name] = best[1]
+            choices[model.name] = ShotChoice(accuracy, best[1].shots)
+        return choices
