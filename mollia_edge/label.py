@@ -652,8 +652,9 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         "seconds": {stage: round(s, 3) for stage, s in run.times.items()},
     }
     if run.prep.truth is not None:
-        report["gold"] = _gold_quality(run.prep.truth, current, run.seed_rows, run.llm_rows, run.votes,
-                                       run.panel.names, labels)
+        in_sample = np.isin(run.llm_rows, run.sample)  # the LLMs alone: on the random sample, not the queried rows
+        report["gold"] = _gold_quality(run.prep.truth, current, run.seed_rows, run.llm_rows[in_sample],
+                                       run.votes[in_sample], run.panel.names, labels)
     return report
 
 

@@ -2,7 +2,8 @@
 
 Only rows that are not seeds count (a seed's label is the user's own), and only rows with a
 gold label. Accuracy and macro-F1 (scikit-learn's) of the final labels, of each label source
-(``llm_mixture``, ``classifier``...), and of each LLM's own label on the rows it annotated.
+(``llm_mixture``, ``classifier``...), and of each LLM's own label on the label job's random
+sample of rows (the rows the active-learning loop queried are left out: they are chosen hard).
 """
 
 from __future__ import annotations
@@ -65,6 +66,6 @@ def quality_lines(quality: Mapping[str, Any]) -> list[str]:
     lines.append("  by label source: " + ", ".join(parts))
     if quality["by_llm"]:
         parts = [f"{name} {s['accuracy']:.3f}" for name, s in quality["by_llm"].items()]
-        lines.append(f"  each LLM alone on the {next(iter(quality['by_llm'].values()))['rows']} of them it annotated: "
+        lines.append(f"  each LLM alone on the {next(iter(quality['by_llm'].values()))['rows']} sampled for it: "
                      + ", ".join(parts))
     return lines

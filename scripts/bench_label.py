@@ -1,23 +1,28 @@
-"""The `label` job against gold: its final labels vs the best single LLM vs a seed-only classifier.
+"""The `label` job against gold on bundled datasets: one table and a JSON file.
 
-A seeded sample of a bundled labelled dataset becomes a labelling task (``--seeds`` rows keep
-their label; the others' gold is kept aside). The job runs with the given settings and the
-bundled starter models; then, on every non-seed row:
+For each dataset a seeded sample (``--n`` rows, ``--seeds`` of them keep their label, a
+``gold`` column for scoring only) is labelled by ``mollia-edge label`` with its defaults and the
+starter models, each job a process of its own (its wall time and peak RSS are the job's). On
+the non-seed rows:
 
-* the job's final labels (and per label source: llm_mixture, classifier);
-* each LLM's own label (argmax of its label probabilities; the job's cached outputs are reused);
-* a classifier trained on the seed rows alone (same embeddings and training as the job's).
+* ``final``: the job's final labels; ``mixture`` / ``classifier``: of the rows labelled by the
+  label model over the LLMs, and by the classifier (rows in brackets);
+* ``best LLM``: the best single LLM (its own label, with the demonstrations the job chose for
+  it) on the job's random LLM sample;
+* ``seed-only``: logistic regression on the same embeddings, trained on the seed rows alone,
+  its regularisation chosen by cross-validation on the seeds (what a careful user would do);
+* ``before``: the same job with the behaviour it had before demonstrations, the text's own
+  annotator and the classifier choice (zero-shot prompts, no text annotator, ``head``);
+* the classifier ``auto`` chose, the job's seconds (and per stage in the JSON), its peak RSS.
 
-Also the job's wall time and peak RSS (of this process, taken as the job returns).
-
-    python scripts/bench_label.py --dataset rotten-tomatoes --n 300 --out results/bench_label.json
+    python scripts/bench_label.py --datasets rotten-tomatoes bbc-news yahoo --n 1000 --out results/bench_label.json
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,100 +37,107 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from bench_report import print_and_save
 
 from mollia_edge.al.encoder import EmbeddingCache, Encoder, encode_cached
-from mollia_edge.al.loop import LabelledSet, train_classifier
-from mollia_edge.config import Config, load_config
 from mollia_edge.data import write_table_atomic
 from mollia_edge.datasets import load_dataset
-from mollia_edge.label import LabelJob, run_label_job
-from mollia_edge.llm.annotator import LLMAnnotator
-from mollia_edge.llm.catalog import load_catalog
-from mollia_edge.llm.prompts import PromptSpec
-from mollia_edge.session import open_session_store
+from mollia_edge.text_annotator import text_annotator_proba
+
+ITEMS = {"rotten-tomatoes": "review", "imdb": "review", "bbc-news": "news article", "yahoo": "question and answer",
+         "20newsgroups": "newsgroup post", "stackoverflow": "question title"}
+BEFORE = "[llm]\nshots = 0\n[molam]\ntext_annotator = false\n[al]\nclassifier = \"head\"\n"
 
 
-def llm_labels(texts: list[str], labels: tuple[str, ...], item: str, session: Path, config: Config) -> dict[str, np.ndarray]:
-    """Each starter LLM's own label index (n,) of ``texts``, outputs cached in the job's session store."""
-    catalog = load_catalog()
-    own = {}
-    with open_session_store(session) as store:
-        for name in catalog.starter:
-            model = catalog.resolve(name)
-            prompt = PromptSpec(labels=labels, item=item, chat_format=model.spec.chat_format)
-            with LLMAnnotator(model.path, prompt, config.llm, store) as annotator:
-                own[name] = annotator.annotate(texts).label_prob.argmax(axis=1)
-    return own
+def run_job(task: Path, out: Path, item: str, extra: list[str]) -> tuple[dict, float]:
+    """Run `mollia-edge label` on ``task`` in a process of its own: (its report, wall seconds)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "mollia_edge", "label", str(task), "--item", item, "--gold-column", "gold",
+            "--quiet", "-o", str(out), *extra]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"label job failed on {task}: {done.stderr.strip()[-500:]}")
+    return json.loads(out.with_name(out.name + ".report.json").read_text()), seconds
 
 
-def seed_only(texts: list[str], seeds: np.ndarray, gold: np.ndarray, k: int, cache: Path, config: Config) -> np.ndarray:
-    """Labels (n,) of a head-mode classifier trained on the seed rows alone."""
-    x = encode_cached(Encoder(max_length=config.al.max_length), texts, EmbeddingCache(cache))
-    seeded = LabelledSet(seeds, gold[seeds], np.ones(len(seeds), np.float32), np.zeros((len(seeds), k), bool))
-    clf = train_classifier(x, seeded, k, 0.0, config.al, {"mode": "head"}, config.seed, config.seed + 1)
-    return clf.predict(x)
+def seed_only_accuracy(texts: list[str], gold: np.ndarray, seeds: int, k: int, cache: Path) -> float:
+    """Logistic regression on the embeddings, C by CV on the seed rows, scored on the others."""
+    x = encode_cached(Encoder(), texts, EmbeddingCache(cache))
+    rows = np.arange(seeds)
+    p = text_annotator_proba(x, rows, gold[rows], k)
+    rest = np.arange(seeds, len(texts))
+    return float(np.mean(p[rest].argmax(axis=1) == gold[rest]))
+
+
+def bench_dataset(name: str, args: argparse.Namespace, work: Path) -> dict:
+    data = load_dataset(name).sample(args.n, args.seed)
+    labels = tuple(data.label_names)
+    gold = np.asarray(data.labels, np.int64)
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    task = folder / "task.csv"
+    write_table_atomic(task, [{"text": t, "label": labels[g] if i < args.seeds else "", "gold": labels[g]}
+                              for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label", "gold"))
+    item = ITEMS.get(name, "text")
+    shared = ["--seed", str(args.seed), "--session", str(folder / "session.sqlite")]  # one LLM cache for both jobs
+    report, seconds = run_job(task, folder / "job" / "labelled.csv", item, shared)
+    result = {"dataset": name, "rows": args.n, "seeds": args.seeds, "job": report["gold"], "job_seconds": seconds,
+              "stage_seconds": report["seconds"], "peak_rss_mib": report["peak_rss_mib"],
+              "classifier": report["classifier"], "shots": report["shots"], "llm_rows": report["llm_rows"],
+              "text_annotator": report["text_annotator"]}
+    if not args.skip_before:
+        (folder / "before.toml").write_text(BEFORE, encoding="utf-8")
+        before, before_seconds = run_job(task, folder / "before" / "labelled.csv", item,
+                                         [*shared, "--config", str(folder / "before.toml")])
+        result |= {"before": before["gold"], "before_seconds": before_seconds}
+    cache = folder / "session.sqlite.embeddings"
+    result["seed_only"] = seed_only_accuracy(list(data.texts), gold, args.seeds, len(labels), cache)
+    return result
+
+
+def _cell(scores: dict | None, source: str | None = None) -> str:
+    if not scores:
+        return "-"
+    part = scores["final"] if source is None else scores["by_source"].get(source)
+    if not part:
+        return "-"
+    return f"{part['accuracy']:.3f}" + ("" if source is None else f" ({part['rows']})")
+
+
+def table(results: list[dict], title: str) -> Table:
+    out = Table(title=title)
+    for column in ("dataset", "final", "mixture", "classifier", "best LLM", "seed-only", "before", "auto chose",
+                   "job s", "RSS GiB"):
+        out.add_column(column, justify="left" if column in ("dataset", "auto chose") else "right")
+    for r in results:
+        by_llm = r["job"].get("by_llm") or {}
+        best = max(by_llm.items(), key=lambda item: item[1]["accuracy"], default=None)
+        out.add_row(
+            r["dataset"], _cell(r["job"]), _cell(r["job"], "llm_mixture"), _cell(r["job"], "classifier"),
+            f"{best[1]['accuracy']:.3f} {best[0]}" if best else "-", f"{r['seed_only']:.3f}", _cell(r.get("before")),
+            r["classifier"]["mode"], f"{r['job_seconds']:.0f}", f"{r['peak_rss_mib'] / 1024:.2f}",
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="rotten-tomatoes")
-    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--datasets", nargs="+", default=["rotten-tomatoes", "bbc-news", "yahoo"])
+    parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=50)
-    parser.add_argument("--item", default="review", help="what a text is, in the prompt")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--llm-sample", type=int, default=500)
-    parser.add_argument("--strategy", default="bemps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, help="folder for the task, output and session (default: a temporary one)")
-    parser.add_argument("--config", type=Path, help="TOML configuration of the job (default: the paper's settings)")
+    parser.add_argument("--skip-before", action="store_true", help="do not run the `before` job")
+    parser.add_argument("--work", type=Path, help="folder for the tasks, outputs and sessions (default: a temporary one)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    console = Console(width=140)
-    config = load_config(args.config)
-
-    data = load_dataset(args.dataset).sample(args.n, args.seed)
-    labels = tuple(data.label_names)
-    gold = np.asarray(data.labels, np.int64)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-label-"))
-    work.mkdir(parents=True, exist_ok=True)
-    task = work / "task.csv"
-    write_table_atomic(task, [{"text": t, "label": labels[g] if i < args.seeds else ""}
-                              for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label"))
-    job = LabelJob(input=task, output=work / "labelled.csv", labels=labels, item=args.item, strategy=args.strategy,
-                   rounds=args.rounds, batch=args.batch, llm_sample=args.llm_sample, seed=args.seed,
-                   config=config)
-    started = time.perf_counter()
-    result = run_label_job(job)
-    seconds = time.perf_counter() - started
-    job_report = json.loads(result.report.read_text())
-    peak_gib = job_report["peak_rss_mib"] / 1024
-
-    with result.output.open(encoding="utf-8", newline="") as f:
-        out = list(csv.DictReader(f))
-    final = np.array([labels.index(row["label"]) for row in out])
-    sources = np.array([row["label_source"] for row in out])
-    rest = np.arange(args.seeds, args.n)
-    seeds = np.arange(args.seeds)
-    accuracy = {"final labels": float(np.mean(final[rest] == gold[rest]))}
-    for source in ("llm_mixture", "classifier"):
-        rows = rest[sources[rest] == source]
-        if len(rows):
-            accuracy[f"  of which {source} ({len(rows)} rows)"] = float(np.mean(final[rows] == gold[rows]))
-    for name, own in llm_labels(list(data.texts), labels, args.item, result.session, config).items():
-        accuracy[f"LLM {name} alone"] = float(np.mean(own[rest] == gold[rest]))
-    cache = result.session.with_name(result.session.name + ".embeddings")
-    accuracy["classifier on the seed rows alone"] = float(
-        np.mean(seed_only(list(data.texts), seeds, gold, len(labels), cache, config)[rest] == gold[rest])
-    )
-
-    table = Table(title=f"label job on {args.n} {args.dataset} rows ({args.seeds} seeds): accuracy on the "
-                        f"{len(rest)} non-seed rows; job {seconds:.0f} s, peak RSS {peak_gib:.2f} GiB")
-    table.add_column("labels")
-    table.add_column("accuracy", justify="right")
-    for name, value in accuracy.items():
-        table.add_row(name, f"{value:.4f}")
-    report = {"settings": vars(args) | {"work": str(work), "out": str(args.out)}, "accuracy": accuracy,
-              "job_seconds": seconds, "peak_rss_gib": peak_gib, "stage_seconds": job_report["seconds"]}
-    print_and_save(console, table, report, args.out)
+    results = []
+    for name in args.datasets:
+        results.append(bench_dataset(name, args, work))
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    title = (f"label job vs gold: {args.n} rows per dataset, {args.seeds} seed rows, seed {args.seed}, starter "
+             "models, defaults; accuracy on the non-seed rows")
+    report = {"settings": vars(args) | {"work": str(work), "out": str(args.out)}, "results": results}
+    print_and_save(Console(width=160), table(results, title), report, args.out)
     return 0
 
 

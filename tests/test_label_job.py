@@ -208,16 +208,18 @@ def test_rows_the_label_model_abstains_on_are_reviewed_not_trained_on(tiny_model
     assert all(rows[i]["label_source"] == "llm_mixture" and rows[i]["needs_review"] == "true" for i in aside)
 
 
-def test_gold_column_reports_quality_without_changing_the_labels(done, tiny_model_path, tmp_path):
-    data, reference = done
+def test_gold_column_reports_quality_without_changing_the_labels(tiny_model_path, tmp_path):
+    data = write_input(tmp_path / "plain.csv")
     rows = list(csv.DictReader(data.open(encoding="utf-8")))
     truth = ["pos" if i % 3 else "neg" for i in range(len(rows))]
     with (tmp_path / "in.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=[*rows[0], "gold"])
         writer.writeheader()
         writer.writerows({**row, "gold": g} for row, g in zip(rows, truth))
-    out = tmp_path / "out.csv"
-    assert main(args(tmp_path / "in.csv", out, tiny_model_path, "--gold-column", "gold")) == 0
+    reference, out = tmp_path / "reference.csv", tmp_path / "out.csv"
+    # no loop rounds: every row the LLMs see is in their random sample
+    assert main(args(data, reference, tiny_model_path, "--rounds", "0")) == 0
+    assert main(args(tmp_path / "in.csv", out, tiny_model_path, "--rounds", "0", "--gold-column", "gold")) == 0
     labelled = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["label"] for r in labelled] == [r["label"] for r in csv.DictReader(reference.open(encoding="utf-8"))]
     report = json.loads(out.with_name(out.name + ".report.json").read_text())["gold"]
@@ -227,5 +229,6 @@ def test_gold_column_reports_quality_without_changing_the_labels(done, tiny_mode
     assert set(report["by_source"]) == {"llm_mixture", "classifier"} and set(report["by_llm"]) == {"tiny"}
     mixture = [i for i in scored if labelled[i]["label_source"] == "llm_mixture"]
     votes = sum(labelled[i]["llm_votes"] == f"tiny:{truth[i]}" for i in mixture) / len(mixture)
-    assert report["by_llm"]["tiny"]["rows"] == len(mixture) and abs(report["by_llm"]["tiny"]["accuracy"] - votes) < 1e-4
+    assert report["by_llm"]["tiny"]["rows"] == len(mixture) == 15
+    assert abs(report["by_llm"]["tiny"]["accuracy"] - votes) < 1e-4
     assert "against gold" in out.with_name(out.name + ".report.txt").read_text()
