@@ -72,6 +72,12 @@ class LLMConfig:
     """The most demonstrations per label ``shots = "auto"`` tries."""
     demo_words: int = 60
     """Demonstrations are cut to this many words (a long-text task then pays little for them)."""
+    budget_words: int = 30000
+    """Words of text each LLM reads in a label job (a text costs its words + 10 for the prompt
+    around it); the job plans the seed rows, the sample and the loop's queries within it, and
+    the classifier labels the rest. 0: no limit. Words, not seconds, so the plan (and the
+    labels) do not depend on the machine's speed: the starter models read about 110-230
+    words a second on 2 CPU cores, so 30000 words are 3-6 minutes of LLM time there."""
     max_text_tokens: int = 1024
     """Longer texts are cut to this many tokens (the cut is recorded, never silent)."""
     n_ctx: int = 8192
@@ -89,7 +95,7 @@ class LLMConfig:
 
     BOUNDS = {
         "samples": "[1, 200]", "temperature": "(0, 100]", "top_p": "(0, 1]", "max_new_tokens": "[1, 512]",
-        "shots": "[0, 100]", "max_shots": "[0, 10]", "demo_words": "[1, 10000]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
+        "shots": "[0, 100]", "max_shots": "[0, 10]", "demo_words": "[1, 10000]", "budget_words": "[0, 1000000000]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
         "n_seq_max": "[2, 256]", "n_threads": f"[1, {MAX_THREADS}]", "n_gpu_layers": "[-1, 100000]",
         "seed": f"[0, {SEED_MAX}]",
     }

@@ -56,6 +56,7 @@ from .al.loop import (
     train_classifier,
 )
 from .label_model import MIN_MOLAM_SEEDS, LabelModel, can_fit_molam, fit_label_model
+from .llm.budget import WordBudget, text_costs
 from .llm.panel import LLMPanel, PanelModel
 from .llm.prompts import PromptSpec
 from .session import RowLabel, Session, open_session_store
@@ -202,6 +203,7 @@ class _Run:
     seed_label: np.ndarray
     """(n,) the class index of each seed row (input seeds and the TUI's human labels), -1 elsewhere."""
     human: dict[int, str]
+    budget: WordBudget
     times: dict[str, float] = field(default_factory=dict)
     x: np.ndarray | None = None
     """(n, D) sentence embeddings."""
@@ -280,7 +282,8 @@ def _start(job: LabelJob, prep: _Prepared, stack: ExitStack, say: Warn, progress
     for row, label in {**prep.input_seeds, **human}.items():
         seed_label[row] = index[label]
     panel = stack.enter_context(_panel(job, prep, store, progress))
-    run = _Run(job, prep, store, session, panel, say, progress, seed_label, human)
+    budget = WordBudget(job.config.llm.budget_words, text_costs(prep.texts))
+    run = _Run(job, prep, store, session, panel, say, progress, seed_label, human, budget)
     _check_seeds(run)
     session.set_state("running")
     return run
@@ -321,14 +324,15 @@ def _annotate_seeds(run: _Run) -> None:
     """The text's own annotator; each LLM's demonstrations (chosen on the seed rows) and the
     seed rows' signals."""
     seed_rows, y = run.seed_rows, run.seed_label[run.seed_rows]
+    config = run.job.config
+    shots = config.llm.shots
+    candidates = run.budget.shot_candidates(range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)],
+                                            seed_rows)
     if not can_fit_molam(y):
         return
-    config = run.job.config
     if config.molam.text_annotator:
         run.text_proba = text_annotator_proba(run.x, seed_rows, y, run.k, seed=_derived(run.prep.seed, 11))
-    shots = config.llm.shots
-    candidates = range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)]
-    choices = run.panel.choose_shots(list(candidates), run.x, seed_rows, y, config.llm.demo_words)
+    choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, config.llm.demo_words)
     run.shots = {name: {"chosen": c.chosen, "seed_accuracy": c.accuracy} for name, c in choices.items()}
 
 
@@ -336,9 +340,9 @@ def _fit_label_model(run: _Run) -> None:
     """The LLMs annotate a seeded sample of the other rows; the label model is fitted on the
     seed rows and that sample."""
     job, seed_rows = run.job, run.seed_rows
-    others = np.setdiff1d(np.arange(run.n), seed_rows)
-    take = min(job.llm_sample, len(others))
-    run.sample = np.sort(np.random.default_rng(_derived(run.prep.seed, 7)).choice(others, size=take, replace=False))
+    others = np.random.default_rng(_derived(run.prep.seed, 7)).permutation(np.setdiff1d(np.arange(run.n), seed_rows))
+    run.sample = np.sort(run.budget.sample(others, job.llm_sample))
+    take = len(run.sample)
     z, c = run.signals(np.concatenate([seed_rows, run.sample]).astype(np.int64))
     seed_pos = np.arange(len(seed_rows))
     text_position = len(run.panel.models) if run.text_proba is not None else None
@@ -366,7 +370,10 @@ def _active_learning(run: _Run) -> None:
         init = np.sort(np.concatenate([seed_rows, run.sample]))
     if len(init) < 2:
         raise DataError(f"{job.input}: fewer than 2 rows can start the classifier; add seed labels or raise the LLM sample")
-    rounds, batch = run.prep.rounds, run.prep.batch
+    rounds, batch = run.budget.rounds(run.prep.rounds, run.prep.batch, np.setdiff1d(np.arange(run.n), init))
+    if (rounds, batch) != (run.prep.rounds, run.prep.batch):
+        run.say(f"the LLM budget (llm.budget_words = {job.config.llm.budget_words}) pays for {rounds} round(s) of "
+                f"{batch} instead of {run.prep.rounds} of {run.prep.batch}")
     free = run.n - len(init)
     b = min(batch, free)
     r = min(rounds, free // b) if b else 0
@@ -640,7 +647,7 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         "label_model": run.label_model.kind, "models": run.panel.names,
         "llm_rows": int(len(run.llm_rows) + len(run.seed_rows)),
         "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in seeds_report.items()},
-        "llm_agreement_on_seeds": seeds_report, "shots": run.shots, "text_annotator": _text_annotator_report(run),
+        "llm_agreement_on_seeds": seeds_report, "shots": run.shots, "llm_budget": run.budget.report(), "text_annotator": _text_annotator_report(run),
         "classifier": run.classifier_choice, "human_rows": len(run.human), "al_run": run.run_id,
         "abstain_below": round(run.abstain_below, 6), "abstained_rows": int(len(run.abstained)),
         "llm_speed": _speed(run),

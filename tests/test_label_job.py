@@ -202,7 +202,7 @@ def test_rows_the_label_model_abstains_on_are_reviewed_not_trained_on(tiny_model
     aside = [row for row, _, label, _, _ in stored if label < 0]
     assert aside and sum(m["abstained"] for m in rounds) == len(aside)
     sample = [float(r["confidence"]) for i, r in rows.items() if r["label_source"] == "llm_mixture" and i not in aside]
-    assert max(float(rows[i]["confidence"]) for i in aside) < sorted(sample)[len(sample) // 2]
+    assert max(float(rows[i]["confidence"]) for i in aside) <= sorted(sample)[len(sample) // 2]
     report = json.loads(out.with_name(out.name + ".report.json").read_text())
     assert report["abstained_rows"] == len(aside) and report["abstain_below"] < 0.99
     assert all(rows[i]["label_source"] == "llm_mixture" and rows[i]["needs_review"] == "true" for i in aside)

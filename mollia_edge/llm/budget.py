@@ -1,0 +1,77 @@
+"""How much the LLMs read in a label job: a budget in words, planned stage by stage.
+
+A text costs its words plus :data:`PROMPT_WORDS` (the prompt around it); every model of the
+panel reads every row the job sends to the LLMs, so the budget is per model. The plan is a
+function of the texts and the settings only (never of timing), so a job's labels do not
+depend on the machine's speed:
+
+* seed rows: choosing the demonstrations scores them once per candidate number of shots; the
+  candidates are cut back until that costs at most half the budget;
+* the sample the label model is fitted on: at most half of what is left;
+* the loop's queries: the rest, spread over the rounds (fewer rows per round, or fewer rounds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PROMPT_WORDS = 10
+"""Words a text's prompt adds around it (the shared prefix is evaluated once per prompt)."""
+
+
+def text_costs(texts: Sequence[str]) -> np.ndarray:
+    """Cost (n,) of each text in words."""
+    return np.fromiter((len(t.split()) + PROMPT_WORDS for t in texts), np.int64, len(texts))
+
+
+@dataclass
+class WordBudget:
+    """``total`` words (0: no limit) and what the job's stages planned to spend of it."""
+
+    total: int
+    costs: np.ndarray
+    """(n,) each row's cost in words."""
+    spent: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def left(self) -> float:
+        return float("inf") if not self.total else self.total - sum(self.spent.values())
+
+    def shot_candidates(self, candidates: Sequence[int], seed_rows: np.ndarray) -> list[int]:
+        """``candidates`` (0 first) cut back until scoring the seeds under each costs at most
+        half the budget: all, then (0, the most), then the most alone... at least one."""
+        options = sorted(set(candidates))
+        seed_cost = int(self.costs[seed_rows].sum())
+        while len(options) > 1 and self.total and len(options) * seed_cost > self.total / 2:
+            options = [options[0], options[-1]] if len(options) > 2 else [options[-1]]
+        self.spent["seed rows"] = len(options) * seed_cost
+        return options
+
+    def sample(self, ordered: np.ndarray, most: int) -> np.ndarray:
+        """The first rows of ``ordered`` (at most ``most``) that cost at most half of what is left."""
+        allowed = self.left / 2
+        cumulative = np.cumsum(self.costs[ordered[:most]])
+        chosen = ordered[: int(np.searchsorted(cumulative, allowed, side="right"))]
+        self.spent["sample"] = int(self.costs[chosen].sum())
+        return chosen
+
+    def rounds(self, rounds: int, batch: int, candidates: np.ndarray) -> tuple[int, int]:
+        """(rounds, batch) of the loop that the rest pays for, at the candidates' mean cost."""
+        if not rounds or not len(candidates):
+            return rounds, batch
+        mean = float(self.costs[candidates].mean())
+        affordable = int(self.left // mean) if np.isfinite(self.left) else rounds * batch
+        if affordable >= rounds * batch:
+            planned = (rounds, batch)
+        elif affordable >= rounds:
+            planned = (rounds, affordable // rounds)
+        else:
+            planned = (affordable, 1) if affordable else (0, batch)
+        self.spent["loop"] = int(planned[0] * planned[1] * mean)
+        return planned
+
+    def report(self) -> dict[str, object]:
+        return {"words_per_model": self.total or None, "planned": dict(self.spent)}

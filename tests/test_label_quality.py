@@ -1,0 +1,133 @@
+"""The label job's quality parts: demonstrations (covering, cross-fitted), the number of shots
+per model, the text's own annotator, the LLM word budget, the classifier choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mollia_edge.cli import main
+from mollia_edge.llm.budget import PROMPT_WORDS, WordBudget, text_costs
+from mollia_edge.llm.demonstrations import PromptPlan, clip_words, demonstration_sets
+from mollia_edge.llm.panel import LLMPanel, PanelModel
+from mollia_edge.llm.prompts import PromptSpec
+from mollia_edge.molam import _clearly_best
+from mollia_edge.text_annotator import text_annotator_proba
+from test_label_job import args, write_input
+
+BASE = PromptSpec(labels=("pos", "neg"), item="review", chat_format="chatml")
+
+
+def seed_data(n_per_label: int = 6, dim: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(40, dim))
+    rows = np.arange(2 * n_per_label)
+    y = rows % 2
+    texts = [f"text {i} " + "word " * (i % 7) for i in range(40)]
+    return x, rows, y, texts
+
+
+def test_demonstration_sets_are_disjoint_cover_each_label_and_alternate():
+    x, rows, y, _ = seed_data()
+    a, b = demonstration_sets(x, rows, y, shots=2)
+    assert len(a) == len(b) == 4 and not set(a) & set(b) and set(a) | set(b) <= set(rows)
+    assert [int(y[r]) for r in a] == [0, 1, 0, 1]  # round-robin over the labels
+    members = rows[y == 0]
+    centre = x[members].mean(axis=0)
+    nearest = members[np.argmin(((x[members] - centre) ** 2).sum(axis=1))]
+    assert a[0] == nearest  # the first demonstration of a label is its most typical seed
+
+
+def test_a_seed_row_is_never_scored_with_its_own_answer_in_the_prompt():
+    x, rows, y, texts = seed_data()
+    plan = PromptPlan.with_demonstrations(BASE, 2, texts, x, rows, y, words=60)
+    for prompt, positions in plan.split(np.arange(40)):
+        shown = {text for text, _ in prompt.demonstrations}
+        assert not any(clip_words(texts[i], 60) in shown for i in positions)
+    assert plan.held is not None and len(plan.held_rows) == 4
+
+
+def test_demonstrations_are_clipped():
+    assert clip_words("one two  three\nfour", 2) == "one two …"
+    assert clip_words("one two", 5) == "one two"
+
+
+class FakePanel(LLMPanel):
+    """Accuracy on the seeds falls with every shot for 'worse', rises for 'better'."""
+
+    def model_signals(self, model, rows, plan):
+        y = self.truth[rows]
+        good = {"better": plan.shots >= 1, "worse": plan.shots == 0}[model.name]
+        self.calls.append((model.name, plan, rows.copy()))
+        right = np.where(good, 0.9, 0.3)
+        z = np.where(np.arange(2)[None, :] == y[:, None], right[:, None] if np.ndim(right) else right, 1 - right)
+        return z, z
+
+
+def test_each_model_gets_the_number_of_shots_that_scores_its_seed_rows_best(tmp_path):
+    x, rows, y, texts = seed_data()
+    models = [PanelModel("better", tmp_path / "a.gguf", BASE), PanelModel("worse", tmp_path / "b.gguf", BASE)]
+    panel = FakePanel(models, texts, None, None)
+    panel.truth, panel.calls = np.zeros(40, np.int64), []
+    panel.truth[rows] = y
+    choices = panel.choose_shots([0, 1, 2], x, rows, y, words=60)
+    assert choices["better"].chosen == 1 and choices["worse"].chosen == 0
+    assert panel.plans["better"].shots == 1 and panel.plans["worse"].shots == 0
+    assert choices["worse"].accuracy[0] > choices["worse"].accuracy[2]
+
+
+def test_the_text_annotator_is_out_of_fold_on_the_seed_rows():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 30))
+    rows = np.arange(60)
+    y = rng.integers(0, 2, 60)  # labels that nothing predicts: only memorising fits them
+    p = text_annotator_proba(x, rows, y, 2)
+    assert p.shape == (200, 2) and np.allclose(p.sum(axis=1), 1)
+    assert np.mean(p[rows].argmax(axis=1) == y) < 0.75  # in-sample it would be near 1
+
+
+def test_the_text_annotator_learns_what_the_embeddings_tell():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 10))
+    truth = (x[:, 0] > 0).astype(np.int64)
+    rows = np.arange(50)
+    p = text_annotator_proba(x, rows, truth[rows], 3)  # a third label without seeds gets probability 0
+    assert np.mean(p[50:].argmax(axis=1) == truth[50:]) > 0.85 and np.all(p[:, 2] == 0)
+
+
+def test_the_word_budget_plans_seeds_sample_and_loop():
+    texts = ["a b c d e"] * 100  # 5 words + the prompt around each
+    costs = text_costs(texts)
+    assert costs[0] == 5 + PROMPT_WORDS
+    budget = WordBudget(900, costs)
+    seeds = np.arange(20)  # 300 words each time they are scored
+    assert budget.shot_candidates([0, 1, 2], seeds) == [2]  # three (900) or two (600) passes: over half
+    sample = budget.sample(np.arange(20, 100), most=50)
+    assert len(sample) == 20 and budget.spent["sample"] == 300  # half of the 600 left
+    assert budget.rounds(10, 5, np.arange(40, 100)) == (10, 2)  # 300 words: 20 rows
+    assert WordBudget(0, costs).rounds(10, 5, np.arange(100)) == (10, 5)  # no limit
+
+
+def test_the_default_candidate_wins_unless_another_is_clearly_better():
+    rng = np.random.default_rng(3)
+    default = rng.uniform(0.2, 0.8, 50)
+    noise = rng.normal(0, 0.3, 50)
+    assert _clearly_best([default, default - 0.01 + noise - noise.mean()]) == 0  # within the noise
+    assert _clearly_best([default, default - 0.2]) == 1
+
+
+@pytest.mark.parametrize("classifier", ["top-layers", "auto"])
+def test_the_classifier_is_a_choice_of_the_job(tiny_model_path, tmp_path, classifier):
+    data = write_input(tmp_path / "in.csv", n=40)
+    out = tmp_path / "out.csv"
+    assert main([*args(data, out, tiny_model_path), "--classifier", classifier, "--rounds", "1"]) == 0
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    choice = report["classifier"]
+    assert choice["mode"] in ("head", "top-layers") and choice["why"]
+    if classifier == "auto":
+        assert "al.round_seconds" in choice["why"] and choice["estimated_round_seconds"] > 0
+    else:
+        assert choice["mode"] == "top-layers"
+    assert set(report["shots"]["tiny"]["seed_accuracy"]) == {"0", "1", "2"}
