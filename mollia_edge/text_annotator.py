@@ -68,15 +68,25 @@ def choose_strength(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5, seed: 
     return STRENGTHS[int(np.argmin(losses))]
 
 
+def embedding_model_proba(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, seed: int = 0,
+                          folds: int = 5) -> tuple[np.ndarray, float]:
+    """(probabilities (n, K) of every row from a model fitted on ``rows``, its C chosen by CV)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.int64)
+    if len(np.unique(y)) < 2:
+        return _single_class(x, y, k), 0.0
+    strength = choose_strength(x[rows], y, k, folds, seed)
+    return _proba(_fit(x[rows], y, strength), x, k), strength
+
+
 def text_annotator_proba(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, seed: int = 0,
                          folds: int = 5) -> np.ndarray:
     """Probabilities (n, K) of every row: out-of-fold on the seed ``rows``, else from all seeds."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
-    if len(np.unique(y)) < 2:
-        return _single_class(x, y, k)
-    strength = choose_strength(x[rows], y, k, folds, seed)
-    out = _proba(_fit(x[rows], y, strength), x, k)
+    out, strength = embedding_model_proba(x, rows, y, k, seed, folds)
+    if not strength:
+        return out
     for train, test in _folds(y, min(folds, len(y)), seed + 1):
         if len(np.unique(y[train])) < 2:
             out[rows[test]] = _single_class(x[rows[test]], y[train], k)

@@ -78,7 +78,9 @@ def bench_dataset(name: str, args: argparse.Namespace, work: Path) -> dict:
     write_table_atomic(task, [{"text": t, "label": labels[g] if i < args.seeds else "", "gold": labels[g]}
                               for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label", "gold"))
     item = ITEMS.get(name, "text")
-    shared = ["--seed", str(args.seed), "--session", str(folder / "session.sqlite")]  # one LLM cache for both jobs
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")  # seeds may miss a label
+    shared = ["--seed", str(args.seed), "--labels-file", str(folder / "labels.txt"),
+              "--session", str(folder / "session.sqlite")]  # one LLM cache for both jobs
     report, seconds = run_job(task, folder / "job" / "labelled.csv", item, shared)
     result = {"dataset": name, "rows": args.n, "seeds": args.seeds, "job": report["gold"], "job_seconds": seconds,
               "stage_seconds": report["seconds"], "peak_rss_mib": report["peak_rss_mib"],
