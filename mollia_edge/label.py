@@ -57,6 +57,7 @@ from .al.loop import (
 )
 from .label_model import MIN_MOLAM_SEEDS, LabelModel, can_fit_molam, fit_label_model
 from .llm.budget import WordBudget, text_costs
+from .llm.demonstrations import demo_words
 from .llm.panel import LLMPanel, PanelModel
 from .llm.prompts import PromptSpec
 from .session import RowLabel, Session, open_session_store
@@ -326,13 +327,14 @@ def _annotate_seeds(run: _Run) -> None:
     seed_rows, y = run.seed_rows, run.seed_label[run.seed_rows]
     config = run.job.config
     shots = config.llm.shots
-    candidates = run.budget.shot_candidates(range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)],
-                                            seed_rows)
+    candidates, choice_rows = run.budget.shot_choice(
+        range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)], seed_rows)
     if not can_fit_molam(y):
         return
     if config.molam.text_annotator:
         run.text_proba = text_annotator_proba(run.x, seed_rows, y, run.k, seed=_derived(run.prep.seed, 11))
-    choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, config.llm.demo_words)
+    words = demo_words(config.llm, run.k)
+    choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, words, choice_rows, config.llm.max_shots)
     run.shots = {name: {"chosen": c.chosen, "seed_accuracy": c.accuracy} for name, c in choices.items()}
 
 
@@ -448,7 +450,7 @@ def _training_rows(run: _Run) -> LabelledSet:
 def _final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int,
                       mode: str = "head", options: dict[str, Any] | None = None) -> Any:
     """The classifier on every ``labelled`` row (held-out slice for early stopping), seeded."""
-    al = job.config.al
+    al = job.config.al.for_mode(mode)
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
     settings = {"mode": mode, "threads": job.threads, **(options or {})}
     return train_classifier(x, labelled, k, lam, al, settings, _derived(seed, 9001), _derived(seed, 9002))

@@ -35,7 +35,7 @@ K = 3
 N_ROWS = 420
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mollia-paper"
 SMALL = ActiveLearningConfig(seed_size=20, query_size=15, rounds=3, epochs=12, head_patience=4, batch_size=20,
-                             hidden=16, head_learning_rate=1e-2)
+                             hidden=16, head_learning_rate=1e-2, negative_learning=True, discrepancy_weighting=True)
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +384,13 @@ def test_hashed_tfidf_is_stable_normalised_and_sees_word_pairs():
     assert combined.shape == (4, 1029) and np.array_equal(combined[:, 5:], features)
     with pytest.raises(ConfigError, match="bits"):
         hashed_tfidf(texts, bits=30)
+
+
+def test_the_loss_terms_default_per_classifier_mode():
+    config = ActiveLearningConfig()
+    assert (config.negative_learning, config.discrepancy_weighting) == ("auto", "auto")
+    head, top = config.for_mode("head"), config.for_mode("top-layers")
+    assert (head.negative_learning, head.discrepancy_weighting) == (False, False)
+    assert (top.negative_learning, top.discrepancy_weighting) == (True, True)
+    fixed = dataclasses.replace(config, negative_learning=True).for_mode("head")
+    assert (fixed.negative_learning, fixed.discrepancy_weighting) == (True, False)

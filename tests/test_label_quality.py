@@ -101,9 +101,12 @@ def test_the_word_budget_plans_seeds_sample_and_loop():
     texts = ["a b c d e"] * 100  # 5 words + the prompt around each
     costs = text_costs(texts)
     assert costs[0] == 5 + PROMPT_WORDS
-    budget = WordBudget(900, costs)
     seeds = np.arange(20)  # 300 words each time they are scored
-    assert budget.shot_candidates([0, 1, 2], seeds) == [2]  # three (900) or two (600) passes: over half
+    assert WordBudget(0, costs).shot_choice([0, 1, 2], seeds)[1].tolist() == seeds.tolist()  # no limit
+    budget = WordBudget(1200, costs)  # half of it: 600 = all seeds once + 10 of them twice more
+    candidates, rows = budget.shot_choice([0, 1, 2], seeds)
+    assert candidates == [0, 1, 2] and rows.tolist() == list(range(10)) and budget.spent["seed rows"] == 600
+    assert WordBudget(900, costs).shot_choice([0, 1, 2], seeds)[0] == []  # 5 rows: too few to choose
     sample = budget.sample(np.arange(20, 100), most=50)
     assert len(sample) == 20 and budget.spent["sample"] == 300  # half of the 600 left
     assert budget.rounds(10, 5, np.arange(40, 100)) == (10, 2)  # 300 words: 20 rows
@@ -131,3 +134,13 @@ def test_the_classifier_is_a_choice_of_the_job(tiny_model_path, tmp_path, classi
     else:
         assert choice["mode"] == "top-layers"
     assert set(report["shots"]["tiny"]["seed_accuracy"]) == {"0", "1", "2"}
+
+
+def test_without_a_choice_base_models_take_demonstrations_and_chat_models_none(tmp_path):
+    x, rows, y, texts = seed_data()
+    base = PromptSpec(labels=("pos", "neg"), item="review", chat_format="none")
+    models = [PanelModel("better", tmp_path / "a.gguf", base), PanelModel("worse", tmp_path / "b.gguf", BASE)]
+    panel = FakePanel(models, texts, None, None)
+    panel.truth, panel.calls = np.zeros(40, np.int64), []
+    choices = panel.choose_shots([], x, rows, y, words=60, fallback=2)
+    assert (choices["better"].chosen, choices["worse"].chosen) == (2, 0) and panel.calls == []

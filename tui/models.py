@@ -1,5 +1,5 @@
-"""Models: each LLM's accuracy on the seed and human labels, pairwise agreement (kappa), speed
-and memory, from the report of the latest run."""
+"""Models: each LLM's demonstrations per label (chosen on the seed rows), its accuracy on the seed
+and human labels, pairwise agreement (kappa), speed and memory, from the latest run's report."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def read_report(app: Any) -> dict[str, Any] | None:
         return json.loads(app.job.beside_output(".report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def shots_cell(choice: dict[str, Any] | None) -> str:
+    """The demonstrations per label the job chose for a model, and the seed accuracy of each
+    number it tried: "2 (0:.54 1:.70 2:.58)"."""
+    if not choice:
+        return "0"
+    tried = " ".join(f"{shots}:{accuracy:.2f}".replace("0.", ".") for shots, accuracy in choice["seed_accuracy"].items())
+    return f"{choice['chosen']} ({tried})"
 
 
 class ModelsScreen(Screen[None]):
@@ -50,11 +59,13 @@ class ModelsScreen(Screen[None]):
             return
         names = list(agreement)
         note.update(f"on {report['seed_rows']} labelled rows (latest run; {report['human_rows']} by people)")
-        table.add_columns("#", "model", "acc scores", "acc samples", *(f"kappa #{i + 1}" for i in range(len(names))))
+        shots = report.get("shots") or {}
+        table.add_columns("#", "model", "shots", "acc scores", "acc samples",
+                          *(f"kappa #{i + 1}" for i in range(len(names))))
         for i, (name, values) in enumerate(agreement.items()):
             kappas = [("-" if other == name else f"{values['kappa'][other]:.2f}") for other in names]
-            table.add_row(str(i + 1), name, f"{values['accuracy_scores']:.3f}", f"{values['accuracy_samples']:.3f}",
-                          *kappas)
+            table.add_row(str(i + 1), name, shots_cell(shots.get(name)), f"{values['accuracy_scores']:.3f}",
+                          f"{values['accuracy_samples']:.3f}", *kappas)
 
     def show_speed(self, report: dict[str, Any]) -> None:
         table = self.query_one("#speed-table", DataTable)

@@ -395,9 +395,9 @@ def run_active_learning(
     a fingerprint of the data); recorded rounds are returned as they are and the run goes on
     after them. Everything is deterministic for a given ``seed``.
     """
-    config = config or ActiveLearningConfig()
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+    config = (config or ActiveLearningConfig()).for_mode(mode)
     if annotator.n_classes != task.n_classes:
         raise ConfigError(f"annotator {annotator.name!r} has {annotator.n_classes} classes, the task {task.n_classes}")
     gold = np.asarray(task.gold)

@@ -5,8 +5,8 @@ panel reads every row the job sends to the LLMs, so the budget is per model. The
 function of the texts and the settings only (never of timing), so a job's labels do not
 depend on the machine's speed:
 
-* seed rows: choosing the demonstrations scores them once per candidate number of shots; the
-  candidates are cut back until that costs at most half the budget;
+* seed rows: every seed row is scored once; choosing the number of demonstrations scores some
+  of them again per candidate, as many as keep the seed stage within half the budget;
 * the sample the label model is fitted on: at most half of what is left;
 * the loop's queries: the rest, spread over the rounds (fewer rows per round, or fewer rounds).
 """
@@ -20,6 +20,8 @@ import numpy as np
 
 PROMPT_WORDS = 10
 """Words a text's prompt adds around it (the shared prefix is evaluated once per prompt)."""
+MIN_CHOICE_ROWS = 10
+"""Fewer seed rows than this cannot choose the number of shots."""
 
 
 def text_costs(texts: Sequence[str]) -> np.ndarray:
@@ -40,15 +42,24 @@ class WordBudget:
     def left(self) -> float:
         return float("inf") if not self.total else self.total - sum(self.spent.values())
 
-    def shot_candidates(self, candidates: Sequence[int], seed_rows: np.ndarray) -> list[int]:
-        """``candidates`` (0 first) cut back until scoring the seeds under each costs at most
-        half the budget: all, then (0, the most), then the most alone... at least one."""
+    def shot_choice(self, candidates: Sequence[int], seed_rows: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """(candidates, the seed rows the choice is made on): every seed row is scored once; the
+        choice among the numbers of shots scores ``m`` of them again under each other candidate,
+        with ``m`` as large as half the budget allows (all of them where it does). Fewer than
+        :data:`MIN_CHOICE_ROWS`: no choice (``[]``), each model takes its default."""
         options = sorted(set(candidates))
         seed_cost = int(self.costs[seed_rows].sum())
-        while len(options) > 1 and self.total and len(options) * seed_cost > self.total / 2:
-            options = [options[0], options[-1]] if len(options) > 2 else [options[-1]]
-        self.spent["seed rows"] = len(options) * seed_cost
-        return options
+        if len(options) < 2:
+            self.spent["seed rows"] = seed_cost
+            return options, seed_rows
+        mean = seed_cost / max(1, len(seed_rows))
+        affordable = len(seed_rows) if not self.total else int((self.total / 2 - seed_cost) // (mean * (len(options) - 1)))
+        chosen = seed_rows[: max(0, min(len(seed_rows), affordable))]
+        if len(chosen) < MIN_CHOICE_ROWS:
+            self.spent["seed rows"] = seed_cost
+            return [], np.empty(0, np.int64)
+        self.spent["seed rows"] = seed_cost + int(self.costs[chosen].sum()) * (len(options) - 1)
+        return options, chosen
 
     def sample(self, ordered: np.ndarray, most: int) -> np.ndarray:
         """The first rows of ``ordered`` (at most ``most``) that cost at most half of what is left."""

@@ -20,7 +20,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..al.strategies import greedy_k_center
+from ..config import LLMConfig
 from .prompts import PromptSpec
+
+
+DEMO_TOTAL_WORDS = 1200
+"""All demonstrations of a prompt together are cut to about this many words (many labels: each
+shorter), so the shared prefix stays within the context (20 newsgroups, 2 shots at 60 words:
+5185 tokens, over half of n_ctx 8192)."""
+
+
+def demo_words(llm: LLMConfig, k: int) -> int:
+    """Words per demonstration: ``llm.demo_words``, less where K labels x ``llm.max_shots``
+    demonstrations would pass :data:`DEMO_TOTAL_WORDS`."""
+    return max(8, min(llm.demo_words, DEMO_TOTAL_WORDS // max(1, k * max(1, llm.max_shots))))
 
 
 def clip_words(text: str, words: int) -> str:

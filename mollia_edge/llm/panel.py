@@ -101,20 +101,29 @@ class LLMPanel:
         return np.stack([z for z, _ in pairs], axis=1), np.stack([c for _, c in pairs], axis=1)
 
     def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
-                     words: int) -> dict[str, ShotChoice]:
+                     words: int, choice_rows: np.ndarray | None = None, fallback: int = 0) -> dict[str, ShotChoice]:
         """Set each model's plan to its best number of shots (see the module docstring).
 
         x (n, D): embeddings (the demonstrations cover each label on them); seed_rows (m,) and
-        y (m,): the seed rows and their class indices.
+        y (m,): the seed rows and their class indices; the choice is scored on ``choice_rows``
+        (default: all seed rows). No ``candidates``: no choice, base models (no chat format)
+        take ``fallback`` shots and chat models none.
         """
+        label_of = dict(zip(seed_rows.tolist(), y.tolist()))
+        rows = seed_rows if choice_rows is None else np.asarray(choice_rows, np.int64)
+        truth = np.array([label_of[int(r)] for r in rows], np.int64)
         choices = {}
         for model in self.models:
             best, accuracy = None, {}
-            for shots in sorted(set(candidates)):
+            options = sorted(set(candidates)) or [fallback if model.prompt.chat_format == "none" else 0]
+            for shots in options:
                 plan = PromptPlan.with_demonstrations(model.prompt, shots, self.texts, x, seed_rows, y, words)
-                z, _ = self.model_signals(model, seed_rows, plan)
-                right = z[np.arange(len(y)), y]
-                score = (float(np.mean(z.argmax(axis=1) == y)), float(np.mean(np.log(np.clip(right, 1e-9, 1)))))
+                if len(options) == 1:
+                    best = ((0.0, 0.0), plan)
+                    break
+                z, _ = self.model_signals(model, rows, plan)
+                right = z[np.arange(len(truth)), truth]
+                score = (float(np.mean(z.argmax(axis=1) == truth)), float(np.mean(np.log(np.clip(right, 1e-9, 1)))))
                 accuracy[shots] = round(score[0], 4)
                 if best is None or score > best[0]:
                     best = (score, plan)
