@@ -329,8 +329,8 @@ _SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
 
 def _checked_value(where: str, value: Any, default: Any) -> Any:
     """``value`` if it has the type of the setting's default (an int also serves as a float)."""
-    if default == "auto":  # "auto", or a number (llm.shots) or a switch (al.negative_learning): checked later
-        ok = value == "auto" or isinstance(value, int)
+    if default == "auto":  # "auto" or another choice (al.classifier), a number (llm.shots) or a switch
+        ok = isinstance(value, (str, int))  # (al.negative_learning): each checked by its section
     elif default is None:  # optional integer settings (n_threads)
         ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
     elif isinstance(default, bool):
