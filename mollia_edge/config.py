@@ -165,6 +165,10 @@ class MolamConfig:
     """As the AL loop's annotator, MoLAM gives no label where its confidence is below this (as
     sigma: it trains only on rows it would pseudo-label; 0: it always labels). The loop sets
     such rows aside and queries others in their place."""
+    candidates: str = "all"
+    """What MoLAM chooses among by CV on the seeds: ``all`` (its default, the plain ensembles,
+    each LLM alone and the text annotator, :func:`~mollia_edge.molam.fit_annotation_model`) or
+    ``paper`` (its default alone, as before they were added)."""
     text_annotator: bool = True
     """The text's own annotator (a logistic regression on the embeddings, fitted on the seeds)
     joins the LLMs in the label model's features (:mod:`mollia_edge.text_annotator`)."""
@@ -180,6 +184,7 @@ class MolamConfig:
     def __post_init__(self) -> None:
         check_bounds("molam", self, self.BOUNDS)
         _check(self.negative_rule in ("every", "mean"), "molam.negative_rule must be 'every' or 'mean'")
+        _check(self.candidates in ("all", "paper"), f"molam.candidates must be 'all' or 'paper', got {quoted(self.candidates)}")
 
 
 CLASSIFIERS = ("auto", "head", "top-layers")

@@ -764,12 +764,15 @@ def fit_annotation_model(
     (shape (0, N, K)) MoLAM fits on the seeds alone. ``text_annotator``: the position of the
     text's own annotator (its scores are probabilities, out-of-fold on the seed rows); MoLAM may
     then boost from it (:data:`TEXT_CANDIDATES`) and leaves it out of the negative labels.
-    ``candidates`` None: :data:`DEFAULT_CANDIDATES` (+ :data:`TEXT_CANDIDATES`).
+    ``candidates`` None: by ``config.candidates``, the default, the plain ensembles, each LLM
+    alone and the text annotator's candidates (or the default alone).
     """
+    cfg = config or MolamConfig()
+    if candidates is None and cfg.candidates == "paper":
+        candidates = DEFAULT_CANDIDATES
     if candidates is None:
         candidates = (DEFAULT_CANDIDATES + ENSEMBLE_CANDIDATES + (TEXT_CANDIDATES if text_annotator is not None else ())
                       + single_candidates(np.shape(scores_seed)[1], text_annotator))
-    cfg = config or MolamConfig()
     k = _check_classes(n_classes)
     z_s, c_s = _array3("scores_seed", scores_seed), _array3("consistency_seed", consistency_seed)
     unlabelled = np.shape(scores_unlabelled)[:1] != (0,)

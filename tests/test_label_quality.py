@@ -107,6 +107,7 @@ def test_the_word_budget_plans_seeds_sample_and_loop():
     candidates, rows = budget.shot_choice([0, 1, 2], seeds)
     assert candidates == [0, 1, 2] and rows.tolist() == list(range(10)) and budget.spent["seed rows"] == 600
     assert WordBudget(900, costs).shot_choice([0, 1, 2], seeds)[0] == []  # 5 rows: too few to choose
+    assert WordBudget(900, costs).shot_choice([0, 1, 2], np.arange(0))[0] == []  # no seed rows at all
     sample = budget.sample(np.arange(20, 100), most=50)
     assert len(sample) == 20 and budget.spent["sample"] == 300  # half of the 600 left
     assert budget.rounds(10, 5, np.arange(40, 100)) == (10, 2)  # 300 words: 20 rows

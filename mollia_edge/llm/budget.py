@@ -52,6 +52,9 @@ class WordBudget:
         if len(options) < 2:
             self.spent["seed rows"] = seed_cost
             return options, seed_rows
+        if len(seed_rows) < MIN_CHOICE_ROWS:
+            self.spent["seed rows"] = seed_cost
+            return [], np.empty(0, np.int64)
         mean = seed_cost / max(1, len(seed_rows))
         affordable = len(seed_rows) if not self.total else int((self.total / 2 - seed_cost) // (mean * (len(options) - 1)))
         chosen = seed_rows[: max(0, min(len(seed_rows), affordable))]
