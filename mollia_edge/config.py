@@ -74,7 +74,7 @@ class LLMConfig:
     """Demonstrations are cut to this many words (a long-text task then pays little for them)."""
     budget_words: int = 30000
     """Words of text each LLM reads in a label job (a text costs its words + 10 for the prompt
-    around it); the job plans the seed rows, the sample and the loop's queries within it, and
+    around it + 4 per label, :mod:`mollia_edge.llm.budget`); the job plans the seed rows, the sample and the loop's queries within it, and
     the classifier labels the rest. 0: no limit. Words, not seconds, so the plan (and the
     labels) do not depend on the machine's speed: the starter models read about 110-230
     words a second on 2 CPU cores, so 30000 words are 3-6 minutes of LLM time there."""

@@ -283,7 +283,7 @@ def _start(job: LabelJob, prep: _Prepared, stack: ExitStack, say: Warn, progress
     for row, label in {**prep.input_seeds, **human}.items():
         seed_label[row] = index[label]
     panel = stack.enter_context(_panel(job, prep, store, progress))
-    budget = WordBudget(job.config.llm.budget_words, text_costs(prep.texts))
+    budget = WordBudget(job.config.llm.budget_words, text_costs(prep.texts, len(prep.labels)))
     run = _Run(job, prep, store, session, panel, say, progress, seed_label, human, budget)
     _check_seeds(run)
     session.set_state("running")

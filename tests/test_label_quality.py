@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from mollia_edge.cli import main
-from mollia_edge.llm.budget import PROMPT_WORDS, WordBudget, text_costs
+from mollia_edge.config import LLMConfig
+from mollia_edge.llm.annotator import LLMAnnotator
+from mollia_edge.llm.budget import LABEL_WORDS, PROMPT_WORDS, WordBudget, text_costs
 from mollia_edge.llm.demonstrations import PromptPlan, clip_words, demonstration_sets
 from mollia_edge.llm.panel import LLMPanel, PanelModel
 from mollia_edge.llm.prompts import PromptSpec
@@ -59,11 +61,16 @@ class FakePanel(LLMPanel):
 
     def model_signals(self, model, rows, plan):
         y = self.truth[rows]
-        good = {"better": plan.shots >= 1, "worse": plan.shots == 0}[model.name]
         self.calls.append((model.name, plan, rows.copy()))
-        right = np.where(good, 0.9, 0.3)
+        if model.name == "more":  # every shot helps
+            right = 0.5 + 0.2 * plan.shots
+        else:
+            right = np.where({"better": plan.shots >= 1, "worse": plan.shots == 0}[model.name], 0.9, 0.3)
         z = np.where(np.arange(2)[None, :] == y[:, None], right[:, None] if np.ndim(right) else right, 1 - right)
         return z, z
+
+    def _fits(self, model, plan):
+        return plan.shots <= getattr(self, "longest", 99)
 
 
 def test_each_model_gets_the_number_of_shots_that_scores_its_seed_rows_best(tmp_path):
@@ -98,8 +105,9 @@ def test_the_text_annotator_learns_what_the_embeddings_tell():
 
 
 def test_the_word_budget_plans_seeds_sample_and_loop():
+    assert text_costs(["a b c d e"], 10)[0] == 5 + PROMPT_WORDS + 10 * LABEL_WORDS
     texts = ["a b c d e"] * 100  # 5 words + the prompt around each
-    costs = text_costs(texts)
+    costs = text_costs(texts, 0)
     assert costs[0] == 5 + PROMPT_WORDS
     seeds = np.arange(20)  # 300 words each time they are scored
     assert WordBudget(0, costs).shot_choice([0, 1, 2], seeds)[1].tolist() == seeds.tolist()  # no limit
@@ -145,3 +153,21 @@ def test_without_a_choice_base_models_take_demonstrations_and_chat_models_none(t
     panel.truth, panel.calls = np.zeros(40, np.int64), []
     choices = panel.choose_shots([], x, rows, y, words=60, fallback=2)
     assert (choices["better"].chosen, choices["worse"].chosen) == (2, 0) and panel.calls == []
+
+
+def test_demonstrations_too_long_for_the_context_are_passed_over(tmp_path, tiny_model_path):
+    x, rows, y, texts = seed_data()
+    models = [PanelModel("more", tmp_path / "a.gguf", BASE)]
+    panel = FakePanel(models, texts, None, None)
+    panel.truth, panel.calls = np.zeros(40, np.int64), []
+    panel.truth[rows] = y
+    assert panel.choose_shots([0, 1, 2], x, rows, y, words=60)["more"].chosen == 2
+    panel.longest = 1
+    assert panel.choose_shots([0, 1, 2], x, rows, y, words=60)["more"].chosen == 1  # 2 shots do not fit
+    panel.longest = 0
+    assert panel.choose_shots([], x, rows, y, words=60, fallback=2)["more"].chosen == 0
+    llm = LLMConfig(n_ctx=1024)
+    with LLMAnnotator(tiny_model_path, BASE, llm, None) as annotator:
+        long_demos = PromptSpec(labels=BASE.labels, item="review", chat_format=BASE.chat_format,
+                                demonstrations=(("word " * 2000, "pos"),))
+        assert annotator.prefix_fits(BASE) and not annotator.prefix_fits(long_demos)

@@ -60,6 +60,13 @@ class LLMAnnotator:
         if self.engine is not None:
             self._apply_prompt()
 
+    def prefix_fits(self, prompt: PromptSpec) -> bool:
+        """Whether ``prompt``'s shared prefix fits the context this annotator's engine has
+        (half of ``llm.n_ctx``, the rest for the texts); loads the model."""
+        engine = self._engine()
+        before, _ = prompt.split()
+        return len(engine.tokenize(before, add_bos=True, special=True)) < engine.n_ctx // 2
+
     def _prompt_key(self) -> str:
         llm = self.llm
         settings = {

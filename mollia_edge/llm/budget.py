@@ -1,6 +1,9 @@
 """How much the LLMs read in a label job: a budget in words, planned stage by stage.
 
-A text costs its words plus :data:`PROMPT_WORDS` (the prompt around it); every model of the
+A text costs its words plus :data:`PROMPT_WORDS` (the prompt around it) plus
+:data:`LABEL_WORDS` per label (each label's answer is scored after the text, and a long label
+set means long demonstrations in the prefix every token attends to: on 2 cores the starter
+models took 1.7-2x as long per word on a 10-label task as on a 2-label one); every model of the
 panel reads every row the job sends to the LLMs, so the budget is per model. The plan is a
 function of the texts and the settings only (never of timing), so a job's labels do not
 depend on the machine's speed:
@@ -20,13 +23,16 @@ import numpy as np
 
 PROMPT_WORDS = 10
 """Words a text's prompt adds around it (the shared prefix is evaluated once per prompt)."""
+LABEL_WORDS = 4
+"""Words each label adds to a text's cost."""
 MIN_CHOICE_ROWS = 10
 """Fewer seed rows than this cannot choose the number of shots."""
 
 
-def text_costs(texts: Sequence[str]) -> np.ndarray:
-    """Cost (n,) of each text in words."""
-    return np.fromiter((len(t.split()) + PROMPT_WORDS for t in texts), np.int64, len(texts))
+def text_costs(texts: Sequence[str], n_labels: int) -> np.ndarray:
+    """Cost (n,) of each text in words, in a task of ``n_labels`` labels."""
+    extra = PROMPT_WORDS + LABEL_WORDS * n_labels
+    return np.fromiter((len(t.split()) + extra for t in texts), np.int64, len(texts))
 
 
 @dataclass

@@ -102,6 +102,10 @@ class PromptPlan:
 
         return cls(shots, spec(a), spec(b), frozenset(int(r) for r in a))
 
+    @property
+    def prompts(self) -> tuple[PromptSpec, ...]:
+        return (self.main,) if self.held is None else (self.main, self.held)
+
     def split(self, rows: np.ndarray) -> list[tuple[PromptSpec, np.ndarray]]:
         """(prompt, the positions in ``rows`` it scores) for each prompt that has rows."""
         held = np.fromiter((int(r) in self.held_rows for r in rows), bool, len(rows))

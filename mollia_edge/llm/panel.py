@@ -94,6 +94,10 @@ class LLMPanel:
             self.truncated.update(int(r) for r, cut in zip(rows[positions], s.truncated) if cut)
         return z, c
 
+    def _fits(self, model: PanelModel, plan: PromptPlan) -> bool:
+        annotator = self._annotator(model)
+        return all(annotator.prefix_fits(prompt) for prompt in plan.prompts)
+
     def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and consistency (len(rows), N, K) of ``rows``, each model under its plan."""
         rows = np.asarray(rows, np.int64)
@@ -107,7 +111,9 @@ class LLMPanel:
         x (n, D): embeddings (the demonstrations cover each label on them); seed_rows (m,) and
         y (m,): the seed rows and their class indices; the choice is scored on ``choice_rows``
         (default: all seed rows). No ``candidates``: no choice, base models (no chat format)
-        take ``fallback`` shots and chat models none.
+        take ``fallback`` shots and chat models none. Of several candidates, or of the fallback,
+        a number of shots whose demonstrations do not fit the model's context is passed over
+        (zero-shot where none fits); one candidate (``--shots N``) is taken as asked.
         """
         label_of = dict(zip(seed_rows.tolist(), y.tolist()))
         rows = seed_rows if choice_rows is None else np.asarray(choice_rows, np.int64)
@@ -118,6 +124,8 @@ class LLMPanel:
             options = sorted(set(candidates)) or [fallback if model.prompt.chat_format == "none" else 0]
             for shots in options:
                 plan = PromptPlan.with_demonstrations(model.prompt, shots, self.texts, x, seed_rows, y, words)
+                if shots and len(candidates) != 1 and not self._fits(model, plan):
+                    continue  # demonstrations too long for the model's context: not a candidate
                 if len(options) == 1:
                     best = ((0.0, 0.0), plan)
                     break
@@ -127,7 +135,8 @@ class LLMPanel:
                 accuracy[shots] = round(score[0], 4)
                 if best is None or score > best[0]:
                     best = (score, plan)
-            assert best is not None
+            if best is None:  # no number of shots fits: zero-shot
+                best = ((0.0, 0.0), PromptPlan.zero_shot(model.prompt))
             self.plans[model.name] = best[1]
             choices[model.name] = ShotChoice(accuracy, best[1].shots)
         return choices
