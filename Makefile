@@ -26,8 +26,7 @@ demo: setup
 	$(BIN)/mollia-edge models
 	mkdir -p results
 	$(BIN)/mollia-edge example rotten-tomatoes --n 300 --seeds 50 -o results/example.csv
-	$(BIN)/mollia-edge label results/example.csv --item review --gold-column gold --rounds 2 --batch 20 --llm-sample 60 \
-		-o results/example-labelled.csv
+	$(BIN)/mollia-edge label results/example.csv --item review --gold-column gold -o results/example-labelled.csv
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -283,6 +283,8 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                              "layers fine-tuned) or auto (top-layers when its rounds fit al.round_seconds; default)")
     parser.add_argument("--shots", type=int,
                         help="demonstrations per label from the seed rows for every LLM (default: chosen per model)")
+    parser.add_argument("--max-resident-models", type=int,
+                        help="LLMs loaded together; the others take turns (default: as many as fit llm.memory_budget_gb)")
     parser.add_argument("--rounds", type=int, help="active-learning rounds (default: from the configuration, 10)")
     parser.add_argument("--batch", type=int, help="rows queried per round (default: from the configuration, 50)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the configuration)")
@@ -318,6 +320,8 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
     config = load_config(args.config)
     if args.shots is not None:
         config = config.replace(llm=dataclasses.replace(config.llm, shots=args.shots))
+    if args.max_resident_models is not None:
+        config = config.replace(llm=dataclasses.replace(config.llm, max_resident_models=args.max_resident_models))
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
         gold_column=args.gold_column,

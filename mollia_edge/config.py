@@ -78,6 +78,12 @@ class LLMConfig:
     the classifier labels the rest. 0: no limit. Words, not seconds, so the plan (and the
     labels) do not depend on the machine's speed: the starter models read about 110-230
     words a second on 2 CPU cores, so 30000 words are 3-6 minutes of LLM time there."""
+    max_resident_models: int | None = None
+    """At most this many LLMs loaded together in a label job; the others wait their turn (1: one
+    at a time). None: as many as fit ``memory_budget_gb`` (:mod:`mollia_edge.llm.residency`)."""
+    memory_budget_gb: float | None = None
+    """Memory the label job's resident LLMs may take together. None: 80 % of the memory
+    available when the job starts."""
     max_text_tokens: int = 1024
     """Longer texts are cut to this many tokens (the cut is recorded, never silent)."""
     n_ctx: int = 8192
@@ -95,7 +101,7 @@ class LLMConfig:
 
     BOUNDS = {
         "samples": "[1, 200]", "temperature": "(0, 100]", "top_p": "(0, 1]", "max_new_tokens": "[1, 512]",
-        "shots": "[0, 100]", "max_shots": "[0, 10]", "demo_words": "[1, 10000]", "budget_words": "[0, 1000000000]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
+        "shots": "[0, 100]", "max_shots": "[0, 10]", "demo_words": "[1, 10000]", "budget_words": "[0, 1000000000]", "max_resident_models": "[1, 1000]", "memory_budget_gb": "(0, 1000000]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
         "n_seq_max": "[2, 256]", "n_threads": f"[1, {MAX_THREADS}]", "n_gpu_layers": "[-1, 100000]",
         "seed": f"[0, {SEED_MAX}]",
     }

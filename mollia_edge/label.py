@@ -59,6 +59,7 @@ from .label_model import MIN_MOLAM_SEEDS, LabelModel, can_fit_molam, fit_label_m
 from .llm.budget import WordBudget, text_costs
 from .llm.demonstrations import demo_words
 from .llm.panel import LLMPanel, PanelModel
+from .llm.residency import residency_plan
 from .llm.prompts import PromptSpec
 from .session import RowLabel, Session, open_session_store
 from .store import Store
@@ -205,6 +206,8 @@ class _Run:
     """(n,) the class index of each seed row (input seeds and the TUI's human labels), -1 elsewhere."""
     human: dict[int, str]
     budget: WordBudget
+    residency: dict[str, Any] = field(default_factory=dict)
+    """The plan of :func:`~mollia_edge.llm.residency.residency_plan`."""
     times: dict[str, float] = field(default_factory=dict)
     x: np.ndarray | None = None
     """(n, D) sentence embeddings."""
@@ -257,12 +260,25 @@ class _Run:
         return np.concatenate([z, own], axis=1), np.concatenate([c, own], axis=1)
 
 
-def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | None) -> LLMPanel:
+def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | None,
+           resident: int) -> LLMPanel:
     models = []
     for name, model_file in zip(prep.display, prep.resolved):
         chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
         models.append(PanelModel(name, model_file.path, PromptSpec(labels=prep.labels, item=job.item, chat_format=chat)))
-    return LLMPanel(models, prep.texts, fit_sequences(job.config.llm, len(prep.labels)), store, progress)
+    llm = fit_sequences(job.config.llm, len(prep.labels))
+    return LLMPanel(models, prep.texts, llm, store, progress, max_resident=resident)
+
+
+def _residency(job: LabelJob, prep: _Prepared, say: Warn) -> dict[str, Any]:
+    """How many LLMs stay loaded together (said when they take turns)."""
+    llm = job.config.llm
+    plan = residency_plan([m.path for m in prep.resolved], llm.memory_budget_gb, llm.max_resident_models)
+    if plan["resident"] < plan["models"]:
+        why = (f"llm.max_resident_models = {plan['asked']}" if plan["asked"] is not None
+               else f"about {plan['estimated_gb']:g} GB of a {plan['budget_gb']:g} GB memory budget")
+        say(f"the LLMs take turns: {plan['resident']} of {plan['models']} loaded at a time ({why})")
+    return plan
 
 
 def _start(job: LabelJob, prep: _Prepared, stack: ExitStack, say: Warn, progress: Progress | None) -> _Run:
@@ -282,9 +298,10 @@ def _start(job: LabelJob, prep: _Prepared, stack: ExitStack, say: Warn, progress
     seed_label = np.full(n, -1, np.int64)
     for row, label in {**prep.input_seeds, **human}.items():
         seed_label[row] = index[label]
-    panel = stack.enter_context(_panel(job, prep, store, progress))
+    residency = _residency(job, prep, say)
+    panel = stack.enter_context(_panel(job, prep, store, progress, residency["resident"]))
     budget = WordBudget(job.config.llm.budget_words, text_costs(prep.texts, len(prep.labels)))
-    run = _Run(job, prep, store, session, panel, say, progress, seed_label, human, budget)
+    run = _Run(job, prep, store, session, panel, say, progress, seed_label, human, budget, residency=residency)
     _check_seeds(run)
     session.set_state("running")
     return run
@@ -673,7 +690,7 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         "llm_agreement_on_seeds": seeds_report, "shots": run.shots, "llm_budget": run.budget.report(), "text_annotator": _text_annotator_report(run),
         "classifier": run.classifier_choice, "human_rows": len(run.human), "al_run": run.run_id,
         "abstain_below": round(run.abstain_below, 6), "abstained_rows": int(len(run.abstained)),
-        "llm_speed": _speed(run),
+        "llm_speed": _speed(run), "llm_residency": {**run.residency, "loads": dict(run.panel.loads)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "label_distribution": {label: distribution.get(label, 0) for label in labels},
         "label_sources": dict(sorted(Counter(current[i].source for i in range(n)).items())),
@@ -792,6 +809,9 @@ def _summary(report: dict[str, Any]) -> str:
     ]
     for model, accuracy in report["llm_accuracy_on_seeds"].items():
         lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}")
+    residency = report["llm_residency"]
+    lines.append(f"LLMs in memory: {residency['resident']} of {residency['models']} at a time; loads: "
+                 + ", ".join(f"{m} {v}" for m, v in residency["loads"].items()))
     lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in report["label_distribution"].items()))
     lines.append("sources: " + ", ".join(f"{k} {v}" for k, v in report["label_sources"].items()))
     lines.append(f"needs review: {report['needs_review']}")

@@ -43,6 +43,8 @@ class LLMAnnotator:
         self.llm = fit_sequences(llm or LLMConfig(), len(prompt.labels))
         self.store = store
         self.engine: LlamaEngine | None = None
+        self.before_load: Callable[[], None] | None = None
+        """Called before the model is loaded (the panel makes room for it there)."""
         self.computed = 0
         """Texts evaluated by the model (not served from the cache) since construction."""
         self.model_sha256 = file_sha256(self.model_path, store)
@@ -118,6 +120,8 @@ class LLMAnnotator:
     # -- evaluation --------------------------------------------------------------------------
     def _engine(self) -> LlamaEngine:
         if self.engine is None:
+            if self.before_load is not None:
+                self.before_load()
             self.engine = LlamaEngine.from_config(self.model_path, self.llm)
             self._apply_prompt()
         return self.engine

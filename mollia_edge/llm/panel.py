@@ -8,7 +8,9 @@ any rows, every output cached in the session store as it is made.
   seed rows are scored cross-fitted (:mod:`mollia_edge.llm.demonstrations`), so a model that
   gets worse with demonstrations gets none.
 
-Models are loaded on first need and stay loaded until :meth:`LLMPanel.close`.
+Models are loaded on first need. With ``max_resident`` set, at most that many stay loaded
+together: the least recently used one is released before another loads (models take turns,
+:mod:`mollia_edge.llm.residency`); otherwise they stay loaded until :meth:`LLMPanel.close`.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ class LLMPanel:
     """The job's LLMs over the texts ``texts`` (all rows of the input)."""
 
     def __init__(self, models: Sequence[PanelModel], texts: Sequence[str], llm: LLMConfig, store: Store,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, max_resident: int | None = None) -> None:
         self.models, self.texts, self.llm, self.store, self.progress = list(models), texts, llm, store, progress
+        self.max_resident = max_resident
+        self._recent: list[str] = []
+        """Names of the models used so far, least recently used first."""
         self.names = [m.name for m in self.models]
         self.plans = {m.name: PromptPlan.zero_shot(m.prompt) for m in self.models}
         self._annotators: dict[str, LLMAnnotator] = {}
@@ -61,6 +66,8 @@ class LLMPanel:
         """Per model: seconds spent annotating (texts found in the store cost next to nothing)."""
         self.computed = dict.fromkeys(self.names, 0)
         """Per model: texts evaluated by the model (not served from the store)."""
+        self.loads = dict.fromkeys(self.names, 0)
+        """Per model: how many times it was loaded."""
 
     def close(self) -> None:
         for annotator in self._annotators.values():
@@ -75,8 +82,27 @@ class LLMPanel:
 
     def _annotator(self, model: PanelModel) -> LLMAnnotator:
         if model.name not in self._annotators:
-            self._annotators[model.name] = LLMAnnotator(model.path, model.prompt, self.llm, self.store)
+            annotator = LLMAnnotator(model.path, model.prompt, self.llm, self.store)
+            annotator.before_load = lambda: self._make_room(model.name)
+            self._annotators[model.name] = annotator
+        if model.name in self._recent:
+            self._recent.remove(model.name)
+        self._recent.append(model.name)
         return self._annotators[model.name]
+
+    def _make_room(self, name: str) -> None:
+        """Before ``name`` loads: release the least recently used models beyond ``max_resident``."""
+        self.loads[name] += 1
+        if self.max_resident is None:
+            return
+        loaded = [n for n in self._recent if n != name and self._annotators[n].engine is not None]
+        while len(loaded) >= self.max_resident:
+            self._annotators[loaded.pop(0)].close()
+
+    @property
+    def resident(self) -> list[str]:
+        """Names of the models loaded now."""
+        return [n for n, a in self._annotators.items() if a.engine is not None]
 
     def model_signals(self, model: PanelModel, rows: np.ndarray, plan: PromptPlan) -> tuple[np.ndarray, np.ndarray]:
         """One model's label probabilities and consistency (len(rows), K) under ``plan``."""

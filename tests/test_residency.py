@@ -1,0 +1,73 @@
+"""Models take turns in memory: the limit, the plan, and a job's output unchanged by it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mollia_edge.cli import main
+from mollia_edge.llm import engine as engine_module
+from mollia_edge.llm.residency import MIN_EXTRA_BYTES, model_footprint, resident_limit
+from test_label_job import args, write_input
+from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
+
+GB = 2**30
+
+
+def test_the_resident_limit_counts_the_largest_models_first():
+    sizes = [5 * GB, 4 * GB, 6 * GB]  # footprints 6.25, 5, 7.5 GB
+    assert resident_limit(sizes, 100 * GB) == 3
+    assert resident_limit(sizes, 14 * GB) == 2  # 7.5 + 6.25
+    assert resident_limit(sizes, 13 * GB) == 1
+    assert resident_limit(sizes, 1 * GB) == 1  # one model always loads (the engine says if it cannot)
+    assert resident_limit(sizes, 1 * GB, asked=2) == 2 and resident_limit(sizes, 100 * GB, asked=1) == 1
+    assert model_footprint(1000) == 1000 + MIN_EXTRA_BYTES
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("three")
+    return [write_tiny_gguf(folder / f"m{i}.gguf", seed=i, boost=STANDARD_BOOST) for i in range(3)]
+
+
+def _run(folder, models, *extra):
+    data = write_input(folder / "in.csv")
+    out = folder / "out.csv"
+    argv = args(data, out, models[0], *extra)
+    argv[argv.index("--models") + 1] = ",".join(map(str, models))
+    assert main(argv) == 0
+    return out.read_bytes(), json.loads(out.with_name("out.csv.report.json").read_text())
+
+
+def test_one_model_at_a_time_gives_the_same_output(three_models, tmp_path, monkeypatch):
+    live, most = set(), [0]
+    real_init, real_close = engine_module.LlamaEngine.__init__, engine_module.LlamaEngine.close
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        live.add(id(self))
+        most[0] = max(most[0], len(live))
+
+    def close(self):
+        live.discard(id(self))
+        real_close(self)
+
+    monkeypatch.setattr(engine_module.LlamaEngine, "__init__", init)
+    monkeypatch.setattr(engine_module.LlamaEngine, "close", close)
+    (tmp_path / "all").mkdir()
+    (tmp_path / "one").mkdir()
+    together, report_all = _run(tmp_path / "all", three_models)
+    assert most[0] == 3 and report_all["llm_residency"]["resident"] == 3
+    most[0] = 0
+    turns, report_one = _run(tmp_path / "one", three_models, "--max-resident-models", "1")
+    assert most[0] == 1  # never two models loaded at once
+    assert report_one["llm_residency"]["resident"] == 1 and max(report_one["llm_residency"]["loads"].values()) > 1
+    assert turns == together
+
+
+def test_a_bad_resident_count_is_one_clear_line(three_models, tmp_path, capsys):
+    data = write_input(tmp_path / "in.csv")
+    assert main(args(data, tmp_path / "out.csv", three_models[0], "--max-resident-models", "0")) != 0
+    err = capsys.readouterr().err
+    assert "max_resident_models" in err and "Traceback" not in err and not (tmp_path / "out.csv").exists()
