@@ -684,7 +684,8 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
     seeds_report = run.llm_report or {}
     report = {
         "session": run.session.session_id, "rows": n, "labels": list(labels), "seed_rows": int(len(run.seed_rows)),
-        "label_model": run.label_model.kind, "models": run.panel.names,
+        "label_model": run.label_model.kind, "label_model_members": run.label_model.describe(),
+        "models": run.panel.names,
         "llm_rows": int(len(run.llm_rows) + len(run.seed_rows)),
         "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in seeds_report.items()},
         "llm_agreement_on_seeds": seeds_report, "shots": run.shots, "llm_budget": run.budget.report(), "text_annotator": _text_annotator_report(run),

@@ -27,6 +27,15 @@ class LabelModel:
             return self.model.predict_proba(scores, consistency)
         return self.model.predict_proba(consistency)
 
+    def describe(self) -> list[dict[str, Any]]:
+        """What the label model mixes: each member's base ensemble, trees and weight."""
+        if self.kind != "molam":
+            return [{"base": "dawid_skene", "trees": 0, "weight": 1.0}]
+        selection = self.model.selection
+        if hasattr(selection, "describe"):
+            return selection.describe()
+        return [{"base": selection.base, "trees": selection.candidate.get("n_estimators"), "weight": 1.0}]
+
     def negative_labels(self, scores: np.ndarray) -> np.ndarray:
         """y- (n, K) bool: the classes every LLM rules out (paper Eq. 5; the text annotator aside)."""
         if self.kind == "molam":

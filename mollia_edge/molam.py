@@ -543,6 +543,53 @@ class SelectedMoLAM:
         return temper(p, self.temperature)
 
 
+@dataclass
+class StackedMoLAM:
+    """Several refitted candidates, their probabilities mixed with simplex ``weights`` fitted on
+    their calibrated out-of-fold predictions on the seed rows (:func:`stack_weights`)."""
+
+    members: list[SelectedMoLAM]
+    weights: np.ndarray
+    """(len(members),) non-negative, summing to 1."""
+    cv_scores: list[float]
+    """Every candidate's cross-validated log-loss on the seed rows (members or not)."""
+
+    def predict_proba(self, features: Any, ensembles: Mapping[str, Any] | None = None) -> np.ndarray:
+        """Class probabilities (n, K): the weighted mean of the members' probabilities."""
+        return sum(w * m.predict_proba(features, ensembles) for w, m in zip(self.weights, self.members))
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each member's base ensemble, trees and weight (for the report)."""
+        return [{"base": m.base, "trees": m.candidate.get("n_estimators"), "weight": round(float(w), 3)}
+                for w, m in zip(self.weights, self.members)]
+
+
+MIN_STACK_WEIGHT = 0.01
+"""Candidates weighted less than this are dropped from a stack (the rest renormalised)."""
+
+
+def stack_weights(probabilities: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """Simplex weights (C,) for C candidates' out-of-fold probabilities (each (n, K)) that
+    minimise the mean log-loss of their weighted mixture on labels y (n,): a super learner
+    (van der Laan, Polley and Hubbard 2007). Weights below :data:`MIN_STACK_WEIGHT` become 0."""
+    from scipy.optimize import minimize
+
+    right = np.stack([np.asarray(p)[np.arange(y.size), y] for p in probabilities], axis=1)
+
+    def loss(v: np.ndarray) -> tuple[float, np.ndarray]:
+        w = np.exp(v - v.max())
+        w /= w.sum()
+        mix = np.clip(right @ w, 1e-12, None)
+        grad_w = -(right / mix[:, None]).mean(axis=0)
+        return float(-np.log(mix).mean()), w * (grad_w - w @ grad_w)
+
+    v = minimize(loss, np.zeros(right.shape[1]), jac=True, method="L-BFGS-B").x
+    w = np.exp(v - v.max())
+    w /= w.sum()
+    w[w < MIN_STACK_WEIGHT] = 0.0
+    return w / w.sum()
+
+
 def _base_margin(base: str | None, ensembles: Mapping[str, Any] | None, temperature: float) -> np.ndarray | None:
     if base is None:
         return None
@@ -591,8 +638,14 @@ def select_molam(
     seed: int = 50,
     max_unlabelled_cv: int | None = 500,
     calibrate: bool = True,
-) -> SelectedMoLAM:
+    combine: str = "best",
+) -> SelectedMoLAM | StackedMoLAM:
     """Choose among candidate settings by stratified k-fold CV on the SEED rows, then refit.
+
+    ``combine="best"``: the candidate with the lowest CV log-loss, the first one (the default)
+    kept unless another is better by a standard error (:func:`_clearly_best`); ``"stack"``:
+    every candidate with a weight in :func:`stack_weights` over their calibrated out-of-fold
+    predictions, refitted, probabilities mixed (:class:`StackedMoLAM`).
 
     features_seed (n_s, F), y_seed (n_s,), features_unlabelled (n_u, F) or None.
     candidates: dicts of :class:`MoLAM` parameters, optionally with ``"base": NAME`` to boost
@@ -612,6 +665,8 @@ def select_molam(
     xu = None if features_unlabelled is None else _features2("features_unlabelled", features_unlabelled, xs.shape[1])
     if not candidates:
         raise ConfigError("candidates is empty: give at least one dict of MoLAM parameters")
+    if combine not in ("best", "stack"):
+        raise ConfigError(f"combine must be 'best' or 'stack', got {combine!r}")
     if not (isinstance(folds, int) and 2 <= folds <= xs.shape[0]):
         raise ConfigError(f"folds must be an integer in [2, {xs.shape[0]}] (the number of seed rows), got {folds}")
     ens_s = {name: _class_probabilities(f"ensembles_seed[{name!r}]", p, xs.shape[0], k)
@@ -657,11 +712,18 @@ def select_molam(
         out_of_fold.append(oof)
         losses.append(_row_log_losses(oof, ys, calibrate))
     scores = [float(loss.mean()) for loss in losses]
-    best = _clearly_best(losses)
-    base, params = _split_candidate(candidates[best], seed)
-    model, base_temperature = fit(params, base, np.arange(xs.shape[0]), xu, ens_u)
-    temperature = fit_temperature(out_of_fold[best], ys, low=1.0) if calibrate else 1.0
-    return SelectedMoLAM(model, dict(candidates[best]), base, base_temperature, temperature, scores)
+    temperatures = [fit_temperature(oof, ys, low=1.0) if calibrate else 1.0 for oof in out_of_fold]
+
+    def refit(i: int) -> SelectedMoLAM:
+        base, params = _split_candidate(candidates[i], seed)
+        model, base_temperature = fit(params, base, np.arange(xs.shape[0]), xu, ens_u)
+        return SelectedMoLAM(model, dict(candidates[i]), base, base_temperature, temperatures[i], scores)
+
+    if combine == "stack" and len(candidates) > 1:
+        weights = stack_weights([temper(oof, t) for oof, t in zip(out_of_fold, temperatures)], ys)
+        chosen = np.flatnonzero(weights)
+        return StackedMoLAM([refit(int(i)) for i in chosen], weights[chosen], scores)
+    return refit(_clearly_best(losses))
 
 
 # ----------------------------------------------------------------------------- annotation model
@@ -717,7 +779,7 @@ class AnnotationModel:
     on all rows' consistency (no labels); ``selection`` the cross-validated MoLAM.
     """
 
-    selection: SelectedMoLAM
+    selection: SelectedMoLAM | StackedMoLAM
     label_model: DawidSkene
     config: MolamConfig
     text_annotator: int | None = None
@@ -798,6 +860,6 @@ def fit_annotation_model(
         [{**shared, **cand} for cand in candidates],
         ensembles_seed=_ensembles(label_model, z_s, c_s, text_annotator),
         ensembles_unlabelled=_ensembles(label_model, z_u, c_u, text_annotator) if unlabelled else None,
-        folds=min(cfg.cv_folds, len(z_s)), seed=seed, calibrate=cfg.calibrate,
+        folds=min(cfg.cv_folds, len(z_s)), seed=seed, calibrate=cfg.calibrate, combine=cfg.combine,
     )
     return AnnotationModel(selection, label_model, cfg, text_annotator)

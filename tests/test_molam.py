@@ -17,7 +17,10 @@ from mollia_edge.molam import (
     molam_features,
     negative_labels,
     score_average,
+    StackedMoLAM,
     select_molam,
+    single_candidates,
+    stack_weights,
     single,
     vote,
 )
@@ -237,7 +240,8 @@ def test_fit_annotation_model_end_to_end():
     p = model.predict_proba(s[50:], c[50:])
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
     assert _acc(p, y[50:]) >= max(_acc(vote(c, s)[50:], y[50:]), _acc(score_average(s)[50:], y[50:])) - 0.01
-    assert model.selection.base in ("score_avg", "dawid_skene")
+    assert {m.base for m in model.selection.members} <= {"score_avg", "dawid_skene"}
+    assert np.isclose(model.selection.weights.sum(), 1.0)
     assert model.negative_labels(s[50:]).shape == (650, 4)
     again = fit_annotation_model(s[:50], c[:50], y[:50], s[50:], c[50:], 4, seed=3,
                                  candidates=[dict(FAST, base="score_avg"), dict(FAST, base="dawid_skene")])
@@ -308,3 +312,31 @@ def test_annotator_report_and_kappa():
     b = np.array([0] * 20 + [1] * 5 + [0] * 10 + [1] * 15)
     assert cohen_kappa(a, b, 2) == pytest.approx(0.4)
     assert cohen_kappa(np.zeros(5, int), np.zeros(5, int), 2) == 1.0
+
+
+def test_stack_weights_follow_the_candidates_that_predict_the_seeds():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 60)
+    right = np.full((60, 3), 0.05)
+    right[np.arange(60), y] = 0.9  # a candidate that is right, confidently
+    flat = np.full((60, 3), 1 / 3)
+    wrong = np.roll(right, 1, axis=1)
+    w = stack_weights([flat, right, wrong], y)
+    assert w[1] > 0.95 and np.isclose(w.sum(), 1) and w[2] == 0
+    half = right.copy()
+    half[30:] = wrong[30:]  # right on the first half only; `other` on the second only
+    other = wrong.copy()
+    other[30:] = right[30:]
+    w = stack_weights([half, other], y)
+    assert np.allclose(w, 0.5, atol=0.05)  # neither alone: the mix
+
+
+def test_a_stacked_label_model_follows_a_strong_annotator_among_noise():
+    y, s, c = synthetic(900, 4, [0.9, 0.3, 0.3], seed=21)  # one strong annotator, two near noise
+    candidates = [dict(FAST, base="dawid_skene"), dict(FAST, base="score_avg"), *single_candidates(3, None)]
+    stacked = fit_annotation_model(s[:50], c[:50], y[:50], s[50:], c[50:], 4, seed=3, candidates=candidates)
+    assert isinstance(stacked.selection, StackedMoLAM)
+    strong = _acc(s[50:, 0], y[50:])
+    assert _acc(stacked.predict_proba(s[50:], c[50:]), y[50:]) >= strong - 0.02
+    weights = {m.base: w for m, w in zip(stacked.selection.members, stacked.selection.weights)}
+    assert weights.get("annotator 0", 0) >= max(weights.get("annotator 1", 0), weights.get("annotator 2", 0))
