@@ -285,6 +285,10 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                         help="demonstrations per label from the seed rows for every LLM (default: chosen per model)")
     parser.add_argument("--max-resident-models", type=int,
                         help="LLMs loaded together; the others take turns (default: as many as fit llm.memory_budget_gb)")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="annotate on Ray: 'local' starts a runtime here, else the address of a running cluster "
+                             "(needs the cluster extra; model files at the same path on every node)")
+    parser.add_argument("--ray-actors", type=int, default=2, help="Ray actors per model (default: 2)")
     parser.add_argument("--rounds", type=int, help="active-learning rounds (default: from the configuration, 10)")
     parser.add_argument("--batch", type=int, help="rows queried per round (default: from the configuration, 50)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the configuration)")
@@ -318,6 +322,8 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
     if not 1 <= args.threads <= MAX_THREADS:
         raise ConfigError(f"--threads must be in [1, {MAX_THREADS}], got {quoted(args.threads)}")
     config = load_config(args.config)
+    if not 1 <= args.ray_actors <= 1024:
+        raise ConfigError(f"--ray-actors must be in [1, 1024], got {quoted(args.ray_actors)}")
     if args.shots is not None:
         config = config.replace(llm=dataclasses.replace(config.llm, shots=args.shots))
     if args.max_resident_models is not None:
@@ -330,6 +336,7 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
         rounds=args.rounds, batch=args.batch,
         seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=strict,
         threads=args.threads, session=args.session, config=config, formula_guard=not args.keep_formulas,
+        ray=args.ray, ray_actors=args.ray_actors,
     )
 
 

@@ -27,6 +27,7 @@ neither ever carries input text.
 from __future__ import annotations
 
 import dataclasses
+import os
 import hashlib
 import json
 import resource
@@ -105,6 +106,10 @@ class LabelJob:
     formula_guard: bool = True
     """CSV/TSV output cells that start like a spreadsheet formula get a leading quote (see
     :func:`~mollia_edge.data.spreadsheet_safe`); False: written verbatim (``--keep-formulas``)."""
+    ray: str | None = None
+    """Annotate on Ray (:mod:`mollia_edge.llm.cluster`): ``local`` or a cluster's address; None: in-process."""
+    ray_actors: int = 2
+    """Ray actors per model (each one model, ``llm.n_threads`` CPUs or 1)."""
 
     @property
     def session_path(self) -> Path:
@@ -261,13 +266,29 @@ class _Run:
 
 
 def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | None,
-           resident: int) -> LLMPanel:
+           resident: int, remote: Callable[[PanelModel], Any] | None) -> LLMPanel:
     models = []
     for name, model_file in zip(prep.display, prep.resolved):
         chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
         models.append(PanelModel(name, model_file.path, PromptSpec(labels=prep.labels, item=job.item, chat_format=chat)))
     llm = fit_sequences(job.config.llm, len(prep.labels))
-    return LLMPanel(models, prep.texts, llm, store, progress, max_resident=resident)
+    return LLMPanel(models, prep.texts, llm, store, progress, max_resident=resident, remote=remote)
+
+
+def _remote(job: LabelJob, stack: ExitStack) -> Callable[[PanelModel], Any] | None:
+    """Per model, its Ray actor pool when the job runs on Ray: the runtime is joined (or started,
+    and then stopped with the job) here. Each actor takes ``llm.n_threads`` CPUs, or this
+    machine's cores shared among the actors of one model."""
+    if job.ray is None:
+        return None
+    from .llm.cluster import RayModel, start_ray, stop_ray
+
+    cpus = job.config.llm.n_threads or max(1, (os.cpu_count() or 1) // job.ray_actors)
+    llm = dataclasses.replace(job.config.llm, n_threads=cpus)
+    if start_ray(job.ray, cpus * job.ray_actors if job.ray == "local" else None):
+        stack.callback(stop_ray)
+    return lambda model: RayModel(model.path, model.prompt, fit_sequences(llm, len(model.prompt.labels)),
+                                  job.ray_actors, cpus)
 
 
 def _residency(job: LabelJob, prep: _Prepared, say: Warn) -> dict[str, Any]:
@@ -299,7 +320,7 @@ def _start(job: LabelJob, prep: _Prepared, stack: ExitStack, say: Warn, progress
     for row, label in {**prep.input_seeds, **human}.items():
         seed_label[row] = index[label]
     residency = _residency(job, prep, say)
-    panel = stack.enter_context(_panel(job, prep, store, progress, residency["resident"]))
+    panel = stack.enter_context(_panel(job, prep, store, progress, residency["resident"], _remote(job, stack)))
     budget = WordBudget(job.config.llm.budget_words, text_costs(prep.texts, len(prep.labels)))
     run = _Run(job, prep, store, session, panel, say, progress, seed_label, human, budget, residency=residency)
     _check_seeds(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,9 @@ class LLMAnnotator:
         self.engine: LlamaEngine | None = None
         self.before_load: Callable[[], None] | None = None
         """Called before the model is loaded (the panel makes room for it there)."""
+        self.remote: Any = None
+        """A pool of workers elsewhere that evaluates the texts instead of a local engine
+        (:class:`mollia_edge.llm.cluster.RayModel`); this annotator still stores every output."""
         self.computed = 0
         """Texts evaluated by the model (not served from the cache) since construction."""
         self.model_sha256 = file_sha256(self.model_path, store)
@@ -65,6 +69,8 @@ class LLMAnnotator:
     def prefix_fits(self, prompt: PromptSpec) -> bool:
         """Whether ``prompt``'s shared prefix fits the context this annotator's engine has
         (half of ``llm.n_ctx``, the rest for the texts); loads the model."""
+        if self.remote is not None:
+            return self.remote.prefix_fits(prompt)
         engine = self._engine()
         before, _ = prompt.split()
         return len(engine.tokenize(before, add_bos=True, special=True)) < engine.n_ctx // 2
@@ -161,12 +167,8 @@ class LLMAnnotator:
         self._engine()
         return self._continuations
 
-    def _evaluate_groups(self, texts: Sequence[str], hashes: Sequence[str]) -> Iterator[list[TextSignals]]:
-        """Signals of ``texts``, in order, one list per group of texts that shared the batches
-        (:meth:`LlamaEngine.run_groups`: the grouping is reproducible)."""
-        if not texts:
-            return
-        engine = self._engine()
+    def _jobs(self, texts: Sequence[str], hashes: Sequence[str]) -> tuple[list[ScoringJob], list[bool]]:
+        """The engine's job for each text (sampling seeded by the text's hash) and whether it was cut."""
         sampled = self.llm.consistency == "sampled"
         prompts = [self.prompt_tokens(t) for t in texts]
         jobs = [
@@ -179,18 +181,40 @@ class LLMAnnotator:
             )
             for (tokens, _), h in zip(prompts, hashes)
         ]
-        longest = max(len(c) for c in self._continuations)
-        groups = engine.run_groups(
-            jobs,
-            temperature=self.llm.temperature,
-            top_p=self.llm.top_p,
-            max_new_tokens=max(self.llm.max_new_tokens, longest + 1),
-        )
+        return jobs, [cut for _, cut in prompts]
+
+    def _max_new_tokens(self) -> int:
+        return max(self.llm.max_new_tokens, max(len(c) for c in self._continuations) + 1)
+
+    def group_sizes(self, texts: Sequence[str], hashes: Sequence[str]) -> list[int]:
+        """How ``texts`` are cut into groups that share batches (sizes, in order): a function of
+        the texts, the model and the prompt (:meth:`LlamaEngine.group_sizes`)."""
+        if not texts:
+            return []
+        engine = self._engine()
+        return engine.group_sizes(self._jobs(texts, hashes)[0], self._max_new_tokens())
+
+    def _evaluate_groups(self, texts: Sequence[str], hashes: Sequence[str]) -> Iterator[list[TextSignals]]:
+        """Signals of ``texts``, in order, one list per group of texts that shared the batches
+        (:meth:`LlamaEngine.run_groups`: the grouping is reproducible), or per run of whole
+        groups when a :attr:`remote` pool evaluates them."""
+        if not texts:
+            return
+        if self.remote is not None:
+            yield from self.remote.evaluate_groups(self.prompt, texts, hashes)
+            return
+        engine = self._engine()
+        jobs, cuts = self._jobs(texts, hashes)
+        groups = engine.run_groups(jobs, temperature=self.llm.temperature, top_p=self.llm.top_p,
+                                   max_new_tokens=self._max_new_tokens())
         start = 0
         for results in groups:
-            cuts = [cut for _, cut in prompts[start : start + len(results)]]
-            yield [self._signals(r, cut) for r, cut in zip(results, cuts)]
+            yield [self._signals(r, cut) for r, cut in zip(results, cuts[start : start + len(results)])]
             start += len(results)
+
+    def evaluate(self, texts: Sequence[str], hashes: Sequence[str]) -> list[TextSignals]:
+        """Signals of ``texts`` (a run of whole groups), in order, not stored (a remote worker's call)."""
+        return [s for group in self._evaluate_groups(texts, hashes) for s in group]
 
     def _signals(self, result: JobResult, cut: bool) -> TextSignals:
         if not (np.all(np.isfinite(result.label_logprob)) and np.all(np.isfinite(result.label_sample_prob))):

@@ -354,10 +354,18 @@ class LlamaEngine:
         to 0.7 in a log-probability), so a caller that stores each group as it comes and
         resumes with the rest gets the numbers of an uninterrupted run.
         """
+        start = 0
+        for size in self.group_sizes(jobs, max_new_tokens):
+            yield self._run_group(jobs[start : start + size], temperature, top_p, max_new_tokens)
+            start += size
+
+    def group_sizes(self, jobs: Sequence[ScoringJob], max_new_tokens: int) -> list[int]:
+        """How :meth:`run_groups` cuts ``jobs`` into groups (their sizes, in order), greedily by
+        the budget of KV cells and sequences; every job checked before any runs."""
         budget = self.n_ctx - len(self._prefix) - 8
         group_budget = min(budget, self.group_cells)
-        group: list[ScoringJob] = []
-        cells = branches = 0
+        sizes: list[int] = []
+        size = cells = branches = 0
         for job in jobs:
             need, seqs = self._cells_needed(job, max_new_tokens), self._branch_count(job)
             if need > budget or seqs > self.n_seq_max - 1:
@@ -366,14 +374,15 @@ class LlamaEngine:
                     f"{self.n_ctx} / llm.n_seq_max={self.n_seq_max} allow; raise them or lower "
                     "llm.max_text_tokens"
                 )
-            if group and (cells + need > group_budget or branches + seqs > self.n_seq_max - 1):
-                yield self._run_group(group, temperature, top_p, max_new_tokens)
-                group, cells, branches = [], 0, 0
-            group.append(job)
+            if size and (cells + need > group_budget or branches + seqs > self.n_seq_max - 1):
+                sizes.append(size)
+                size, cells, branches = 0, 0, 0
+            size += 1
             cells += need
             branches += seqs
-        if group:
-            yield self._run_group(group, temperature, top_p, max_new_tokens)
+        if size:
+            sizes.append(size)
+        return sizes
 
     def _run_group(
         self, jobs: Sequence[ScoringJob], temperature: float, top_p: float, max_new_tokens: int

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +54,12 @@ class LLMPanel:
     """The job's LLMs over the texts ``texts`` (all rows of the input)."""
 
     def __init__(self, models: Sequence[PanelModel], texts: Sequence[str], llm: LLMConfig, store: Store,
-                 progress: Progress | None = None, max_resident: int | None = None) -> None:
+                 progress: Progress | None = None, max_resident: int | None = None,
+                 remote: Callable[[PanelModel], Any] | None = None) -> None:
         self.models, self.texts, self.llm, self.store, self.progress = list(models), texts, llm, store, progress
         self.max_resident = max_resident
+        self.remote = remote
+        """Per model, a pool that evaluates its texts elsewhere (Ray), or None: in this process."""
         self._recent: list[str] = []
         """Names of the models used so far, least recently used first."""
         self.names = [m.name for m in self.models]
@@ -72,6 +76,8 @@ class LLMPanel:
     def close(self) -> None:
         for annotator in self._annotators.values():
             annotator.close()
+            if annotator.remote is not None:
+                annotator.remote.close()
         self._annotators.clear()
 
     def __enter__(self) -> LLMPanel:
@@ -84,7 +90,13 @@ class LLMPanel:
         if model.name not in self._annotators:
             annotator = LLMAnnotator(model.path, model.prompt, self.llm, self.store)
             annotator.before_load = lambda: self._make_room(model.name)
+            if self.remote is not None:
+                annotator.remote = self.remote(model)
             self._annotators[model.name] = annotator
+        if self.remote is not None:  # on a cluster one model's pool at a time: each may take every slot
+            for name, other in self._annotators.items():
+                if name != model.name and other.remote is not None:
+                    other.remote.close()
         if model.name in self._recent:
             self._recent.remove(model.name)
         self._recent.append(model.name)
