@@ -625,6 +625,37 @@ def _clearly_best(losses: Sequence[np.ndarray]) -> int:
     return 0
 
 
+def _ensemble_arrays(what: str, ensembles: Mapping[str, Any] | None, n: int, k: int) -> dict[str, np.ndarray]:
+    return {name: _class_probabilities(f"{what}[{name!r}]", p, n, k) for name, p in (ensembles or {}).items()}
+
+
+def _cv_unlabelled(xu: np.ndarray | None, ens_u: dict[str, np.ndarray], most: int | None,
+                   seed: int) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """The unlabelled rows (and their ensembles) pseudo-labelling uses during CV: at most ``most``, seeded."""
+    if xu is None or most is None or xu.shape[0] <= most:
+        return xu, ens_u
+    rows = np.sort(np.random.default_rng(seed).choice(xu.shape[0], most, replace=False))
+    return xu[rows], {name: p[rows] for name, p in ens_u.items()}
+
+
+def _check_selection(candidates: Sequence[Mapping[str, Any]], combine: str, folds: Any, n_seed: int,
+                     ens_s: Mapping[str, Any], ens_u: Mapping[str, Any] | None) -> None:
+    """:func:`select_molam`'s settings, each wrong one named (``ens_u`` None: no unlabelled rows)."""
+    if not candidates:
+        raise ConfigError("candidates is empty: give at least one dict of MoLAM parameters")
+    if combine not in ("best", "stack"):
+        raise ConfigError(f"combine must be 'best' or 'stack', got {combine!r}")
+    if not (isinstance(folds, int) and 2 <= folds <= n_seed):
+        raise ConfigError(f"folds must be an integer in [2, {n_seed}] (the number of seed rows), got {folds}")
+    for cand in candidates:
+        unknown = set(cand) - set(_PARAM_NAMES) - {"base"}
+        if unknown:
+            raise ConfigError(f"unknown candidate key(s): {', '.join(sorted(unknown))}")
+        base = cand.get("base")
+        if base is not None and (base not in ens_s or (ens_u is not None and base not in ens_u)):
+            raise DataError(f"a candidate boosts from {base!r}: pass it in ensembles_seed (and ensembles_unlabelled)")
+
+
 def select_molam(
     features_seed: Any,
     y_seed: Any,
@@ -663,33 +694,11 @@ def select_molam(
     xs = _features2("features_seed", features_seed)
     ys = _labels("y_seed", y_seed, xs.shape[0], k)
     xu = None if features_unlabelled is None else _features2("features_unlabelled", features_unlabelled, xs.shape[1])
-    if not candidates:
-        raise ConfigError("candidates is empty: give at least one dict of MoLAM parameters")
-    if combine not in ("best", "stack"):
-        raise ConfigError(f"combine must be 'best' or 'stack', got {combine!r}")
-    if not (isinstance(folds, int) and 2 <= folds <= xs.shape[0]):
-        raise ConfigError(f"folds must be an integer in [2, {xs.shape[0]}] (the number of seed rows), got {folds}")
-    ens_s = {name: _class_probabilities(f"ensembles_seed[{name!r}]", p, xs.shape[0], k)
-             for name, p in (ensembles_seed or {}).items()}
-    ens_u = {}
-    if xu is not None:
-        ens_u = {
-            name: _class_probabilities(f"ensembles_unlabelled[{name!r}]", p, xu.shape[0], k)
-            for name, p in (ensembles_unlabelled or {}).items()
-        }
-    for cand in candidates:
-        unknown = set(cand) - set(_PARAM_NAMES) - {"base"}
-        if unknown:
-            raise ConfigError(f"unknown candidate key(s): {', '.join(sorted(unknown))}")
-        base = cand.get("base")
-        if base is not None and (base not in ens_s or (xu is not None and base not in ens_u)):
-            raise DataError(f"a candidate boosts from {base!r}: pass it in ensembles_seed (and ensembles_unlabelled)")
+    ens_s = _ensemble_arrays("ensembles_seed", ensembles_seed, xs.shape[0], k)
+    ens_u = {} if xu is None else _ensemble_arrays("ensembles_unlabelled", ensembles_unlabelled, xu.shape[0], k)
+    _check_selection(candidates, combine, folds, xs.shape[0], ens_s, None if xu is None else ens_u)
     fold = stratified_folds(ys, folds, seed)
-    cv_rows = None
-    if xu is not None and max_unlabelled_cv is not None and xu.shape[0] > max_unlabelled_cv:
-        cv_rows = np.sort(np.random.default_rng(seed).choice(xu.shape[0], max_unlabelled_cv, replace=False))
-    cv_u = xu if cv_rows is None else xu[cv_rows]
-    cv_ens_u = ens_u if cv_rows is None else {name: p[cv_rows] for name, p in ens_u.items()}
+    cv_u, cv_ens_u = _cv_unlabelled(xu, ens_u, max_unlabelled_cv, seed)
 
     def fit(params: dict[str, Any], base: str | None, rows: np.ndarray, x_u: Any, e_u: Mapping[str, Any]):
         temperature = 1.0 if base is None else fit_temperature(ens_s[base][rows], ys[rows], low=0.25)
