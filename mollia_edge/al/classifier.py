@@ -269,43 +269,16 @@ class OnnxClassifier:
         if x_val is not None:
             self._check_width(x_val)
         rng = np.random.default_rng(self.seed)
-        state = {name: _ort(value) for name, value in self._initial_parameters(rng).items()}
-        for name in list(state):
-            for moment in adam_state_names(name):
-                state[moment] = _ort(np.zeros(parameter_shapes(self.spec_)[name], dtype=np.float32))
-        constants = {
-            "lambda_nl": _scalar(lambda_nl),
-            "weight_decay": _scalar(self.weight_decay),
-            "lr.head": _scalar(self.learning_rate),
-        }
-        if self.mode == "top-layers":
-            constants["lr.encoder"] = _scalar(self.encoder_learning_rate)
-
+        state = self._initial_state(rng)
+        constants = self._constants(lambda_nl)
         session = _session(self.spec_, "train", self.threads)
-        output_names = [o.name for o in session.get_outputs()]
         param_names = list(parameter_shapes(self.spec_))
         best_score, best_params, stale, step = (-np.inf, np.inf), None, 0, 0
-        bucketed = self.mode == "top-layers" and self.length_buckets > 0
-        lengths = _token_counts(x) if bucketed else None
+        lengths = _token_counts(x) if self.mode == "top-layers" and self.length_buckets > 0 else None
         self.history_: list[dict[str, float]] = []
         for epoch in range(self.epochs):
-            if bucketed:
-                batches = bucketed_batches(lengths, self.batch_size, self.length_buckets, rng)
-            else:
-                order = rng.permutation(n)
-                batches = [order[start:start + self.batch_size] for start in range(0, n, self.batch_size)]
-            losses = []
-            for rows in batches:
-                step += 1
-                feeds = {
-                    **state, **constants, **self._batch_feeds(x, rows),
-                    "y_pos": _ort(y[rows]), "row_weights": _ort(w[rows]), "negative_mask": _ort(neg[rows]),
-                    "dropout_keep": _ort(self._keep_mask(rng, len(rows))),
-                    "step": _scalar(step),
-                }
-                outputs = dict(zip(output_names, session.run_with_ort_values(output_names, feeds)))
-                losses.append(outputs.pop("loss"))
-                state = {name: outputs[updated_name(name)] for name in state}
+            batches = self._epoch_batches(lengths, n, rng)
+            state, losses, step = self._train_epoch(session, state, constants, x, (y, w, neg), batches, rng, step)
             record = {"epoch": epoch, "train_loss": float(np.mean([v.numpy() for v in losses]))}
             if x_val is not None:
                 p_val = self._infer(x_val, {p: state[p] for p in param_names})
@@ -326,6 +299,52 @@ class OnnxClassifier:
         self.params_ = {name: value.numpy().copy() for name, value in best_params.items()}
         self._param_feeds = {name: _ort(value) for name, value in self.params_.items()}
         return self
+
+    def _initial_state(self, rng: np.random.Generator) -> dict[str, Any]:
+        """The parameters (initialised from ``rng``) and their zeroed Adam moments, as ORT values."""
+        state = {name: _ort(value) for name, value in self._initial_parameters(rng).items()}
+        for name in list(state):
+            for moment in adam_state_names(name):
+                state[moment] = _ort(np.zeros(parameter_shapes(self.spec_)[name], dtype=np.float32))
+        return state
+
+    def _constants(self, lambda_nl: float) -> dict[str, Any]:
+        constants = {
+            "lambda_nl": _scalar(lambda_nl),
+            "weight_decay": _scalar(self.weight_decay),
+            "lr.head": _scalar(self.learning_rate),
+        }
+        if self.mode == "top-layers":
+            constants["lr.encoder"] = _scalar(self.encoder_learning_rate)
+        return constants
+
+    def _epoch_batches(self, lengths: np.ndarray | None, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """One epoch's batches of row indices: by length bucket (``lengths`` given) or shuffled."""
+        if lengths is not None:
+            return bucketed_batches(lengths, self.batch_size, self.length_buckets, rng)
+        order = rng.permutation(n)
+        return [order[start:start + self.batch_size] for start in range(0, n, self.batch_size)]
+
+    def _train_epoch(self, session: Any, state: dict[str, Any], constants: dict[str, Any], x: Any,
+                     targets: tuple[np.ndarray, np.ndarray, np.ndarray], batches: list[np.ndarray],
+                     rng: np.random.Generator, step: int) -> tuple[dict[str, Any], list, int]:
+        """One pass of training steps over ``batches``; ``targets``: labels (n,), row weights (n,)
+        and negative mask (n, K). Returns the updated state, each step's loss and the last step."""
+        output_names = [o.name for o in session.get_outputs()]
+        y, w, neg = targets
+        losses = []
+        for rows in batches:
+            step += 1
+            feeds = {
+                **state, **constants, **self._batch_feeds(x, rows),
+                "y_pos": _ort(y[rows]), "row_weights": _ort(w[rows]), "negative_mask": _ort(neg[rows]),
+                "dropout_keep": _ort(self._keep_mask(rng, len(rows))),
+                "step": _scalar(step),
+            }
+            outputs = dict(zip(output_names, session.run_with_ort_values(output_names, feeds)))
+            losses.append(outputs.pop("loss"))
+            state = {name: outputs[updated_name(name)] for name in state}
+        return state, losses, step
 
     def _model_spec(self, x: Any) -> ModelSpec:
         if self.mode == "head":

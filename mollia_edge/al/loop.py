@@ -369,6 +369,78 @@ def _query_batch(
     return batch
 
 
+def _data_digest(task: ActiveLearningTask, seeds: np.ndarray) -> dict[str, Any]:
+    """What identifies a run's data in its settings: sizes and digests of the rows and inputs."""
+    n = len(task.gold)
+    return {"n_classes": task.n_classes, "rows": n, "pool": _rows_digest(task.pool), "test": _rows_digest(task.test),
+            "seed_rows": _rows_digest(seeds), "inputs": _fingerprint(task.inputs, n)}
+
+
+def _test_f1(clf: Any, task: ActiveLearningTask) -> tuple[float | None, float | None]:
+    """(micro-F1, macro-F1) of the classifier on the task's test rows (None without them)."""
+    if task.test is None:
+        return None, None
+    return f1_scores(np.asarray(task.gold)[task.test], clf.predict(task.inputs[task.test]), task.n_classes)
+
+
+def _checked_options(classifier_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    options = dict(classifier_options or {})
+    if clash := set(options) & _SET_ELSEWHERE:
+        raise ConfigError(f"classifier_options must not set {sorted(clash)}: the config or the arguments set them")
+    return options
+
+
+def _record_round(store: Store, run_id: str, metrics: RoundMetrics, batch: _Batch, weights: np.ndarray,
+                  negatives: np.ndarray) -> None:
+    """A round's metrics and labels (abstained rows as label -1, weight 0), in one commit."""
+    aside = [(row, -1, 0.0, np.zeros(negatives.shape[1], bool)) for row in batch.abstained]
+    added = [*zip(batch.rows, batch.positive, weights, negatives), *aside]
+    store.put_al_round(run_id, metrics.round, dataclasses.asdict(metrics), added)
+
+
+def _weigh_batch(clf: Any, task: ActiveLearningTask, batch: _Batch,
+                 config: ActiveLearningConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(negatives (b, K), discrepancy weights (b,), classifier disagrees (b,)) of a queried batch."""
+    negatives = batch.negatives
+    if not len(batch.rows):
+        return negatives, np.empty(0, np.float32), np.zeros(0, bool)
+    if not config.negative_learning:
+        negatives = np.zeros_like(negatives)
+    predicted = clf.predict(task.inputs[batch.rows])
+    alpha = config.alpha if config.discrepancy_weighting else 1.0
+    return negatives, discrepancy_weights(predicted, batch.positive, alpha), predicted != batch.positive
+
+
+def _round_metrics(round_number: int, labelled: int, clf: Any, batch: _Batch, negatives: np.ndarray,
+                   weights: np.ndarray, disagree: np.ndarray, gold: np.ndarray, config: ActiveLearningConfig,
+                   f1: tuple[float | None, float | None], seconds: tuple[float, float]) -> RoundMetrics:
+    """One round's metrics; the label-noise figures only where gold is known for the whole batch."""
+    new_rows, positive, k = batch.rows, batch.positive, negatives.shape[1]
+    measurable = len(new_rows) > 0 and bool(np.all(gold[new_rows] >= 0))
+    wrong = positive != gold[new_rows]
+    gold_negative = negatives[np.arange(len(new_rows)), gold[new_rows]] if measurable else None
+    return RoundMetrics(
+        round=round_number,
+        labelled=labelled,
+        lambda_nl=negative_learning_weight(round_number, config),
+        best_epoch=int(clf.best_epoch_),
+        micro_f1=f1[0],
+        macro_f1=f1[1],
+        queried=len(new_rows),
+        disagreed=int(disagree.sum()),
+        disagreed_wrong=int((disagree & wrong).sum()) if measurable else None,
+        down_weighted=int(np.sum(weights < 1)),
+        label_noise=float(wrong.mean()) if measurable else None,
+        negative_share=float(negatives.mean()) if len(new_rows) else None,
+        false_negative_share=float(gold_negative.sum() / (len(new_rows) * k)) if measurable else None,
+        train_seconds=seconds[0],
+        evaluate_seconds=seconds[1],
+        query_seconds=batch.query_seconds,
+        annotate_seconds=batch.annotate_seconds,
+        abstained=len(batch.abstained),
+    )
+
+
 def run_active_learning(
     task: ActiveLearningTask,
     annotator: Annotator,
@@ -405,26 +477,19 @@ def run_active_learning(
     seeds = draw_seed_rows(task.pool, config.seed_size, seed) if seed_rows is None else np.asarray(seed_rows)
     _check_task(task, seeds, config)
     query = make_strategy(strategy, seed)
-    options = dict(classifier_options or {})
-    if clash := set(options) & _SET_ELSEWHERE:
-        raise ConfigError(f"classifier_options must not set {sorted(clash)}: the config or the arguments set them")
+    options = _checked_options(classifier_options)
     classifier = {"mode": mode, "init_layers": init_layers, "threads": threads, **options}
-    k = task.n_classes
-    labelled = LabelledSet(
-        seeds.astype(np.int64), gold[seeds], np.ones(len(seeds), np.float32), np.zeros((len(seeds), k), bool)
-    )
+    labelled = LabelledSet(seeds.astype(np.int64), gold[seeds], np.ones(len(seeds), np.float32),
+                           np.zeros((len(seeds), task.n_classes), bool))
 
     results: list[RoundMetrics] = []
     set_aside = np.empty(0, np.int64)
     if store is not None:
         settings = {
             "config": dataclasses.asdict(config), "strategy": strategy, "annotator": annotator.name, "seed": seed,
-            "mode": mode, "init_layers": sorted(init_layers or ()), "n_classes": k, "rows": len(gold),
-            "pool": _rows_digest(task.pool), "test": _rows_digest(task.test), "seed_rows": _rows_digest(seeds),
-            "inputs": _fingerprint(task.inputs, len(gold)),
+            "mode": mode, "init_layers": sorted(init_layers or ()), **_data_digest(task, seeds),
+            **({"classifier_options": options} if options else {}),  # run ids recorded without options stay valid
         }
-        if options:  # only when given: run ids recorded without options stay valid
-            settings["classifier_options"] = options
         run_id = run_id or "al-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         store.begin_al_run(run_id, settings)
         results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
@@ -439,52 +504,18 @@ def run_active_learning(
         train_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        micro = macro = None
-        if task.test is not None:
-            micro, macro = f1_scores(gold[task.test], clf.predict(task.inputs[task.test]), k)
+        f1 = _test_f1(clf, task)
         evaluate_seconds = time.perf_counter() - started
 
-        batch = _Batch.empty(k)
+        batch = _Batch.empty(task.n_classes)
         if round_number < config.rounds:
             batch = _query_batch(query, clf, task, labelled, set_aside, annotator, config)
-        new_rows, positive, negatives = batch.rows, batch.positive, batch.negatives
-        weights, disagree = np.empty(0, np.float32), np.zeros(0, bool)
-        if len(new_rows):
-            if not config.negative_learning:
-                negatives = np.zeros_like(negatives)
-            predicted = clf.predict(task.inputs[new_rows])
-            disagree = predicted != positive
-            alpha = config.alpha if config.discrepancy_weighting else 1.0
-            weights = discrepancy_weights(predicted, positive, alpha)
-
-        measurable = len(new_rows) > 0 and bool(np.all(gold[new_rows] >= 0))  # gold known for the batch
-        wrong = positive != gold[new_rows]
-        gold_negative = negatives[np.arange(len(new_rows)), gold[new_rows]] if measurable else None
-        metrics = RoundMetrics(
-            round=round_number,
-            labelled=len(labelled.rows),
-            lambda_nl=negative_learning_weight(round_number, config),
-            best_epoch=int(clf.best_epoch_),
-            micro_f1=micro,
-            macro_f1=macro,
-            queried=len(new_rows),
-            disagreed=int(disagree.sum()),
-            disagreed_wrong=int((disagree & wrong).sum()) if measurable else None,
-            down_weighted=int(np.sum(weights < 1)),
-            label_noise=float(wrong.mean()) if measurable else None,
-            negative_share=float(negatives.mean()) if len(new_rows) else None,
-            false_negative_share=float(gold_negative.sum() / (len(new_rows) * k)) if measurable else None,
-            train_seconds=train_seconds,
-            evaluate_seconds=evaluate_seconds,
-            query_seconds=batch.query_seconds,
-            annotate_seconds=batch.annotate_seconds,
-            abstained=len(batch.abstained),
-        )
+        negatives, weights, disagree = _weigh_batch(clf, task, batch, config)
+        metrics = _round_metrics(round_number, len(labelled.rows), clf, batch, negatives, weights, disagree, gold,
+                                 config, f1, (train_seconds, evaluate_seconds))
         if store is not None:
-            aside = [(row, -1, 0.0, np.zeros(k, bool)) for row in batch.abstained]
-            added = [*zip(new_rows, positive, weights, negatives), *aside]
-            store.put_al_round(run_id, round_number, dataclasses.asdict(metrics), added)
-        labelled.add(new_rows, positive, weights, negatives)
+            _record_round(store, run_id, metrics, batch, weights, negatives)
+        labelled.add(batch.rows, batch.positive, weights, negatives)
         set_aside = np.concatenate([set_aside, batch.abstained])
         results.append(metrics)
         if progress is not None:
