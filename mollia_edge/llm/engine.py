@@ -384,6 +384,29 @@ class LlamaEngine:
             sizes.append(size)
         return sizes
 
+    def _feed_prompts(self, feeder: _Feeder, jobs: Sequence[ScoringJob], job_seqs: list[list[int]],
+                      after_prompt: Callable[[int], Callable[[int], None]]) -> None:
+        """Each job's prompt after the cached prefix, into all its sequences; the last token's
+        logits go to ``after_prompt(j)``."""
+        for j, job in enumerate(jobs):
+            shared = self._shared_length(job.prompt_tokens)
+            for seq in job_seqs[j]:
+                llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, 0, shared)
+            prompt = job.prompt_tokens
+            for pos in range(shared, len(prompt)):
+                last = pos == len(prompt) - 1
+                feeder.add(prompt[pos], pos, job_seqs[j], after_prompt(j) if last else None)
+        feeder.flush()
+
+    def _release(self, branches: list[_Branch], job_seqs: list[list[int]]) -> None:
+        """Free the branches' samplers and clear their sequences from the KV cache."""
+        for branch in branches:
+            if branch.sampler is not None:
+                llama_cpp.llama_sampler_free(branch.sampler)
+        for seqs in job_seqs:
+            for seq in seqs:
+                llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+
     def _run_group(
         self, jobs: Sequence[ScoringJob], temperature: float, top_p: float, max_new_tokens: int
     ) -> list[JobResult]:
@@ -394,25 +417,7 @@ class LlamaEngine:
             )
             for job in jobs
         ]
-        branches: list[_Branch] = []
-        job_seqs: list[list[int]] = []
-        next_seq = 1
-        for j, job in enumerate(jobs):
-            seqs = []
-            for k in range(len(job.continuations)):
-                branches.append(_Branch(seq=next_seq, job=j, label=k))
-                seqs.append(next_seq)
-                next_seq += 1
-            for t in range(job.n_samples):
-                branches.append(
-                    _Branch(seq=next_seq, job=j, sampler=_new_sampler(temperature, top_p, job.seed, t))
-                )
-                seqs.append(next_seq)
-                next_seq += 1
-            if not seqs:
-                seqs.append(next_seq)
-                next_seq += 1
-            job_seqs.append(seqs)
+        branches, job_seqs = _plan_branches(jobs, temperature, top_p)
         samplers = [[b for b in branches if b.job == j and b.sampler is not None] for j in range(len(jobs))]
 
         def stats(logits_index: int, tokens: Sequence[int], with_stop: bool):
@@ -469,49 +474,67 @@ class LlamaEngine:
 
         feeder = _Feeder(self)
         try:
-            for j, job in enumerate(jobs):
-                shared = self._shared_length(job.prompt_tokens)
-                for seq in job_seqs[j]:
-                    llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, 0, shared)
-                prompt = job.prompt_tokens
-                for pos in range(shared, len(prompt)):
-                    last = pos == len(prompt) - 1
-                    feeder.add(prompt[pos], pos, job_seqs[j], after_prompt(j) if last else None)
-            feeder.flush()
-            for branch in branches:
-                if branch.label < 0:
-                    continue
-                job = jobs[branch.job]
-                continuation = job.continuations[branch.label]
-                # the stop probability matters only while the sampler can still write this label
-                needs_stop = job.want_stop and results[branch.job].label_sample_prob[branch.label] > 0
-                evaluated = len(continuation) if needs_stop else len(continuation) - 1
-                for position in range(evaluated):
-                    feeder.add(
-                        continuation[position],
-                        len(job.prompt_tokens) + position,
-                        (branch.seq,),
-                        after_label_token(branch, position),
-                    )
-            while True:
-                pending = [b for b in branches if b.sampler is not None and not b.done]
-                for branch in pending:
-                    position = len(jobs[branch.job].prompt_tokens) + len(branch.tokens) - 1
-                    feeder.add(branch.tokens[-1], position, (branch.seq,), after_sampled_token(branch))
-                feeder.flush()
-                if not pending:
-                    break
+            self._feed_prompts(feeder, jobs, job_seqs, after_prompt)
+            _feed_labels(feeder, jobs, results, branches, after_label_token)
+            _feed_samples(feeder, jobs, branches, after_sampled_token)
         finally:
             feeder.close()
-            for branch in branches:
-                if branch.sampler is not None:
-                    llama_cpp.llama_sampler_free(branch.sampler)
-            for seqs in job_seqs:
-                for seq in seqs:
-                    llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+            self._release(branches, job_seqs)
         for result, job_samplers in zip(results, samplers):
             result.samples = [b.tokens for b in job_samplers]
         return results
+
+
+def _plan_branches(jobs: Sequence[ScoringJob], temperature: float, top_p: float) -> tuple[list[_Branch], list[list[int]]]:
+    """A sequence per label continuation and per sampled answer of each job (at least one per
+    job), numbered from 1 (0 holds the prefix): the branches and each job's sequences."""
+    branches: list[_Branch] = []
+    job_seqs: list[list[int]] = []
+    next_seq = 1
+    for j, job in enumerate(jobs):
+        seqs = []
+        for k in range(len(job.continuations)):
+            branches.append(_Branch(seq=next_seq, job=j, label=k))
+            seqs.append(next_seq)
+            next_seq += 1
+        for t in range(job.n_samples):
+            branches.append(_Branch(seq=next_seq, job=j, sampler=_new_sampler(temperature, top_p, job.seed, t)))
+            seqs.append(next_seq)
+            next_seq += 1
+        if not seqs:
+            seqs.append(next_seq)
+            next_seq += 1
+        job_seqs.append(seqs)
+    return branches, job_seqs
+
+
+def _feed_labels(feeder: _Feeder, jobs: Sequence[ScoringJob], results: list[JobResult], branches: list[_Branch],
+                 after_label_token: Callable[[_Branch, int], Callable[[int], None]]) -> None:
+    """Each label branch's continuation tokens (the last one only where its stop probability matters)."""
+    for branch in branches:
+        if branch.label < 0:
+            continue
+        job = jobs[branch.job]
+        continuation = job.continuations[branch.label]
+        # the stop probability matters only while the sampler can still write this label
+        needs_stop = job.want_stop and results[branch.job].label_sample_prob[branch.label] > 0
+        evaluated = len(continuation) if needs_stop else len(continuation) - 1
+        for position in range(evaluated):
+            feeder.add(continuation[position], len(job.prompt_tokens) + position, (branch.seq,),
+                       after_label_token(branch, position))
+
+
+def _feed_samples(feeder: _Feeder, jobs: Sequence[ScoringJob], branches: list[_Branch],
+                  after_sampled_token: Callable[[_Branch], Callable[[int], None]]) -> None:
+    """Decode the sampled answers one token per pass until every sampler is done."""
+    while True:
+        pending = [b for b in branches if b.sampler is not None and not b.done]
+        for branch in pending:
+            position = len(jobs[branch.job].prompt_tokens) + len(branch.tokens) - 1
+            feeder.add(branch.tokens[-1], position, (branch.seq,), after_sampled_token(branch))
+        feeder.flush()
+        if not pending:
+            break
 
 
 GROUP_WORK = 5e11
