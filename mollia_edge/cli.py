@@ -370,14 +370,7 @@ def _run_label(args: argparse.Namespace) -> int:
         result = run_label_job(job, log, warn)
     else:
         with Progress(*Progress.get_default_columns(), console=console, transient=True) as bar:
-            tasks: dict[str, object] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
-            result = run_label_job(job, progress, warn)
+            result = run_label_job(job, _stage_bars(bar), warn)
     if args.log_json:
         print(json.dumps({"event": "done", "output": str(result.output), "report": str(result.report)}), file=sys.stderr)
     elif not args.quiet:

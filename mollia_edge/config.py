@@ -344,8 +344,13 @@ class Config:
 _SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
 
 
-def _checked_value(where: str, value: Any, default: Any) -> Any:
-    """``value`` if it has the type of the setting's default (an int also serves as a float)."""
+def _checked_value(where: str, value: Any, default: Any, annotation: str = "") -> Any:
+    """``value`` if it has the type of the setting's default (an int also serves as a float);
+    an optional setting (default None) takes the type its ``annotation`` names, or None."""
+    if default is None and "float" in annotation:  # optional numbers (llm.memory_budget_gb)
+        _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)),
+               f"{where} must be of type float, got {quoted(value)}")
+        return value if value is None else float(value)
     if default == "auto":  # "auto" or another choice (al.classifier), a number (llm.shots) or a switch
         ok = isinstance(value, (str, int))  # (al.negative_learning): each checked by its section
     elif default is None:  # optional integer settings (n_threads)
@@ -373,11 +378,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         values = data.get(name, {})
         _check(isinstance(values, dict), f"[{name}] must be a table")
         defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         bad = set(values) - set(defaults)
         _check(not bad, f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
-        sections[name] = cls(
-            **{key: _checked_value(f"{name}.{key}", value, defaults[key]) for key, value in values.items()}
-        )
+        sections[name] = cls(**{key: _checked_value(f"{name}.{key}", value, defaults[key], types[key])
+                                for key, value in values.items()})
     seed = _checked_value("seed", data.get("seed", 50), 50)
     _check(_within(seed, f"[0, {SEED_MAX}]"), f"seed must be in [0, {SEED_MAX}], got {quoted(seed)}")
     return Config(seed=seed, **sections)

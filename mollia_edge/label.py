@@ -230,6 +230,8 @@ class _Run:
     rounds: tuple[int, int] = (0, 0)
     """(rounds, batch) the loop ran."""
     classifier_choice: dict[str, Any] = field(default_factory=dict)
+    classifier_inputs: tuple[str, Any, dict[str, Any]] | None = None
+    """(mode, inputs, options) of the job's classifier, made once (top-layers: hidden states of every text)."""
     sample_proba: np.ndarray | None = None
     """(len(sample), K) the label model's probabilities of the sample rows (in the order of ``sample``)."""
     clf: Any = None
@@ -271,8 +273,7 @@ def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | No
     for name, model_file in zip(prep.display, prep.resolved):
         chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
         models.append(PanelModel(name, model_file.path, PromptSpec(labels=prep.labels, item=job.item, chat_format=chat)))
-    llm = fit_sequences(job.config.llm, len(prep.labels))
-    return LLMPanel(models, prep.texts, llm, store, progress, max_resident=resident, remote=remote)
+    return LLMPanel(models, prep.texts, job.config.llm, store, progress, max_resident=resident, remote=remote)
 
 
 def _remote(job: LabelJob, stack: ExitStack) -> Callable[[PanelModel], Any] | None:
@@ -287,8 +288,7 @@ def _remote(job: LabelJob, stack: ExitStack) -> Callable[[PanelModel], Any] | No
     llm = dataclasses.replace(job.config.llm, n_threads=cpus)
     if start_ray(job.ray, cpus * job.ray_actors if job.ray == "local" else None):
         stack.callback(stop_ray)
-    return lambda model: RayModel(model.path, model.prompt, fit_sequences(llm, len(model.prompt.labels)),
-                                  job.ray_actors, cpus)
+    return lambda model: RayModel(model.path, model.prompt, llm, job.ray_actors, cpus)
 
 
 def _residency(job: LabelJob, prep: _Prepared, say: Warn) -> dict[str, Any]:
@@ -445,6 +445,8 @@ def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, 
     session (``auto``: by timing a few top-layers training steps) and kept for resumed runs."""
     from .al.classifier_choice import choose_classifier, top_layers_inputs
 
+    if run.classifier_inputs is not None:
+        return run.classifier_inputs
     choice = run.session.stage("classifier")
     if choice is None:
         choice = choose_classifier(run.job.classifier or run.job.config.al.classifier, run.encoder, run.prep.texts,
@@ -452,9 +454,11 @@ def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, 
         run.session.put_stage("classifier", choice, choice.get("seconds", 0.0))
     run.classifier_choice = choice
     if choice["mode"] == "head":
-        return "head", run.x, {}
-    inputs, init_layers = top_layers_inputs(run.encoder, run.prep.texts, run.job.config.al.top_layers)
-    return "top-layers", inputs, {"init_layers": init_layers}
+        run.classifier_inputs = ("head", run.x, {})
+    else:
+        inputs, init_layers = top_layers_inputs(run.encoder, run.prep.texts, run.job.config.al.top_layers)
+        run.classifier_inputs = ("top-layers", inputs, {"init_layers": init_layers})
+    return run.classifier_inputs
 
 
 def _train_final(run: _Run) -> None:
@@ -486,11 +490,11 @@ def _training_rows(run: _Run) -> LabelledSet:
 
 
 def _final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int,
-                      mode: str = "head", options: dict[str, Any] | None = None) -> Any:
+                      mode: str, options: dict[str, Any]) -> Any:
     """The classifier on every ``labelled`` row (held-out slice for early stopping), seeded."""
     al = job.config.al.for_mode(mode)
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
-    settings = {"mode": mode, "threads": job.threads, **(options or {})}
+    settings = {"mode": mode, "threads": job.threads, **options}
     return train_classifier(x, labelled, k, lam, al, settings, _derived(seed, 9001), _derived(seed, 9002))
 
 

@@ -18,8 +18,8 @@ MIN_MOLAM_SEEDS = 10
 class LabelModel:
     """``kind``: ``molam`` or ``dawid_skene``; probabilities and negative labels of rows."""
 
-    def __init__(self, kind: str, model: Any, config: Config, text_annotator: int | None) -> None:
-        self.kind, self.model, self.config, self.text_annotator = kind, model, config, text_annotator
+    def __init__(self, kind: str, model: Any, config: Config) -> None:
+        self.kind, self.model, self.config = kind, model, config
 
     def predict_proba(self, scores: np.ndarray, consistency: np.ndarray) -> np.ndarray:
         """Class probabilities (n, K) from the signals (n, N, K)."""
@@ -31,10 +31,7 @@ class LabelModel:
         """What the label model mixes: each member's base ensemble, trees and weight."""
         if self.kind != "molam":
             return [{"base": "dawid_skene", "trees": 0, "weight": 1.0}]
-        selection = self.model.selection
-        if hasattr(selection, "describe"):
-            return selection.describe()
-        return [{"base": selection.base, "trees": selection.candidate.get("n_estimators"), "weight": 1.0}]
+        return self.model.selection.describe()
 
     def negative_labels(self, scores: np.ndarray) -> np.ndarray:
         """y- (n, K) bool: the classes every LLM rules out (paper Eq. 5; the text annotator aside)."""
@@ -55,5 +52,5 @@ def fit_label_model(scores: np.ndarray, consistency: np.ndarray, seed_pos: np.nd
         rest = np.setdiff1d(np.arange(len(scores)), seed_pos)
         model = fit_annotation_model(scores[seed_pos], consistency[seed_pos], y_seed, scores[rest], consistency[rest],
                                      k, config=config.molam, seed=seed, text_annotator=text_annotator)
-        return LabelModel("molam", model, config, text_annotator)
-    return LabelModel("dawid_skene", DawidSkene(k, seed=seed).fit(consistency), config, None)
+        return LabelModel("molam", model, config)
+    return LabelModel("dawid_skene", DawidSkene(k, seed=seed).fit(consistency), config)

@@ -537,6 +537,10 @@ class SelectedMoLAM:
     temperature: float
     cv_scores: list[float]
 
+    def describe(self) -> list[dict[str, Any]]:
+        """The one member: its base ensemble, trees and weight 1 (for the report)."""
+        return [{"base": self.base, "trees": self.candidate.get("n_estimators"), "weight": 1.0}]
+
     def predict_proba(self, features: Any, ensembles: Mapping[str, Any] | None = None) -> np.ndarray:
         """Calibrated class probabilities (n, K); ``ensembles`` maps names to probabilities (n, K)."""
         p = self.model.predict_proba(features, _base_margin(self.base, ensembles, self.base_temperature))
@@ -604,13 +608,13 @@ def _split_candidate(candidate: Mapping[str, Any], seed: int) -> tuple[str | Non
     return candidate.get("base"), params
 
 
-def _row_log_losses(oof: np.ndarray, y: np.ndarray, calibrate: bool) -> np.ndarray:
+def _row_log_losses(oof: np.ndarray, y: np.ndarray, temperature: float | None) -> np.ndarray:
     """Each seed row's log-loss (n,) under a candidate's out-of-fold predictions (n, K), after
-    the softening temperature the winner gets anyway when ``calibrate``: boosted candidates are
+    the softening ``temperature`` the winner gets anyway (None: uncalibrated): boosted candidates are
     overconfident, and without it the log-loss prefers a flat, uninformative one (IMDB with the
     starter models: a near-prior text annotator, 0.693, over MoLAM's 0.917)."""
-    if calibrate:
-        oof = temper(oof, fit_temperature(oof, y, low=1.0))
+    if temperature is not None:
+        oof = temper(oof, temperature)
     return -np.log(np.clip(oof[np.arange(y.size), y], 1e-6, 1.0))
 
 
@@ -707,7 +711,7 @@ def select_molam(
         model = MoLAM(**params).fit(xs[rows], ys[rows], x_u, k, m_s, m_u)
         return model, temperature
 
-    losses, out_of_fold = [], []
+    losses, out_of_fold, temperatures = [], [], []
     for cand in candidates:
         base, params = _split_candidate(cand, seed)
         oof = np.zeros((xs.shape[0], k))
@@ -719,9 +723,9 @@ def select_molam(
             margin = _base_margin(base, {} if base is None else {base: ens_s[base][test]}, temperature)
             oof[test] = model.predict_proba(xs[test], margin)
         out_of_fold.append(oof)
-        losses.append(_row_log_losses(oof, ys, calibrate))
+        temperatures.append(fit_temperature(oof, ys, low=1.0) if calibrate else 1.0)
+        losses.append(_row_log_losses(oof, ys, temperatures[-1] if calibrate else None))
     scores = [float(loss.mean()) for loss in losses]
-    temperatures = [fit_temperature(oof, ys, low=1.0) if calibrate else 1.0 for oof in out_of_fold]
 
     def refit(i: int) -> SelectedMoLAM:
         base, params = _split_candidate(candidates[i], seed)

@@ -90,7 +90,8 @@ def test_non_utf8_file_raises_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "named"),
     [('seed = "x"', "seed"), ("seed = -1", "seed"), ('[llm]\nsamples = "ten"', "llm.samples"),
-     ("[llm]\nsamples = 2.5", "llm.samples"), ("[llm]\nflash_attn = 1", "llm.flash_attn")],
+     ("[llm]\nsamples = 2.5", "llm.samples"), ("[llm]\nflash_attn = 1", "llm.flash_attn"),
+     ('[llm]\nmemory_budget_gb = "lots"', "llm.memory_budget_gb"), ("[llm]\nmax_resident_models = 1.5", "llm.max_resident_models")],
 )
 def test_wrong_types_name_the_key(tmp_path, text, named):
     path = tmp_path / "c.toml"
@@ -105,3 +106,10 @@ def test_integer_given_for_a_float_setting_is_accepted(tmp_path):
     config = load_config(path)
     assert config.llm.temperature == 1.0 and isinstance(config.llm.temperature, float)
     assert config.llm.n_threads == 4
+
+
+def test_an_optional_float_setting_takes_a_float(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[llm]\nmemory_budget_gb = 12.5\nmax_resident_models = 2", encoding="utf-8")
+    config = load_config(path)
+    assert config.llm.memory_budget_gb == 12.5 and config.llm.max_resident_models == 2

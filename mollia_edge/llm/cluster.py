@@ -116,8 +116,6 @@ class RayModel:
         self._ray = _ray()
         self.path, self.prompt, self.llm, self.n_actors, self.cpus = path, prompt, llm, actors, cpus
         self.actors: list[Any] = []
-        self.starts = 0
-        """How many times the pool was started (models take turns on the cluster)."""
 
     def _pool(self) -> Any:
         """The actors, started on first need (they hold the cluster's CPUs until :meth:`close`)."""
@@ -126,7 +124,6 @@ class RayModel:
         if not self.actors:
             worker = self._ray.remote(num_cpus=self.cpus)(ModelWorker)
             self.actors = [worker.remote(str(self.path), self.prompt, self.llm) for _ in range(self.n_actors)]
-            self.starts += 1
         return ActorPool(self.actors)
 
     def prefix_fits(self, prompt: PromptSpec) -> bool:

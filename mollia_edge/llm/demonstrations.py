@@ -14,6 +14,7 @@ rows they would give away.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,8 +98,7 @@ class PromptPlan:
 
         def spec(chosen: np.ndarray) -> PromptSpec:
             demos = tuple((clip_words(texts[r], words), base.labels[label_of[int(r)]]) for r in chosen)
-            return PromptSpec(labels=base.labels, item=base.item, instruction=base.instruction,
-                              chat_format=base.chat_format, demonstrations=demos)
+            return dataclasses.replace(base, demonstrations=demos)
 
         return cls(shots, spec(a), spec(b), frozenset(int(r) for r in a))
 

@@ -111,11 +111,6 @@ class LLMPanel:
         while len(loaded) >= self.max_resident:
             self._annotators[loaded.pop(0)].close()
 
-    @property
-    def resident(self) -> list[str]:
-        """Names of the models loaded now."""
-        return [n for n, a in self._annotators.items() if a.engine is not None]
-
     def model_signals(self, model: PanelModel, rows: np.ndarray, plan: PromptPlan) -> tuple[np.ndarray, np.ndarray]:
         """One model's label probabilities and consistency (len(rows), K) under ``plan``."""
         k = len(model.prompt.labels)
