@@ -200,6 +200,7 @@ class MolamConfig:
 
 
 CLASSIFIERS = ("auto", "head", "top-layers")
+TEACHERS = ("auto", "label_model", "seeds")
 LOSS_TERMS_BY_MODE = {"head": False, "top-layers": True}
 """What ``auto`` means for the paper's loss terms per classifier mode. Round-10 micro-F1 on the
 recorded TREC outputs, mean of the six strategies (5 seeds each, README): head mode .696 with
@@ -268,6 +269,11 @@ class ActiveLearningConfig:
     logistic regression on the embeddings fitted on the labelled rows, at this weight (0: off):
     with few labelled rows the MLP head alone is weaker than that regression (IMDB, 50 seeds:
     .529 against .605; with these rows .606)."""
+    teacher: str = "auto"
+    """Whose labels the final classifier learns beside the seed rows: ``label_model`` (its labels
+    of the rows the LLMs saw), ``seeds`` (none: the seed rows and their regression's
+    pseudo-labels) or ``auto``: the one with the lower cross-validated log-loss on the seed rows
+    (:mod:`mollia_edge.teaching`; with LLMs that are no help their labels teach noise)."""
 
     BOUNDS = {
         "round_seconds": "(0, 100000]", "pseudo_weight": "[0, 1]", "alpha": "(0, 1]", "lambda_start": "[0, 100]", "lambda_end": "[0, 100]", "seed_size": "[1, 1000000]",
@@ -291,6 +297,8 @@ class ActiveLearningConfig:
             value = getattr(self, name)
             _check(value in ("auto", True, False) and (value == "auto" or isinstance(value, bool)),
                    f"al.{name} must be true, false or \"auto\", got {quoted(value)}")
+        _check(self.teacher in TEACHERS,
+               f"al.teacher must be one of {', '.join(TEACHERS)}, got {quoted(self.teacher)}")
         _check(self.classifier in CLASSIFIERS,
                f"al.classifier must be one of {', '.join(CLASSIFIERS)}, got {quoted(self.classifier)}")
         _check(

@@ -64,6 +64,7 @@ from .llm.residency import residency_plan
 from .llm.prompts import PromptSpec
 from .session import RowLabel, Session, open_session_store
 from .store import Store
+from .teaching import TeachingCheck, check_teaching
 from .text_annotator import embedding_model_proba, text_annotator_proba
 
 Progress = Callable[[str, int, int], None]
@@ -232,6 +233,8 @@ class _Run:
     classifier_choice: dict[str, Any] = field(default_factory=dict)
     classifier_inputs: tuple[str, Any, dict[str, Any]] | None = None
     """(mode, inputs, options) of the job's classifier, made once (top-layers: hidden states of every text)."""
+    teaching: TeachingCheck | None = None
+    """Whether the label model's labels teach the final classifier (else the seed rows alone do)."""
     sample_proba: np.ndarray | None = None
     """(len(sample), K) the label model's probabilities of the sample rows (in the order of ``sample``)."""
     clf: Any = None
@@ -399,6 +402,27 @@ def _fit_label_model(run: _Run) -> None:
     run.sample_proba = sample_proba
 
 
+def _check_teaching(run: _Run) -> None:
+    """Whether the label model's labels of the sample teach the final classifier more than the
+    seed rows alone (:mod:`~mollia_edge.teaching`, cross-validated on the seed rows)."""
+    seed_rows, teacher = run.seed_rows, run.job.config.al.teacher
+    if teacher == "label_model" or not can_fit_molam(run.seed_label[seed_rows]) or not len(run.sample):
+        return
+    if teacher == "seeds":
+        run.teaching = TeachingCheck(False, reason="al.teacher = \"seeds\"")
+        return
+    z, c = run.signals(run.sample)
+    text = len(run.panel.models) if run.text_proba is not None else None
+
+    def labels_for(own: np.ndarray | None) -> np.ndarray:
+        if own is not None:
+            z[:, text], c[:, text] = own, own
+        return abstaining_labels(run.label_model.predict_proba(z, c), run.abstain_below)
+
+    run.teaching = check_teaching(run.x, seed_rows, run.seed_label[seed_rows], run.sample, labels_for, run.k,
+                                  text is not None, seed=_derived(run.prep.seed, 17))
+
+
 def _active_learning(run: _Run) -> None:
     """Algorithm 1: rounds of queries labelled by the label model over the LLMs, recorded as
     they end (a resumed job goes on after the last one)."""
@@ -471,14 +495,27 @@ def _train_final(run: _Run) -> None:
 
 
 def _training_rows(run: _Run) -> LabelledSet:
-    """The loop's labelled rows, the sample's label-model labels, then pseudo-labelled rows."""
+    """The loop's labelled rows, the sample's label-model labels, then pseudo-labelled rows; only
+    the seed rows and their regression's pseudo-labels when the label model does not teach."""
     labelled, k, weight = run.labelled, run.k, run.job.config.al.pseudo_weight
+    if run.teaching is not None and not run.teaching.label_model_teaches:
+        seeds = np.isin(labelled.rows, run.seed_rows)
+        labelled = LabelledSet(labelled.rows[seeds], labelled.labels[seeds], labelled.weights[seeds],
+                               labelled.negatives[seeds])
+        return _with_pseudo_labels(run, labelled, labelled.rows, labelled.labels, labelled.weights, weight)
     sure = abstaining_labels(run.sample_proba, run.abstain_below)  # as the loop's annotator: -1 below the floor
     keep = (sure >= 0) & ~np.isin(run.sample, labelled.rows)
     sample = run.sample[keep]
     rows = np.concatenate([labelled.rows, sample])
     labels = np.concatenate([labelled.labels, sure[keep]])
     weights = np.concatenate([labelled.weights, np.ones(len(sample), np.float32)])
+    return _with_pseudo_labels(run, labelled, rows, labels, weights, weight)
+
+
+def _with_pseudo_labels(run: _Run, labelled: LabelledSet, rows: np.ndarray, labels: np.ndarray,
+                        weights: np.ndarray, weight: float) -> LabelledSet:
+    """``rows`` and every other row at ``weight`` with the label of a regression fitted on ``rows``."""
+    k = run.k
     rest = np.setdiff1d(np.arange(run.n), rows)
     if weight and len(rest) and len(np.unique(labels)) >= 2:
         proba, _ = embedding_model_proba(run.x, rows, labels, k, seed=_derived(run.prep.seed, 13))
@@ -714,7 +751,9 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         "llm_rows": int(len(run.llm_rows) + len(run.seed_rows)),
         "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in seeds_report.items()},
         "llm_agreement_on_seeds": seeds_report, "shots": run.shots, "llm_budget": run.budget.report(), "text_annotator": _text_annotator_report(run),
-        "classifier": run.classifier_choice, "human_rows": len(run.human), "al_run": run.run_id,
+        "classifier": run.classifier_choice,
+        "classifier_teacher": run.teaching.as_dict() if run.teaching else {"teacher": "label model", "why": _teacher_why(run)},
+        "human_rows": len(run.human), "al_run": run.run_id,
         "abstain_below": round(run.abstain_below, 6), "abstained_rows": int(len(run.abstained)),
         "llm_speed": _speed(run), "llm_residency": {**run.residency, "loads": dict(run.panel.loads)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -729,6 +768,12 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         report["gold"] = _gold_quality(run.prep.truth, current, run.seed_rows, run.llm_rows[in_sample],
                                        run.votes[in_sample], run.panel.names, labels)
     return report
+
+
+def _teacher_why(run: _Run) -> str:
+    if run.job.config.al.teacher == "label_model":
+        return 'al.teacher = "label_model"'
+    return "too few seed rows or no LLM sample to cross-validate on"
 
 
 def _text_annotator_report(run: _Run) -> dict[str, Any] | None:
@@ -772,6 +817,7 @@ STAGES: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("encoding", _encode),
     ("llm_seeds", _annotate_seeds),
     ("label_model", _fit_label_model),
+    ("teaching", _check_teaching),
     ("active_learning", _active_learning),
     ("classifier", _train_final),
     ("labelling", _label_rows),
@@ -835,6 +881,8 @@ def _summary(report: dict[str, Any]) -> str:
     ]
     for model, accuracy in report["llm_accuracy_on_seeds"].items():
         lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}")
+    teacher = report["classifier_teacher"]
+    lines.append(f"classifier learns from: {teacher['teacher']} ({teacher['why']})")
     residency = report["llm_residency"]
     lines.append(f"LLMs in memory: {residency['resident']} of {residency['models']} at a time; loads: "
                  + ", ".join(f"{m} {v}" for m, v in residency["loads"].items()))

@@ -44,8 +44,9 @@ from mollia_edge.text_annotator import text_annotator_proba
 
 ITEMS = {"rotten-tomatoes": "review", "imdb": "review", "bbc-news": "news article", "yahoo": "question and answer",
          "20newsgroups": "newsgroup post", "stackoverflow": "question title"}
-BEFORE = ("[llm]\nshots = 0\n[molam]\ntext_annotator = false\ncandidates = \"paper\"\n"
-          "[al]\nclassifier = \"head\"\npseudo_weight = 0.0\nnegative_learning = true\ndiscrepancy_weighting = true\n")
+BEFORE = ("[llm]\nshots = 0\n[molam]\ntext_annotator = false\ncandidates = \"paper\"\ncombine = \"best\"\n"
+          "[al]\nclassifier = \"head\"\npseudo_weight = 0.0\nnegative_learning = true\ndiscrepancy_weighting = true\n"
+          "teacher = \"label_model\"\n")
 """The job as it was before demonstrations, the text annotator, MoLAM's wider choice, the pseudo-labelled
 rows and the classifier choice (under the same word budget: its old defaults read every row of a
 1,000-row file, 50 minutes on long texts)."""
