@@ -27,9 +27,9 @@ neither ever carries input text.
 from __future__ import annotations
 
 import dataclasses
-import os
 import hashlib
 import json
+import os
 import resource
 import time
 from collections import Counter
@@ -41,27 +41,39 @@ from typing import Any
 
 import numpy as np
 
+from .agreement import annotator_report
+from .al.annotators import LabelModelAnnotator, abstaining_labels, confidence_floor
+from .al.loop import (
+    ActiveLearningTask,
+    LabelledSet,
+    add_recorded_labels,
+    negative_learning_weight,
+    run_active_learning,
+    train_classifier,
+)
 from .config import SEED_MAX, Config, fit_sequences
 from .data import (
-    check_label_set, check_writable_format, load_table, normalise_label, texts_from_rows,
+    check_label_set,
+    check_writable_format,
+    load_table,
+    normalise_label,
+    texts_from_rows,
     write_table_atomic,
 )
 from .errors import ConfigError, DataError, quoted, quoted_list
 from .files import (
-    SessionLock, atomic_write_text, check_job_paths, make_private_folder, remove_stale_temporaries,
-)
-from .agreement import annotator_report
-from .al.annotators import LabelModelAnnotator, abstaining_labels, confidence_floor
-from .al.loop import (
-    ActiveLearningTask, LabelledSet, add_recorded_labels, negative_learning_weight, run_active_learning,
-    train_classifier,
+    SessionLock,
+    atomic_write_text,
+    check_job_paths,
+    make_private_folder,
+    remove_stale_temporaries,
 )
 from .label_model import MIN_MOLAM_SEEDS, LabelModel, can_fit_molam, fit_label_model
 from .llm.budget import WordBudget, text_costs
 from .llm.demonstrations import demo_words
 from .llm.panel import LLMPanel, PanelModel
-from .llm.residency import residency_plan
 from .llm.prompts import PromptSpec
+from .llm.residency import residency_plan
 from .session import RowLabel, Session, open_session_store
 from .store import Store
 from .teaching import TeachingCheck, check_teaching
@@ -497,7 +509,7 @@ def _train_final(run: _Run) -> None:
 def _training_rows(run: _Run) -> LabelledSet:
     """The loop's labelled rows, the sample's label-model labels, then pseudo-labelled rows; only
     the seed rows and their regression's pseudo-labels when the label model does not teach."""
-    labelled, k, weight = run.labelled, run.k, run.job.config.al.pseudo_weight
+    labelled, weight = run.labelled, run.job.config.al.pseudo_weight
     if run.teaching is not None and not run.teaching.label_model_teaches:
         seeds = np.isin(labelled.rows, run.seed_rows)
         labelled = LabelledSet(labelled.rows[seeds], labelled.labels[seeds], labelled.weights[seeds],
