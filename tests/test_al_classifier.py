@@ -100,6 +100,16 @@ def test_mc_dropout_and_weight_noise(fitted, monkeypatch):
     np.testing.assert_allclose(clf.posterior_samples(x[:9], 2, seed=0)[1], clf.predict_proba(x[:9]), atol=1e-6)
     noisy = clf.noisy_proba(x[:9], noise_scale=0.05, n_draws=3, seed=1)
     assert noisy.shape == (3, 9, K) and not np.allclose(noisy[0], noisy[1])
+
+
+def test_a_posterior_sample_is_one_network_for_every_row(fitted):
+    """BEMPS / CoreMSE: sample s comes from the same theta_s for every row, so two copies of a
+    text get the same probabilities within a sample (and different ones across samples)."""
+    clf, x, _ = fitted
+    twins = np.concatenate([x[:1]] * 5)
+    samples = clf.posterior_samples(twins, n_samples=6, seed=0)
+    np.testing.assert_allclose(samples, np.repeat(samples[:, :1], 5, axis=1), atol=1e-6)
+    assert not np.allclose(samples[0], samples[1])
     np.testing.assert_allclose(clf.noisy_proba(x[:9], 0.0, 1, 0)[0], clf.predict_proba(x[:9]), atol=1e-6)
 
 

@@ -438,6 +438,8 @@ class OnnxClassifier:
 
         Dropout acts only between the head's two layers, so a sample is the output layer on
         ``features`` times a fresh keep-mask: one pass through the model serves every sample.
+        Sample ``s`` is one network theta_s: its keep-mask (1, H) is shared by every row, as
+        BEMPS / CoreMSE need (the link between x and x' is through the same theta_s).
         """
         if n_samples < 1:
             raise ConfigError(f"n_samples must be at least 1, got {n_samples}")
@@ -447,7 +449,7 @@ class OnnxClassifier:
         features = _ort(np.asarray(features, np.float32))
         return np.stack([
             session.run_with_ort_values(
-                ["probabilities"], {**params, "features": features, "dropout_keep": _ort(self._keep_mask(rng, features.shape()[0]))},
+                ["probabilities"], {**params, "features": features, "dropout_keep": _ort(np.repeat(self._keep_mask(rng, 1), features.shape()[0], axis=0))},
             )[0].numpy()
             for _ in range(n_samples)
         ])
