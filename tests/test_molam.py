@@ -199,10 +199,16 @@ def test_select_molam_uses_seed_rows_only():
     assert chosen.candidate == candidates[int(np.argmin(chosen.cv_scores))]
     p = chosen.predict_proba(h[50:], {"score_avg": avg[50:]})
     assert p.shape == (550, 3)
-    # the pool's gold labels play no part: scrambling them changes nothing
+    # seeded: the same call gives the same probabilities (the pool's gold labels are no input at
+    # all; the label job's test with a gold column checks that they change no label)
     again = select_molam(h[:50], y[:50], h[50:], 3, candidates, folds=3, seed=1,
                          ensembles_seed={"score_avg": avg[:50]}, ensembles_unlabelled={"score_avg": avg[50:]})
     np.testing.assert_array_equal(again.predict_proba(h[50:], {"score_avg": avg[50:]}), p)
+    # ... and the seed labels are what it learns from: scrambled, its labels stop following the LLMs
+    scrambled = select_molam(h[:50], np.random.default_rng(0).permutation(y[:50]), h[50:], 3, candidates, folds=3,
+                             seed=1, ensembles_seed={"score_avg": avg[:50]},
+                             ensembles_unlabelled={"score_avg": avg[50:]})
+    assert _acc(p, y[50:]) > _acc(scrambled.predict_proba(h[50:], {"score_avg": avg[50:]}), y[50:]) + 0.2
     with pytest.raises(DataError, match="boosts from 'vote'"):
         select_molam(h[:50], y[:50], h[50:], 3, [dict(FAST, base="vote")], folds=3,
                      ensembles_seed={"score_avg": avg[:50]}, ensembles_unlabelled={"score_avg": avg[50:]})
