@@ -117,6 +117,25 @@ class LLMConfig:
         _check(self.n_seq_max <= self.n_batch, "llm.n_seq_max must not exceed llm.n_batch")
 
 
+MODEL_SETTINGS = ("n_ctx", "n_batch", "n_threads", "n_gpu_layers")
+"""The llama.cpp settings a model may have of its own (``[models."NAME"]`` in a configuration
+file, or the model's catalog entry): a 9B model with a small context on a GPU beside a small one
+on the CPU."""
+
+
+def model_llm(llm: LLMConfig, settings: Mapping[str, Any], where: str) -> LLMConfig:
+    """``llm`` with one model's own ``settings`` (keys of :data:`MODEL_SETTINGS`), checked."""
+    _check(isinstance(settings, Mapping), f"{where} must be a table")
+    bad = set(settings) - set(MODEL_SETTINGS)
+    _check(not bad, f"unknown key(s) in {where}: {', '.join(sorted(bad))}; a model may set {', '.join(MODEL_SETTINGS)}")
+    for key, value in settings.items():
+        _check(isinstance(value, int) and not isinstance(value, bool), f"{where}.{key} must be of type int, got {quoted(value)}")
+    try:
+        return dataclasses.replace(llm, **settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def fixed_shots(llm: LLMConfig) -> int:
     """``llm.shots`` where no seed rows choose it (``annotate``, ``bench quant``): "auto" is 0."""
     return 0 if llm.shots == "auto" else int(llm.shots)
@@ -343,10 +362,17 @@ class Config:
     llm: LLMConfig = field(default_factory=LLMConfig)
     molam: MolamConfig = field(default_factory=MolamConfig)
     al: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
+    models: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Per model (catalog name or file stem), llama.cpp settings of its own (:data:`MODEL_SETTINGS`)."""
 
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections (or ``seed``) replaced, e.g. ``cfg.replace(llm=...)``."""
         return dataclasses.replace(self, **sections)
+
+    def llm_for(self, name: str, catalog_settings: Mapping[str, int] | None = None) -> LLMConfig:
+        """The ``[llm]`` settings for model ``name``: its catalog entry's own, then this file's."""
+        llm = model_llm(self.llm, catalog_settings or {}, f"the catalog entry of {name}")
+        return model_llm(llm, self.models.get(name, {}), f'[models."{name}"]')
 
 
 _SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
@@ -379,7 +405,7 @@ def _checked_value(where: str, value: Any, default: Any, annotation: str = "") -
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a :class:`Config` from nested dicts, rejecting unknown keys by name."""
-    unknown = set(data) - set(_SECTIONS) - {"seed"}
+    unknown = set(data) - set(_SECTIONS) - {"seed", "models"}
     _check(not unknown, f"unknown configuration section(s): {', '.join(sorted(unknown))}")
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
@@ -393,7 +419,12 @@ def config_from_dict(data: dict[str, Any]) -> Config:
                                 for key, value in values.items()})
     seed = _checked_value("seed", data.get("seed", 50), 50)
     _check(_within(seed, f"[0, {SEED_MAX}]"), f"seed must be in [0, {SEED_MAX}], got {quoted(seed)}")
-    return Config(seed=seed, **sections)
+    models = data.get("models", {})
+    _check(isinstance(models, dict), "[models] must be a table of tables, one per model: [models.\"NAME\"]")
+    llm = sections.get("llm", LLMConfig())
+    for name, settings in models.items():
+        model_llm(llm, settings, f'[models."{name}"]')
+    return Config(seed=seed, models=models, **sections)
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

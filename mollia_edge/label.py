@@ -51,7 +51,7 @@ from .al.loop import (
     run_active_learning,
     train_classifier,
 )
-from .config import SEED_MAX, Config, fit_sequences
+from .config import MODEL_SETTINGS, SEED_MAX, Config, fit_sequences
 from .data import (
     check_label_set,
     check_writable_format,
@@ -287,7 +287,9 @@ def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | No
     models = []
     for name, model_file in zip(prep.display, prep.resolved):
         chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
-        models.append(PanelModel(name, model_file.path, PromptSpec(labels=prep.labels, item=job.item, chat_format=chat)))
+        llm = job.config.llm_for(name, model_file.spec.settings if model_file.spec else None)
+        models.append(PanelModel(name, model_file.path, PromptSpec(labels=prep.labels, item=job.item, chat_format=chat),
+                                 llm))
     return LLMPanel(models, prep.texts, job.config.llm, store, progress, max_resident=resident, remote=remote)
 
 
@@ -300,10 +302,15 @@ def _remote(job: LabelJob, stack: ExitStack) -> Callable[[PanelModel], Any] | No
     from .llm.cluster import RayModel, start_ray, stop_ray
 
     cpus = job.config.llm.n_threads or max(1, (os.cpu_count() or 1) // job.ray_actors)
-    llm = dataclasses.replace(job.config.llm, n_threads=cpus)
     if start_ray(job.ray, cpus * job.ray_actors if job.ray == "local" else None):
         stack.callback(stop_ray)
-    return lambda model: RayModel(model.path, model.prompt, llm, job.ray_actors, cpus)
+
+    def pool(model: PanelModel) -> RayModel:
+        llm = model.llm or job.config.llm
+        threads = llm.n_threads or cpus
+        return RayModel(model.path, model.prompt, dataclasses.replace(llm, n_threads=threads), job.ray_actors, threads)
+
+    return pool
 
 
 def _residency(job: LabelJob, prep: _Prepared, say: Warn) -> dict[str, Any]:
@@ -760,6 +767,8 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         "session": run.session.session_id, "rows": n, "labels": list(labels), "seed_rows": int(len(run.seed_rows)),
         "label_model": run.label_model.kind, "label_model_members": run.label_model.describe(),
         "models": run.panel.names,
+        "llm_settings": {m.name: {key: getattr(m.llm or run.job.config.llm, key) for key in MODEL_SETTINGS}
+                         for m in run.panel.models},
         "llm_rows": int(len(run.llm_rows) + len(run.seed_rows)),
         "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in seeds_report.items()},
         "llm_agreement_on_seeds": seeds_report, "shots": run.shots, "llm_budget": run.budget.report(), "text_annotator": _text_annotator_report(run),

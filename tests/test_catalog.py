@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mollia_edge import cli
+from mollia_edge.config import Config
 from mollia_edge.errors import ConfigError, ModelError
 from mollia_edge.llm import catalog as catalog_module
 from mollia_edge.llm.catalog import (
@@ -103,6 +104,16 @@ def test_a_bad_catalog_is_rejected_with_one_line(tmp_path: Path) -> None:
         load_catalog(path)
     with pytest.raises(ConfigError, match="not found"):
         load_catalog(tmp_path / "absent.toml")
+
+
+def test_a_catalog_entry_may_carry_llama_cpp_settings_of_its_own(tmp_path: Path) -> None:
+    entry = '[models.x]\ndisplay_name = "X"\nchat_format = "chatml"\nsource = "s"\nfiles.Q4_0 = { file = "x.gguf" }\n'
+    spec = load_catalog(write_catalog(tmp_path / "c.toml", entry + "n_ctx = 2048\nn_gpu_layers = 20\n")).spec("x")
+    assert spec.settings == {"n_ctx": 2048, "n_gpu_layers": 20}
+    config = Config(models={"x": {"n_gpu_layers": 0}})  # a configuration file's table is above the catalog's
+    assert (config.llm_for("x", spec.settings).n_ctx, config.llm_for("x", spec.settings).n_gpu_layers) == (2048, 0)
+    with pytest.raises(ConfigError, match="model 'x'.*n_ctx must be in"):
+        load_catalog(write_catalog(tmp_path / "bad.toml", entry + "n_ctx = 7\n"))
 
 
 # -- resolving ----------------------------------------------------------------------------------

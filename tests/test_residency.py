@@ -71,3 +71,27 @@ def test_a_bad_resident_count_is_one_clear_line(three_models, tmp_path, capsys):
     assert main(args(data, tmp_path / "out.csv", three_models[0], "--max-resident-models", "0")) != 0
     err = capsys.readouterr().err
     assert "max_resident_models" in err and "Traceback" not in err and not (tmp_path / "out.csv").exists()
+
+
+def test_each_model_takes_its_own_llama_cpp_settings(three_models, tmp_path, monkeypatch, capsys):
+    """``[models."NAME"]`` in a configuration file: one model gets a smaller context and one
+    thread, the others keep ``[llm]``'s; the report lists what each ran with."""
+    seen = {}
+    real_init = engine_module.LlamaEngine.__init__
+
+    def init(self, model_path, **settings):
+        seen[str(model_path).rsplit("/", 1)[-1]] = settings
+        real_init(self, model_path, **settings)
+
+    monkeypatch.setattr(engine_module.LlamaEngine, "__init__", init)
+    config = tmp_path / "c.toml"
+    config.write_text('[llm]\nn_ctx = 4096\n\n[models."m1"]\nn_ctx = 2048\nn_threads = 1\n')
+    _, report = _run(tmp_path, three_models, "--config", str(config))
+    assert seen["m1.gguf"]["n_ctx"] == 2048 and seen["m1.gguf"]["n_threads"] == 1
+    assert seen["m0.gguf"]["n_ctx"] == seen["m2.gguf"]["n_ctx"] == 4096
+    assert report["llm_settings"]["m1"] == {"n_ctx": 2048, "n_batch": 512, "n_threads": 1, "n_gpu_layers": -1}
+    config.write_text('[models."m1"]\nn_ctx = 1\n')
+    data = write_input(tmp_path / "in2.csv")
+    assert main(args(data, tmp_path / "out2.csv", three_models[0], "--config", str(config))) != 0
+    err = capsys.readouterr().err
+    assert '[models."m1"]: llm.n_ctx must be in' in err and "Traceback" not in err

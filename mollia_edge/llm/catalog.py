@@ -17,13 +17,13 @@ import os
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, LlamaFileType
 
-from ..config import read_toml
+from ..config import MODEL_SETTINGS, LLMConfig, model_llm, read_toml
 from ..errors import ConfigError, ModelError, quoted
 from ..files import regular_file_problem
 
@@ -73,6 +73,9 @@ class ModelSpec:
     origin: Origin = "download"
     package: str | None = None
     """The Python package (import name) behind a ``package-*`` origin."""
+    settings: Mapping[str, int] = field(default_factory=dict)
+    """llama.cpp settings of this model's own (n_ctx, n_batch, n_threads, n_gpu_layers), above
+    ``[llm]``; a configuration file's ``[models."NAME"]`` is above these."""
 
     @property
     def quants(self) -> tuple[str, ...]:
@@ -240,7 +243,7 @@ def _parse_spec(name: str, raw: Any, where: Path) -> ModelSpec:
 
     if not isinstance(raw, dict):
         raise bad("must be a table")
-    known = {"display_name", "chat_format", "source", "origin", "package", "files"}
+    known = {"display_name", "chat_format", "source", "origin", "package", "files", *MODEL_SETTINGS}
     if unknown := set(raw) - known:
         raise bad(f"unknown key(s) {', '.join(sorted(unknown))}")
     for key in ("display_name", "source"):
@@ -268,8 +271,14 @@ def _parse_spec(name: str, raw: Any, where: Path) -> ModelSpec:
         if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
             raise bad(f"files.{quant}.sha256 must be 64 lowercase hex digits")
         files.append(QuantFile(quant=quant, file=file, sha256=sha))
+    settings = {key: raw[key] for key in MODEL_SETTINGS if key in raw}
+    try:
+        model_llm(LLMConfig(), settings, "its settings")
+    except ConfigError as exc:
+        raise bad(str(exc)) from None
     return ModelSpec(
         name=name,
+        settings=settings,
         display_name=raw["display_name"],
         chat_format=raw["chat_format"],
         source=raw["source"],

@@ -39,6 +39,8 @@ class PanelModel:
     name: str
     path: Path
     prompt: PromptSpec
+    llm: LLMConfig | None = None
+    """Its own llama.cpp settings (``Config.llm_for``); None: the panel's."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class LLMPanel:
 
     def _annotator(self, model: PanelModel) -> LLMAnnotator:
         if model.name not in self._annotators:
-            annotator = LLMAnnotator(model.path, model.prompt, self.llm, self.store)
+            annotator = LLMAnnotator(model.path, model.prompt, model.llm or self.llm, self.store)
             annotator.before_load = lambda: self._make_room(model.name)
             if self.remote is not None:
                 annotator.remote = self.remote(model)
