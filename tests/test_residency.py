@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_label_job import args, write_input
+from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
 
 from mollia_edge.cli import main
 from mollia_edge.llm import engine as engine_module
 from mollia_edge.llm.residency import MIN_EXTRA_BYTES, model_footprint, resident_limit
-from test_label_job import args, write_input
-from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
 
 GB = 2**30
 
