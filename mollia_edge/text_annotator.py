@@ -17,6 +17,8 @@ seeds gets probability 0).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -37,7 +39,9 @@ def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.nd
 
 
 def _fit(x: np.ndarray, y: np.ndarray, strength: float) -> LogisticRegression:
-    return LogisticRegression(C=strength, max_iter=2000).fit(x, y)
+    with warnings.catch_warnings():  # many labels, few seeds: "more than 50% unique classes" is expected
+        warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+        return LogisticRegression(C=strength, max_iter=2000).fit(x, y)
 
 
 def _proba(model: LogisticRegression, x: np.ndarray, k: int) -> np.ndarray:
