@@ -316,10 +316,11 @@ def _remote(job: LabelJob, stack: ExitStack) -> Callable[[PanelModel], Any] | No
 def _residency(job: LabelJob, prep: _Prepared, say: Warn) -> dict[str, Any]:
     """How many LLMs stay loaded together (said when they take turns)."""
     llm = job.config.llm
-    plan = residency_plan([m.path for m in prep.resolved], llm.memory_budget_gb, llm.max_resident_models)
+    plan = residency_plan([m.path for m in prep.resolved], llm.memory_budget_gb, llm.max_resident_models,
+                          llm.n_gpu_layers)
     if plan["resident"] < plan["models"]:
         why = (f"llm.max_resident_models = {plan['asked']}" if plan["asked"] is not None
-               else f"about {plan['estimated_gb']:g} GB of a {plan['budget_gb']:g} GB memory budget")
+               else f"about {plan['estimated_gb']:g} GB of a {plan['budget_gb']:g} GB memory budget ({plan['budget_of']})")
         say(f"the LLMs take turns: {plan['resident']} of {plan['models']} loaded at a time ({why})")
     return plan
 

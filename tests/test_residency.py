@@ -95,3 +95,24 @@ def test_each_model_takes_its_own_llama_cpp_settings(three_models, tmp_path, mon
     assert main(args(data, tmp_path / "out2.csv", three_models[0], "--config", str(config))) != 0
     err = capsys.readouterr().err
     assert '[models."m1"]: llm.n_ctx must be in' in err and "Traceback" not in err
+
+
+def test_the_default_budget_is_the_gpus_free_memory_when_every_layer_goes_there(three_models, monkeypatch):
+    from mollia_edge.llm import residency
+
+    size = three_models[0].stat().st_size
+    monkeypatch.setattr(residency, "available_memory_bytes", lambda: 100 * residency.model_footprint(size))  # RAM: room for all
+    monkeypatch.setattr(residency, "gpu_free_bytes", lambda: int(1.5 * residency.model_footprint(size) / 0.8))
+    gpu = residency.residency_plan(three_models, None, None, n_gpu_layers=-1)
+    assert (gpu["budget_of"], gpu["resident"]) == ("GPU", 1)  # one model fits the GPU
+    assert residency.residency_plan(three_models, None, None, n_gpu_layers=0)["budget_of"] == "RAM"
+    assert residency.residency_plan(three_models, None, None, n_gpu_layers=0)["resident"] == 3
+    monkeypatch.setattr(residency, "gpu_free_bytes", lambda: None)  # a CPU build of llama.cpp
+    assert residency.residency_plan(three_models, None, None, n_gpu_layers=-1)["budget_of"] == "RAM"
+    assert residency.residency_plan(three_models, 0.001, None, n_gpu_layers=-1)["budget_of"] == "config"
+
+
+def test_a_cpu_build_has_no_gpu_budget():
+    from mollia_edge.llm.residency import gpu_free_bytes
+
+    assert gpu_free_bytes() is None  # this machine's llama-cpp-python is a CPU build
