@@ -293,6 +293,9 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
     parser.add_argument("--batch", type=int, help="rows queried per round (default: from the configuration, 50)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the configuration)")
     parser.add_argument("--llm-sample", type=int, default=500, help="unlabelled rows the LLMs annotate for the label model")
+    parser.add_argument("--annotate-ahead", action="store_true",
+                        help="annotate every row the LLM budget pays for up front, one model after the other "
+                             "(the paper's way; for big GPUs), and query among them")
     parser.add_argument("--review-threshold", type=float, default=0.6, help="confidence below this needs review")
     parser.add_argument("--session", type=Path, help="session store (default: OUTPUT.session.sqlite)")
     parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
@@ -334,7 +337,7 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
         labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
         chat_format=args.chat_format, item=args.item, strategy=args.strategy, classifier=args.classifier,
         rounds=args.rounds, batch=args.batch,
-        seed=args.seed, llm_sample=args.llm_sample, review_threshold=args.review_threshold, strict=strict,
+        seed=args.seed, llm_sample=args.llm_sample, annotate_ahead=args.annotate_ahead, review_threshold=args.review_threshold, strict=strict,
         threads=args.threads, session=args.session, config=config, formula_guard=not args.keep_formulas,
         ray=args.ray, ray_actors=args.ray_actors,
     )

@@ -123,6 +123,10 @@ class LabelJob:
     """Annotate on Ray (:mod:`mollia_edge.llm.cluster`): ``local`` or a cluster's address; None: in-process."""
     ray_actors: int = 2
     """Ray actors per model (each one model, ``llm.n_threads`` CPUs or 1)."""
+    annotate_ahead: bool = False
+    """The paper's way: every row the LLM budget pays for is annotated by each model up front
+    (one load per model), and the loop queries among those rows at no further LLM cost; False:
+    a sample up front, then each round's queried rows (models take turns per round)."""
 
     @property
     def session_path(self) -> Path:
@@ -234,7 +238,8 @@ class _Run:
     """(n, K) the text's own annotator (out-of-fold on the seed rows), or None."""
     shots: dict[str, Any] = field(default_factory=dict)
     label_model: LabelModel | None = None
-    sample: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    sample: np.ndarray | None = None
+    """(s,) the random sample of unlabelled rows the LLMs annotate up front (:func:`_draw_sample`)."""
     abstain_below: float = 1.0
     llm_report: dict[str, Any] | None = None
     labelled: LabelledSet | None = None
@@ -395,16 +400,29 @@ def _annotate_seeds(run: _Run) -> None:
     if config.molam.text_annotator:
         run.text_proba = text_annotator_proba(run.x, seed_rows, y, run.k, seed=_derived(run.prep.seed, 11))
     words = demo_words(config.llm, run.k)
-    choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, words, choice_rows, config.llm.max_shots)
+    ahead = _draw_sample(run) if run.job.annotate_ahead else None
+    choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, words, choice_rows, config.llm.max_shots, ahead)
     run.shots = {name: {"chosen": c.chosen, "seed_accuracy": c.accuracy} for name, c in choices.items()}
+
+
+def _draw_sample(run: _Run) -> np.ndarray:
+    """The random sample of unlabelled rows the LLMs annotate up front (all the budget pays for
+    when annotating ahead), drawn once."""
+    if run.sample is None:
+        job = run.job
+        others = np.random.default_rng(_derived(run.prep.seed, 7)).permutation(np.setdiff1d(np.arange(run.n), run.seed_rows))
+        run.sample = np.sort(run.budget.sample(others, len(others) if job.annotate_ahead else job.llm_sample))
+        if job.annotate_ahead and len(run.sample) < len(others):
+            run.say(f"annotating ahead: the LLM budget (llm.budget_words = {job.config.llm.budget_words}) pays for "
+                    f"{len(run.sample)} of the {len(others)} unlabelled rows; the loop queries among those")
+    return run.sample
 
 
 def _fit_label_model(run: _Run) -> None:
     """The LLMs annotate a seeded sample of the other rows; the label model is fitted on the
     seed rows and that sample."""
     job, seed_rows = run.job, run.seed_rows
-    others = np.random.default_rng(_derived(run.prep.seed, 7)).permutation(np.setdiff1d(np.arange(run.n), seed_rows))
-    run.sample = np.sort(run.budget.sample(others, job.llm_sample))
+    _draw_sample(run)
     take = len(run.sample)
     z, c = run.signals(np.concatenate([seed_rows, run.sample]).astype(np.int64))
     seed_pos = np.arange(len(seed_rows))
@@ -454,11 +472,15 @@ def _active_learning(run: _Run) -> None:
         init = np.sort(np.concatenate([seed_rows, run.sample]))
     if len(init) < 2:
         raise DataError(f"{job.input}: fewer than 2 rows can start the classifier; add seed labels or raise the LLM sample")
-    rounds, batch = run.budget.rounds(run.prep.rounds, run.prep.batch, np.setdiff1d(np.arange(run.n), init))
+    pool = np.union1d(init, run.sample) if job.annotate_ahead else np.arange(run.n)
+    if job.annotate_ahead:  # annotated already: the loop costs no LLM words
+        rounds, batch = run.prep.rounds, run.prep.batch
+    else:
+        rounds, batch = run.budget.rounds(run.prep.rounds, run.prep.batch, np.setdiff1d(pool, init))
     if (rounds, batch) != (run.prep.rounds, run.prep.batch):
         run.say(f"the LLM budget (llm.budget_words = {job.config.llm.budget_words}) pays for {rounds} round(s) of "
                 f"{batch} instead of {run.prep.rounds} of {run.prep.batch}")
-    free = run.n - len(init)
+    free = len(pool) - len(init)
     b = min(batch, free)
     r = min(rounds, free // b) if b else 0
     if (r, b) != (rounds, batch) and rounds > 0:
@@ -470,7 +492,7 @@ def _active_learning(run: _Run) -> None:
     if r == 0:
         return
     config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
-    task = ActiveLearningTask(inputs=inputs, pool=np.arange(run.n), n_classes=k, gold=train_label)
+    task = ActiveLearningTask(inputs=inputs, pool=pool, n_classes=k, gold=train_label)
     annotator = LabelModelAnnotator(run.signals, run.label_model, run.abstain_below, run.n, k,
                                     name=f"llm-{run.label_model.kind}")
     if run.progress:
@@ -629,7 +651,7 @@ def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
     settings = {
         "text_column": job.text_column, "label_column": prep.label_column, "item": job.item,
         "models": shas, "chat_format": job.chat_format, "strategy": job.strategy, "rounds": prep.rounds,
-        "batch": prep.batch, "seed": prep.seed, "llm_sample": job.llm_sample,
+        "batch": prep.batch, "seed": prep.seed, "llm_sample": job.llm_sample, "annotate_ahead": job.annotate_ahead,
         "review_threshold": job.review_threshold, "classifier": job.classifier,
         "config": dataclasses.asdict(job.config),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -116,3 +118,17 @@ def test_a_cpu_build_has_no_gpu_budget():
     from mollia_edge.llm.residency import gpu_free_bytes
 
     assert gpu_free_bytes() is None  # this machine's llama-cpp-python is a CPU build
+
+
+def test_annotating_ahead_loads_each_model_once_and_the_loop_queries_only_annotated_rows(three_models, tmp_path):
+    """--annotate-ahead (the paper's way): every row up front, one model after the other, so with
+    one model resident each is loaded once; the loop then needs no LLM at all."""
+    (tmp_path / "turns").mkdir()
+    (tmp_path / "ahead").mkdir()
+    _, per_round = _run(tmp_path / "turns", three_models, "--max-resident-models", "1", "--rounds", "2")
+    output, ahead = _run(tmp_path / "ahead", three_models, "--max-resident-models", "1", "--rounds", "2",
+                         "--annotate-ahead")
+    assert max(per_round["llm_residency"]["loads"].values()) > 1
+    assert set(ahead["llm_residency"]["loads"].values()) == {1}
+    rows = list(csv.DictReader(io.StringIO(output.decode("utf-8"))))
+    assert ahead["rounds"] == 2 and all(r["label_source"] != "classifier" for r in rows)  # every row annotated

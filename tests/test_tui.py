@@ -249,3 +249,21 @@ def test_setup_snapshot(models, tiny_model_path, tmp_path, snap_compare, monkeyp
     monkeypatch.setattr("mollia_edge.llm.engine.backend_info", lambda: "CPU")
     draft = dataclasses.replace(make_job(tmp_path, tiny_model_path), input=Path(""), output=Path(""))
     assert snap_compare(LabelApp(draft, author="tester", setup=True), terminal_size=SIZE, press=["i", "n"])
+
+
+def test_the_form_chooses_annotating_ahead(tiny_model_path, tmp_path):
+    draft = make_job(tmp_path, tiny_model_path)
+
+    async def choose() -> tuple[bool, bool]:
+        app = LabelApp(draft, author="tester", setup=True)
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, SetupScreen)
+            before = screen.job().annotate_ahead
+            await pilot.click("#setup-annotation")
+            await pilot.press("down", "enter")
+            await pilot.pause()
+            return before, screen.job().annotate_ahead
+
+    assert asyncio.run(choose()) == (False, True)

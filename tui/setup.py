@@ -25,6 +25,8 @@ FIELDS = (("input", "input file"), ("output", "output file"), ("text_column", "t
           ("label_column", "label column"), ("labels", "labels"), ("rounds", "rounds"), ("batch", "batch"),
           ("llm_sample", "LLM sample"))
 NUMBERS = {"rounds", "batch", "llm_sample"}
+ANNOTATION = [("per round: a sample, then each round's queries", "per round"),
+              ("ahead: every row the budget pays for, up front (big GPUs)", "ahead")]
 
 
 def default_output(input_path: Path) -> Path:
@@ -101,6 +103,10 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
                 yield Label("classifier", classes="setup-label")
                 yield Select([(c, c) for c in CLASSIFIERS], value=self.draft.classifier or self.draft.config.al.classifier,
                              allow_blank=False, id="setup-classifier", compact=True)
+            with Horizontal(classes="setup-row"):
+                yield Label("annotation", classes="setup-label")
+                yield Select(ANNOTATION, value="ahead" if self.draft.annotate_ahead else "per round", allow_blank=False,
+                             id="setup-annotation", compact=True)
             yield Label(f"models (space selects; llama.cpp backend: {backend_info()})", id="setup-models-title")
             yield SelectionList(*model_choices(self.draft.models), id="setup-models", compact=True)
         yield Static("ctrl+o opens the session (new, or the one these settings had); ctrl+q quits",
@@ -128,7 +134,8 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
             raise ValueError("select at least one model")
         return dataclasses.replace(self.draft, models=tuple(models),
                                    strategy=str(self.query_one("#setup-strategy", Select).value),
-                                   classifier=str(self.query_one("#setup-classifier", Select).value), **values)
+                                   classifier=str(self.query_one("#setup-classifier", Select).value),
+                                   annotate_ahead=self.query_one("#setup-annotation", Select).value == "ahead", **values)
 
     def action_open(self) -> None:
         try:

@@ -140,7 +140,8 @@ class LLMPanel:
         return np.stack([z for z, _ in pairs], axis=1), np.stack([c for _, c in pairs], axis=1)
 
     def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
-                     words: int, choice_rows: np.ndarray | None = None, fallback: int = 0) -> dict[str, ShotChoice]:
+                     words: int, choice_rows: np.ndarray | None = None, fallback: int = 0,
+                     ahead: np.ndarray | None = None) -> dict[str, ShotChoice]:
         """Set each model's plan to its best number of shots (see the module docstring).
 
         x (n, D): embeddings (the demonstrations cover each label on them); seed_rows (m,) and
@@ -148,7 +149,9 @@ class LLMPanel:
         (default: all seed rows). No ``candidates``: no choice, base models (no chat format)
         take ``fallback`` shots and chat models none. Of several candidates, or of the fallback,
         a number of shots whose demonstrations do not fit the model's context is passed over
-        (zero-shot where none fits); one candidate (``--shots N``) is taken as asked.
+        (zero-shot where none fits); one candidate (``--shots N``) is taken as asked. ``ahead``
+        (r,): rows each model annotates under its chosen plan right after its choice, while it is
+        loaded (annotating ahead: one load per model).
         """
         label_of = dict(zip(seed_rows.tolist(), y.tolist()))
         rows = seed_rows if choice_rows is None else np.asarray(choice_rows, np.int64)
@@ -174,4 +177,6 @@ class LLMPanel:
                 best = ((0.0, 0.0), PromptPlan.zero_shot(model.prompt))
             self.plans[model.name] = best[1]
             choices[model.name] = ShotChoice(accuracy, best[1].shots)
+            if ahead is not None and len(ahead):
+                self.model_signals(model, np.union1d(seed_rows, ahead), best[1])
         return choices
