@@ -1,0 +1,121 @@
+"""The label job at scale: models taking turns, annotating ahead, Ray; one table and a JSON file.
+
+One 1,000-row job (rotten-tomatoes, 50 seed rows, seed 0, defaults) with three models - the
+two starters and a third given as a path (the README's Qwen2.5-Coder-0.5B Q4_K_M, benchmark-only)
+- run once per variant, each in a process of its own with a session store of its own (cold: no
+LLM output is reused), one after the other on the same machine:
+
+* ``all-resident``: the default memory budget keeps the three models loaded together;
+* ``one-resident``: ``--max-resident-models 1``, models take turns;
+* ``ahead-one-resident``: ``--annotate-ahead --max-resident-models 1`` (the paper's way);
+* ``ray-local-2``: ``--ray local --ray-actors 2`` (each actor 1 CPU: one llama.cpp model per actor).
+
+Columns: job seconds and their ratio to ``all-resident`` (measured in the same run), the job's
+peak RSS (the driver process; Ray's actors are other processes and not counted), the models'
+loads, and whether the labelled file is byte-identical to ``all-resident``'s (it must be for
+``one-resident`` and Ray; annotating ahead labels other rows by design).
+
+    python scripts/bench_scale.py --third models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --out docs/scale/bench_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from bench_report import print_and_save
+
+from mollia_edge.data import write_table_atomic
+from mollia_edge.datasets import load_dataset
+
+VARIANTS = {
+    "all-resident": [],
+    "one-resident": ["--max-resident-models", "1"],
+    "ahead-one-resident": ["--annotate-ahead", "--max-resident-models", "1"],
+    "ray-local-2": ["--ray", "local", "--ray-actors", "2"],
+}
+
+
+def write_task(folder: Path, n: int, seeds: int, seed: int) -> Path:
+    data = load_dataset("rotten-tomatoes").sample(n, seed)
+    labels = tuple(data.label_names)
+    task = folder / "task.csv"
+    write_table_atomic(task, [{"text": t, "label": labels[g] if i < seeds else "", "gold": labels[g]}
+                              for i, (t, g) in enumerate(zip(data.texts, data.labels))], ("text", "label", "gold"))
+    return task
+
+
+def run_variant(task: Path, folder: Path, models: str, extra: list[str], seed: int) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "labelled.csv"
+    argv = [sys.executable, "-m", "mollia_edge", "label", str(task), "--item", "review", "--gold-column", "gold",
+            "--models", models, "--chat-format", "chatml", "--seed", str(seed), "--quiet", "-o", str(out), *extra]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"label job failed ({' '.join(extra)}): {done.stderr.strip()[-500:]}")
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    return {"seconds": round(seconds, 1), "peak_rss_mib": report["peak_rss_mib"],
+            "loads": report["llm_residency"]["loads"], "resident": report["llm_residency"]["resident"],
+            "accuracy": report["gold"]["final"]["accuracy"], "stage_seconds": report["seconds"],
+            "output": out.read_bytes()}
+
+
+def table(results: dict[str, dict], title: str) -> Table:
+    out = Table(title=title)
+    for column in ("variant", "job s", "x all-resident", "peak RSS MiB", "loads", "same output", "accuracy"):
+        out.add_column(column, justify="left" if column in ("variant", "loads") else "right")
+    base = results["all-resident"]
+    for name, r in results.items():
+        out.add_row(name, f"{r['seconds']:.0f}", f"{r['seconds'] / base['seconds']:.2f}", f"{r['peak_rss_mib']:.0f}",
+                    " ".join(f"{m.split('-')[0]} {v}" for m, v in r["loads"].items()),
+                    "yes" if r["same_output"] else "no", f"{r['accuracy']:.3f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--third", type=Path, required=True, help="the third model's .gguf file (chatml)")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--work", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if not args.third.is_file():
+        raise SystemExit(f"no such model file: {args.third} (see the README's quantization section)")
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    task = write_task(work, args.n, args.seeds, args.seed)
+    models = f"smollm2-135m-instruct,gemma3-270m,{args.third.resolve()}"
+    variants = ["all-resident", *[v for v in args.variants if v != "all-resident"]]
+    results: dict[str, dict] = {}
+    for name in variants:
+        results[name] = run_variant(task, work / name, models, VARIANTS[name],
+                                    args.seed)
+        print(f"{name}: {results[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    reference = results["all-resident"]["output"]
+    for r in results.values():
+        r["same_output"] = r.pop("output") == reference
+    title = (f"label job at scale: {args.n} rotten-tomatoes rows, {args.seeds} seed rows, seed {args.seed}, "
+             f"3 models (SmolLM2-135M, Gemma-3-270M, {args.third.name}), defaults, one process per variant")
+    report = {"settings": vars(args) | {"work": str(work), "out": str(args.out), "third": str(args.third)},
+              "results": results}
+    print_and_save(Console(width=160), table(results, title), report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
