@@ -74,11 +74,25 @@ def test_loss_terms_follow_the_documented_formula():
     p = probe.run(["probabilities"], {k: feeds[k] for k in [*parameter_shapes(HEAD), "x", "dropout_keep"]})[0]
     ce = -np.log(p[np.arange(BATCH), feeds["y_pos"]])
     neg = feeds["negative_mask"]
-    nl = -(neg * np.log(1 - p)).sum() / (neg.sum(axis=1) > 0).sum()  # sum over y-, mean over rows with y-
-    expected = np.mean(feeds["row_weights"] * ce) + 0.7 * nl
+    nl = -(neg * np.log(1 - p)).sum(axis=1)  # Eq. 7: sum over y-; a row without negatives adds 0
+    expected = np.mean(feeds["row_weights"] * ce + 0.7 * nl)  # Eq. 9, averaged over the batch
     assert session.run(["loss"], feeds)[0] == pytest.approx(expected, rel=1e-12)
     plain = {**feeds, "row_weights": np.ones(BATCH), "lambda_nl": np.asarray(0.0)}
     assert session.run(["loss"], plain)[0] == pytest.approx(np.mean(ce), rel=1e-12)
+
+
+def test_negative_learning_keeps_its_gradient_where_the_model_is_most_confidently_wrong():
+    """A negative class predicted with p = 1 - 1e-9: log(1 - p) stays finite and its gradient
+    pushes the class's logit down (a clamp at 1 - 1e-6 gave exactly 0 there)."""
+    grads = _session(gradient_model(HEAD, np.float64))
+    feeds = _feeds(HEAD)
+    feeds["head.out_proj.bias"] = np.array([0.0, 25.0, 0.0])  # class 1: p near 1 - 2e-11 on every row
+    feeds["negative_mask"] = np.zeros_like(feeds["negative_mask"])
+    feeds["negative_mask"][:, 1] = 1.0
+    feeds["row_weights"] = np.zeros_like(feeds["row_weights"])  # the negative-learning term alone
+    out = dict(zip([o.name for o in grads.get_outputs()], grads.run(None, feeds)))
+    assert np.isfinite(out["loss"]) and out["loss"] > 5
+    assert out["grad.head.out_proj.bias"][1] > 0.5  # descent lowers the wrongly sure logit
 
 
 def _numpy_adamw(p, g, m, v, t, lr, wd, decay, b1=0.9, b2=0.999, eps=1e-8):
