@@ -53,6 +53,30 @@ def test_cache_hit_computes_nothing_and_loads_no_model(tiny_model_path, tmp_path
             assert changed.computed == 1  # other settings, other cache entries
 
 
+def test_a_new_prompt_is_evaluated_only_when_a_text_needs_it(tiny_model_path, tmp_path, monkeypatch):
+    """use_prompt on a loaded model: texts already in the store cost no prefix evaluation;
+    the first text that needs the model evaluates the new prefix once."""
+    from mollia_edge.llm.engine import LlamaEngine
+
+    prefixes = []
+    real = LlamaEngine.set_prefix
+    monkeypatch.setattr(LlamaEngine, "set_prefix", lambda self, tokens: (prefixes.append(len(tokens)), real(self, tokens))[1])
+    other = PromptSpec(labels=LABELS, item="review", chat_format="chatml", instruction="Classify the review.")
+    with Store(tmp_path / "s.sqlite") as store:
+        with _annotator(tiny_model_path, store) as first:
+            first.use_prompt(other)
+            stored = first.annotate(TEXTS[:2])
+        with _annotator(tiny_model_path, store) as annotator:
+            annotator.annotate(TEXTS[3:])  # loads the model under the default prompt
+            assert len(prefixes) == 2
+            annotator.use_prompt(other)
+            again = annotator.annotate(TEXTS[:2])  # every text in the store: no prefix evaluated
+            assert len(prefixes) == 2 and annotator.computed == 1
+            annotator.annotate(["a text not seen yet"])
+            assert len(prefixes) == 3
+        np.testing.assert_array_equal(again.label_logprob, stored.label_logprob)
+
+
 def test_sampled_consistency_is_the_share_of_answers(tiny_model_path, tmp_path):
     with Store(tmp_path / "s.sqlite") as store, _annotator(tiny_model_path, store, consistency="sampled") as ann:
         signals = ann.annotate(TEXTS)

@@ -44,6 +44,7 @@ class LLMAnnotator:
         self.llm = fit_sequences(llm or LLMConfig(), len(prompt.labels))
         self.store = store
         self.engine: LlamaEngine | None = None
+        self._prompt_applied = False
         self.before_load: Callable[[], None] | None = None
         """Called before the model is loaded (the panel makes room for it there)."""
         self.remote: Any = None
@@ -56,15 +57,15 @@ class LLMAnnotator:
 
     def use_prompt(self, prompt: PromptSpec) -> None:
         """Answer ``prompt`` from now on (same labels; other demonstrations or instruction): the
-        loaded model stays, only the shared prefix is evaluated again."""
+        loaded model stays; the shared prefix is evaluated again when a text next needs the
+        engine (not at all when every text is in the store)."""
         if prompt.labels != self.prompt.labels:
             raise ConfigError("use_prompt keeps the label set; make another annotator for other labels")
         if prompt == self.prompt:
             return
         self.prompt = prompt
         self.prompt_key = self._prompt_key()
-        if self.engine is not None:
-            self._apply_prompt()
+        self._prompt_applied = False
 
     def prefix_fits(self, prompt: PromptSpec) -> bool:
         """Whether ``prompt``'s shared prefix fits the context this annotator's engine has
@@ -129,6 +130,8 @@ class LLMAnnotator:
             if self.before_load is not None:
                 self.before_load()
             self.engine = LlamaEngine.from_config(self.model_path, self.llm)
+            self._prompt_applied = False
+        if not self._prompt_applied:
             self._apply_prompt()
         return self.engine
 
@@ -137,6 +140,7 @@ class LLMAnnotator:
         assert self.engine is not None
         self._before, self._after = self.prompt.split()
         self.engine.set_prefix(self.engine.tokenize(self._before, add_bos=True, special=True))
+        self._prompt_applied = True
         self._continuations = [
             self.engine.tokenize_continuation(self.prompt.answer(label)) for label in self.prompt.labels
         ]
