@@ -286,6 +286,17 @@ class _Run:
         own = self.text_proba[rows][:, None, :]
         return np.concatenate([z, own], axis=1), np.concatenate([c, own], axis=1)
 
+    def negatives(self, rows: np.ndarray) -> np.ndarray:
+        """y- (len(rows), K) of paper Eq. 5: the labels every LLM gives a raw label mass below
+        ``molam.delta`` (the text's own annotator takes no part)."""
+        rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return np.zeros((0, self.k), bool)
+        mass = self.panel.label_mass(rows)
+        if self.text_proba is not None:  # the label model's column layout; its rule drops this column
+            mass = np.concatenate([mass, self.text_proba[rows][:, None, :]], axis=1)
+        return np.asarray(self.label_model.negative_labels(mass), bool)
+
 
 def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | None,
            resident: int, remote: Callable[[PanelModel], Any] | None) -> LLMPanel:
@@ -494,7 +505,7 @@ def _active_learning(run: _Run) -> None:
     config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
     task = ActiveLearningTask(inputs=inputs, pool=pool, n_classes=k, gold=train_label)
     annotator = LabelModelAnnotator(run.signals, run.label_model, run.abstain_below, run.n, k,
-                                    name=f"llm-{run.label_model.kind}")
+                                    name=f"llm-{run.label_model.kind}", negatives=run.negatives)
     if run.progress:
         done = len(run.store.al_rounds(run.run_id))
         run.progress("rounds", done, r + 1)
@@ -718,7 +729,7 @@ def _label_rows(run: _Run) -> None:
     z, c = run.signals(run.llm_rows)
     some = len(run.llm_rows) > 0
     p_mix = run.label_model.predict_proba(z, c) if some else np.zeros((0, k))
-    negatives = run.label_model.negative_labels(z) if some else np.zeros((0, k), bool)
+    negatives = run.negatives(run.llm_rows)
     run.votes = z[:, : len(run.panel.models)].argmax(axis=2) if some else np.zeros((0, len(run.panel.models)), np.int64)
     position = {int(row): i for i, row in enumerate(run.llm_rows)}
     abstained = set(run.abstained.tolist())
@@ -763,8 +774,7 @@ def _classifier_row(run: _Run, i: int, review: list[tuple[int, str, float]]) -> 
     flagged = confidence < run.job.review_threshold
     if flagged:
         review.append((i, "low confidence", 1.0 - confidence))
-    negatives = tuple(labels[q] for q in np.flatnonzero(p < run.job.config.molam.delta))
-    return RowLabel(i, labels[y], "classifier", "classifier", round(confidence, 6), negatives, "", flagged)
+    return RowLabel(i, labels[y], "classifier", "classifier", round(confidence, 6), (), "", flagged)  # no LLM saw it
 
 
 def _speed(run: _Run) -> dict[str, dict[str, float]]:

@@ -9,6 +9,7 @@ import socket
 import stat
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -232,3 +233,24 @@ def test_gold_column_reports_quality_without_changing_the_labels(tiny_model_path
     assert report["by_llm"]["tiny"]["rows"] == len(mixture) == 15
     assert abs(report["by_llm"]["tiny"]["accuracy"] - votes) < 1e-4
     assert "against gold" in out.with_name(out.name + ".report.txt").read_text()
+
+
+def test_negative_labels_are_the_labels_every_llm_gives_almost_no_mass(tiny_model_path, tmp_path):
+    """Paper Eq. 5 on each LLM's raw probability of the label's answer (not renormalised over the
+    K labels: with two labels that would need the other above .999); empty on classifier rows."""
+    from mollia_edge.config import LLMConfig
+    from mollia_edge.llm.annotator import LLMAnnotator
+    from mollia_edge.llm.prompts import PromptSpec
+
+    data = write_input(tmp_path / "in.csv")
+    out = tmp_path / "out.csv"
+    assert main(args(data, out, tiny_model_path, "--shots", "0")) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    mixture = [r for r in rows if r["label_source"] == "llm_mixture"]
+    assert all(r["negative_labels"] == "" for r in rows if r["label_source"] == "classifier")
+    spec = PromptSpec(labels=("pos", "neg"), item="text", chat_format="chatml")
+    with LLMAnnotator(tiny_model_path, spec, LLMConfig()) as annotator:
+        mass = np.exp(annotator.annotate([r["text"] for r in mixture]).label_logprob)
+    expected = ["|".join(label for label, m in zip(("pos", "neg"), row) if m < 0.001) for row in mass]
+    assert [r["negative_labels"] for r in mixture] == expected
+    assert any(expected)  # the tiny model rules labels out here, which renormalised scores would not

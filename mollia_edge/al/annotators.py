@@ -138,18 +138,21 @@ class LabelModelAnnotator(Annotator):
     y+ is the model's argmax, or -1 (abstain) below ``abstain_below``; y- its negative labels.
 
     ``model`` has ``predict_proba(scores, consistency)`` (n, K) and ``negative_labels(scores)``.
+    ``negatives(rows)``, when given, gives y- (n, K) instead (the label job: from the LLMs' raw
+    label mass, paper Eq. 5, where the scores are renormalised over the K labels).
     """
 
     def __init__(self, signals: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], model: Any,
-                 abstain_below: float, n_rows: int, n_classes: int, name: str = "mollia") -> None:
+                 abstain_below: float, n_rows: int, n_classes: int, name: str = "mollia",
+                 negatives: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.signals, self.model, self.abstain_below_ = signals, model, abstain_below
         self.name, self.n_rows, self.n_classes = name, n_rows, n_classes
+        self.negatives = negatives
 
     def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z, c = self.signals(rows)
-        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_), np.asarray(
-            self.model.negative_labels(z), dtype=bool
-        )
+        negatives = self.model.negative_labels(z) if self.negatives is None else self.negatives(rows)
+        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_), np.asarray(negatives, bool)
 
 
 class MolamAnnotator(LabelModelAnnotator):

@@ -113,10 +113,13 @@ class LLMPanel:
         while len(loaded) >= self.max_resident:
             self._annotators[loaded.pop(0)].close()
 
-    def model_signals(self, model: PanelModel, rows: np.ndarray, plan: PromptPlan) -> tuple[np.ndarray, np.ndarray]:
-        """One model's label probabilities and consistency (len(rows), K) under ``plan``."""
+    def model_signals(self, model: PanelModel, rows: np.ndarray,
+                      plan: PromptPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One model's label probabilities (renormalised over the K labels), consistency and raw
+        label mass (each label's sequence probability, the paper's z of Eq. 5), each
+        (len(rows), K), under ``plan``."""
         k = len(model.prompt.labels)
-        z, c = np.zeros((len(rows), k)), np.zeros((len(rows), k))
+        z, c, mass = np.zeros((len(rows), k)), np.zeros((len(rows), k)), np.zeros((len(rows), k))
         annotator = self._annotator(model)
         report = (lambda d, t: self.progress(f"llm {model.name}", d, t)) if self.progress else None
         for prompt, positions in plan.split(rows):
@@ -125,9 +128,9 @@ class LLMPanel:
             s = annotator.annotate([self.texts[i] for i in rows[positions]], report)
             self.seconds[model.name] += time.perf_counter() - started
             self.computed[model.name] += annotator.computed - before
-            z[positions], c[positions] = s.label_prob, s.consistency
+            z[positions], c[positions], mass[positions] = s.label_prob, s.consistency, np.exp(s.label_logprob)
             self.truncated.update(int(r) for r, cut in zip(rows[positions], s.truncated) if cut)
-        return z, c
+        return z, c, mass
 
     def _fits(self, model: PanelModel, plan: PromptPlan) -> bool:
         annotator = self._annotator(model)
@@ -136,8 +139,14 @@ class LLMPanel:
     def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and consistency (len(rows), N, K) of ``rows``, each model under its plan."""
         rows = np.asarray(rows, np.int64)
-        pairs = [self.model_signals(m, rows, self.plans[m.name]) for m in self.models]
-        return np.stack([z for z, _ in pairs], axis=1), np.stack([c for _, c in pairs], axis=1)
+        each = [self.model_signals(m, rows, self.plans[m.name]) for m in self.models]
+        return np.stack([z for z, _, _ in each], axis=1), np.stack([c for _, c, _ in each], axis=1)
+
+    def label_mass(self, rows: np.ndarray) -> np.ndarray:
+        """Raw label mass (len(rows), N, K) of ``rows``, each model under its plan (from the store
+        for rows already annotated)."""
+        rows = np.asarray(rows, np.int64)
+        return np.stack([self.model_signals(m, rows, self.plans[m.name])[2] for m in self.models], axis=1)
 
     def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
                      words: int, choice_rows: np.ndarray | None = None, fallback: int = 0,
@@ -167,7 +176,7 @@ class LLMPanel:
                 if len(options) == 1:
                     best = ((0.0, 0.0), plan)
                     break
-                z, _ = self.model_signals(model, rows, plan)
+                z, _, _ = self.model_signals(model, rows, plan)
                 right = z[np.arange(len(truth)), truth]
                 score = (float(np.mean(z.argmax(axis=1) == truth)), float(np.mean(np.log(np.clip(right, 1e-9, 1)))))
                 accuracy[shots] = round(score[0], 4)
