@@ -169,7 +169,7 @@ def _add_annotate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
     parser.add_argument("--consistency", choices=("exact", "sampled"), help="default: from the configuration")
     parser.add_argument("--shots", type=int, help="demonstrations per label from gold-labelled rows")
-    parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
+    parser.add_argument("--config", type=Path, help="TOML configuration (default: mollia-edge's defaults; the README lists where they depart from the paper)")
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"cache of LLM outputs ({DEFAULT_STORE})")
     parser.add_argument("--out", type=Path, help="write the signals per text and model (CSV, TSV or JSONL)")
     parser.add_argument("--keep-formulas", action="store_true", help=_KEEP_FORMULAS_HELP)
@@ -298,7 +298,7 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                              "(the paper's way; for big GPUs), and query among them")
     parser.add_argument("--review-threshold", type=float, default=0.6, help="confidence below this needs review")
     parser.add_argument("--session", type=Path, help="session store (default: OUTPUT.session.sqlite)")
-    parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
+    parser.add_argument("--config", type=Path, help="TOML configuration (default: mollia-edge's defaults; the README lists where they depart from the paper)")
     parser.add_argument("--threads", type=int, default=1, help="threads for the encoder and classifier")
     parser.add_argument("--keep-formulas", action="store_true", help=_KEEP_FORMULAS_HELP)
 
@@ -494,7 +494,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timing-texts", type=int, default=defaults.timing_texts, help="texts timed per file")
     parser.add_argument("--timing-runs", type=int, default=defaults.timing_runs, help="timed runs per file")
     parser.add_argument("--budget-gb", type=float, help="memory budget (GiB) for the best mixture of levels")
-    parser.add_argument("--config", type=Path, help="TOML configuration (default: the paper's settings)")
+    parser.add_argument("--config", type=Path, help="TOML configuration (default: mollia-edge's defaults; the README lists where they depart from the paper)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for quant.json, quant.png, the cache")
     parser.set_defaults(run=_run_bench_quant)
 

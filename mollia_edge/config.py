@@ -1,4 +1,4 @@
-"""All settings in one typed place, with the MoLLIA paper's defaults.
+"""All settings in one typed place: the MoLLIA paper's numbers where it gives them, and the departures the README lists (under "Annotating texts").
 
 Load a TOML file with sections ``[llm]``, ``[molam]`` and ``[al]`` (plus a top-level
 ``seed``) through :func:`load_config`; any key left out keeps the paper's value.
@@ -356,7 +356,7 @@ class QuantBenchConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of mollia-edge; ``Config()`` is the paper's configuration."""
+    """Every setting of mollia-edge; ``Config()`` keeps the paper's numbers where it gives them and departs where the README's table says."""
 
     seed: int = 50
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -440,7 +440,7 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Read a TOML configuration file; ``None`` gives the paper's defaults."""
+    """Read a TOML configuration file; ``None`` gives the defaults (:class:`Config`)."""
     if path is None:
         return Config()
     return config_from_dict(read_toml(Path(path), "configuration file"))
