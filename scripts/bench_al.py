@@ -1,4 +1,4 @@
-"""The active-learning loop replayed on the MoLLIA paper's recorded TREC LLM outputs.
+"""The active-learning loop replayed on recorded LLM outputs (the MoLLIA paper's TREC files, or any dataset recorded that way).
 
 Per seed: a seeded split puts ``--test-size`` rows aside (gold labels, for micro-F1) and the
 rest in the pool; 50 seed rows from the pool get gold labels; MoLAM is fitted once on them
@@ -6,8 +6,9 @@ and on the pool's LLM signals (never on test rows). Annotators, as in the paper:
 
 * ``mollia``: MoLAM + negative learning (NL) + annotation-discrepancy weights (AD) - Table 4 A;
 * ``B``: MoLAM + NL; ``C``: MoLAM + AD; ``D``: MoLAM alone (Table 4);
-* ``vote`` (vote ensemble of the 5 LLMs), ``yi`` (Yi-1.5-9B alone, the best single LLM),
-  ``oracle`` (gold labels): plain cross-entropy, as the paper's baselines.
+* ``vote`` (vote ensemble of the LLMs), ``best-llm`` (the single LLM most accurate on that
+  draw's seed rows: chosen on the seeds, not by name; on TREC Mistral or Qwen, not Yi, which
+  the older tables name), ``oracle`` (gold labels): plain cross-entropy, as the paper's baselines.
 
 The MoLAM variants abstain as the config says (``molam.abstain_below``/``max_abstain_share``):
 the loop sets those rows aside and queries others; ``--abstain-below 0`` gives the paper's
@@ -24,6 +25,10 @@ wrong labels among the rows the annotator labelled) as ``{MODE: {STRATEGY: {ANNO
 ``round_seconds`` as ``{MODE: {STRATEGY: ..}}``, and the ``settings``.
 
     OPENBLAS_NUM_THREADS=1 python scripts/bench_al.py ../shared/data/mollia-paper --out results/bench_al.json
+
+``--dataset NAME`` replays ``NAME_<llm>.jsonl`` (every LLM file there; same row format as the
+TREC files), its label set the files' gold labels sorted, or ``--labels`` in the order of their
+``llm_logits``.
 """
 
 from __future__ import annotations
@@ -59,17 +64,17 @@ from mollia_edge.al.annotators import (
 from mollia_edge.al.encoder import EmbeddingCache, Encoder, HiddenStates, encode_cached, load_top_layers
 from mollia_edge.al.lexical import with_lexical_features
 from mollia_edge.al.loop import ActiveLearningTask, RoundMetrics, draw_seed_rows, run_active_learning
-from mollia_edge.al.replay import TREC_LABELS, ReplayData, load_trec_replay
+from mollia_edge.al.replay import ReplayData, load_replay
 from mollia_edge.al.strategies import STRATEGIES
 from mollia_edge.config import ActiveLearningConfig, MolamConfig
+from mollia_edge.errors import DataError
 from mollia_edge.store import Store
 
-ANNOTATORS = ("mollia", "B", "C", "D", "vote", "yi", "oracle")
+ANNOTATORS = ("mollia", "B", "C", "D", "vote", "best-llm", "oracle")
 MOLAM_VARIANTS = {  # name: (negative learning, discrepancy weighting), paper Table 4
     "mollia": (True, True), "B": (True, False), "C": (False, True), "D": (False, False),
 }
 CACHE = Path("results/cache")
-K = len(TREC_LABELS)
 
 
 def split(n_rows: int, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,13 +90,14 @@ def molam_annotations(
     seed rows and the pool; cached under results/cache per seed rows, pool and molam.py source."""
     key = hashlib.sha256(
         seeds.tobytes() + pool.tobytes() + str(seed).encode() + Path(mollia_edge.molam.__file__).read_bytes()
+        + data.scores.tobytes() + "|".join(data.labels).encode()
     ).hexdigest()[:16]
-    path = CACHE / f"molam-trec-proba-{key}.npz"
+    path = CACHE / f"molam-proba-{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
             return cached["probabilities"], cached["negatives"], float(cached["seconds"])
     annotator = MolamAnnotator(
-        data.scores, data.consistency, seeds, data.gold[seeds], K,
+        data.scores, data.consistency, seeds, data.gold[seeds], len(data.labels),
         unlabelled_rows=np.setdiff1d(pool, seeds), seed=seed,
     )
     probabilities = annotator.model.predict_proba(data.scores, data.consistency)
@@ -99,6 +105,12 @@ def molam_annotations(
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, probabilities=probabilities, negatives=negatives, seconds=annotator.fit_seconds_)
     return probabilities, negatives, annotator.fit_seconds_
+
+
+def best_llm(data: ReplayData, seeds: np.ndarray) -> int:
+    """The LLM whose top-scored label is right on the most seed rows (the first on a tie)."""
+    right = data.scores[seeds].argmax(axis=2) == data.gold[seeds, None]
+    return int(np.argmax(right.mean(axis=0)))
 
 
 def annotators_for(data: ReplayData, names: list[str], seeds: np.ndarray, pool: np.ndarray, seed: int,
@@ -121,12 +133,14 @@ def annotators_for(data: ReplayData, names: list[str], seeds: np.ndarray, pool: 
         )
         # the name keys the stored runs
         name = f"molam-abstain{floor:g}" if floor > probabilities[pool].max(axis=1).min() else "molam"
-        molam = PrecomputedAnnotator(name, labels, K, negatives)
+        molam = PrecomputedAnnotator(name, labels, len(data.labels), negatives)
         for name, (nl, ad) in MOLAM_VARIANTS.items():
             out[name] = (molam, dataclasses.replace(base, negative_learning=nl, discrepancy_weighting=ad))
     out["vote"] = (VoteAnnotator(data.scores, data.consistency), plain)
-    out["yi"] = (SingleLLMAnnotator(data.scores, data.consistency, data.llm_names.index("yi"), "yi"), plain)
-    out["oracle"] = (OracleAnnotator(data.gold, K), plain)
+    best = best_llm(data, seeds)
+    console.print(f"seed {seed}: best single LLM on the seed rows: {data.llm_names[best]}")
+    out["best-llm"] = (SingleLLMAnnotator(data.scores, data.consistency, best, "best-llm"), plain)
+    out["oracle"] = (OracleAnnotator(data.gold, len(data.labels)), plain)
     return {name: out[name] for name in names}
 
 
@@ -204,7 +218,10 @@ def plot(curves: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help="folder with trec_{gemma,llama,mistral,qwen,yi}.jsonl")
+    parser.add_argument("data", type=Path, help="folder with the recorded NAME_<llm>.jsonl files")
+    parser.add_argument("--dataset", default="trec", help="NAME of the recorded files (default: trec)")
+    parser.add_argument("--labels", help="comma-separated label set in the files' llm_logits order "
+                                         "(default: TREC's order for trec, else the gold labels sorted)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--mode", choices=("head", "top-layers", "both"), default="head")
@@ -245,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print("matplotlib is not installed: no plot (the curves are in the JSON)")
         args.plot = None
 
-    data = load_trec_replay(args.data)
+    try:
+        data = load_replay(args.data, args.dataset, tuple(args.labels.split(",")) if args.labels else None)
+    except DataError as exc:
+        parser.error(str(exc))
     overrides = {"epochs": args.epochs, "patience": args.patience, "head_patience": args.head_patience, "learning_rate": args.learning_rate,
                  "head_learning_rate": args.head_learning_rate, "length_buckets": args.length_buckets,
                  "early_stopping": args.early_stopping, "top_layers": args.top_layers, "alpha": args.alpha}
@@ -260,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             test, pool = split(len(data.gold), args.test_size, seed)
             seeds = draw_seed_rows(pool, base.seed_size, seed)
-            task = ActiveLearningTask(inputs, pool, K, data.gold, test)
+            task = ActiveLearningTask(inputs, pool, len(data.labels), data.gold, test)
             for name, (annotator, config) in annotators_for(data, names, seeds, pool, seed, base, molam_config, console).items():
                 for strategy in strategy_names:
                     started = time.perf_counter()
@@ -275,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
     report: dict = {
-        "settings": {"seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
+        "settings": {"dataset": args.dataset, "llms": list(data.llm_names), "labels": list(data.labels), "seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
                      "lexical_bits": args.lexical_bits, "threads": args.threads, "molam": dataclasses.asdict(molam_config), "config": dataclasses.asdict(base)},
         "round10": {}, "round_seconds": {}, "curves": {}, "label_noise": {},
     }
@@ -296,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode, per_mode in report["round_seconds"].items()
     }
 
-    table = Table(title=f"TREC round-{args.rounds} micro-F1, mean ± sd over {args.seeds} seeds "
+    table = Table(title=f"{args.dataset} ({', '.join(data.llm_names)}) round-{args.rounds} micro-F1, mean ± sd over {args.seeds} seeds "
                         f"({args.test_size} test rows; label noise of the queried rows in brackets)")
     table.add_column("annotator")
     columns = [(mode, strategy) for mode in report["round10"] for strategy in report["round10"][mode]]

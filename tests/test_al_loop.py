@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from mollia_edge.al.loop import (
     negative_learning_weight,
     run_active_learning,
 )
-from mollia_edge.al.replay import TREC_LABELS, TREC_LLMS, load_trec_replay
+from mollia_edge.al.replay import TREC_LABELS, TREC_LLMS, load_replay, load_trec_replay
 from mollia_edge.config import ActiveLearningConfig, MolamConfig
 from mollia_edge.errors import ConfigError, DataError, StoreError
 from mollia_edge.store import Store
@@ -360,6 +361,29 @@ def test_replay_loader_refuses_mismatched_or_missing_files(tmp_path):
         load_trec_replay(tmp_path)
     with pytest.raises(DataError, match="missing"):
         load_trec_replay(tmp_path, llms=("gemma", "phi"))
+
+
+def test_any_recorded_dataset_replays_with_every_llm_file_and_its_gold_label_set(tmp_path):
+    labels = ("sports", "arts", "news")  # the files' llm_logits in sorted order: arts, news, sports
+    for llm, right in (("alpha", 1.0), ("beta", 0.0), ("gamma", 0.5)):
+        with (tmp_path / f"toy_{llm}.jsonl").open("w") as handle:
+            for r in range(6):
+                gold = sorted(labels).index(labels[r % 3])
+                logits = [0.1] * 3
+                logits[gold if r % 2 < 2 * right else (gold + 1) % 3] = 0.8
+                handle.write(json.dumps({"text": f"t{r}", "label": labels[r % 3], "llm_logits": logits,
+                                         "llm_label": [labels[r % 3]]}) + "\n")
+    (tmp_path / "other_alpha.jsonl").write_text("")  # another dataset's file: not read
+    data = load_replay(tmp_path, "toy")
+    assert data.llm_names == ("alpha", "beta", "gamma") and data.labels == ("arts", "news", "sports")
+    assert data.scores.shape == (6, 3, 3) and data.gold.tolist() == [2, 0, 1, 2, 0, 1]
+    assert load_replay(tmp_path, "toy", labels=("news", "arts", "sports")).gold.tolist() == [2, 1, 0, 2, 1, 0]
+    with pytest.raises(DataError, match="no toy2_<llm>.jsonl"):
+        load_replay(tmp_path, "toy2")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_al import best_llm
+
+    assert best_llm(data, np.arange(6)) == 0  # chosen on the seed rows' gold, not by name
 
 
 @pytest.mark.skipif(not PAPER_DATA.is_dir(), reason="the paper's recorded TREC files are not here")

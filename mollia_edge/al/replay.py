@@ -3,8 +3,9 @@
 The paper's reference code published, for TREC-6, one ``trec_<llm>.jsonl`` per LLM with the
 same rows in the same order: ``text``, gold ``label``, ``llm_logits`` (K label scores: top-100
 next-token probabilities credited to every label they match; non-negative, not normalised) and
-``llm_label`` (the T = 10 sampled answers). :func:`load_trec_replay` turns them into the arrays
-MoLAM and the annotators take: scores and consistency, each (n, N, K).
+``llm_label`` (the T = 10 sampled answers). :func:`load_replay` turns the files of any dataset
+recorded that way (``NAME_<llm>.jsonl``, any number of LLMs) into the arrays MoLAM and the
+annotators take: scores and consistency, each (n, N, K).
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ class ReplayData(NamedTuple):
 
     texts: list[str]
     gold: np.ndarray
-    """(n,) int64 class indices into :data:`TREC_LABELS`."""
+    """(n,) int64 class indices into ``labels``."""
     scores: np.ndarray
     """(n, N, K) float64: the recorded ``llm_logits``, as given."""
     consistency: np.ndarray
     """(n, N, K) float64: share of the sampled answers equal to each label (stripped, lower-cased)."""
     llm_names: tuple[str, ...]
+    labels: tuple[str, ...] = TREC_LABELS
+    """The label set in the order of ``llm_logits`` (class index = position)."""
 
 
 def _read_llm_file(path: Path, labels: tuple[str, ...]) -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
@@ -43,7 +46,7 @@ def _read_llm_file(path: Path, labels: tuple[str, ...]) -> tuple[list[str], list
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise DataError(f"recorded LLM file {path} is missing: the folder needs trec_<llm>.jsonl for every LLM") from None
+        raise DataError(f"recorded LLM file {path} is missing: the folder needs NAME_<llm>.jsonl for every LLM") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     for number, line in enumerate(filter(str.strip, lines), start=1):
@@ -71,20 +74,50 @@ def _read_llm_file(path: Path, labels: tuple[str, ...]) -> tuple[list[str], list
 
 def load_trec_replay(folder: str | Path, llms: tuple[str, ...] = TREC_LLMS) -> ReplayData:
     """Read ``trec_<llm>.jsonl`` for each of ``llms`` from ``folder``; checks the files agree row by row."""
+    return load_replay(folder, "trec", TREC_LABELS, llms)
+
+
+def _gold_labels(path: Path) -> tuple[str, ...]:
+    """The distinct gold labels of a recorded file, sorted."""
+    found = set()
+    try:
+        for line in filter(str.strip, path.read_text(encoding="utf-8").splitlines()):
+            label = json.loads(line).get("label")
+            if isinstance(label, str):
+                found.add(label)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise DataError(f"cannot read the gold labels of {path}: {exc}") from None
+    return tuple(sorted(found))
+
+
+def load_replay(folder: str | Path, dataset: str = "trec", labels: tuple[str, ...] | None = None,
+                llms: tuple[str, ...] | None = None) -> ReplayData:
+    """Read ``DATASET_<llm>.jsonl`` for each of ``llms`` (default: every such file, sorted by
+    name) from ``folder``; checks the files agree row by row. ``labels``: the order of the
+    files' ``llm_logits``; default :data:`TREC_LABELS` for ``trec``, else the files' gold labels
+    sorted (say it when the recording used another order)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder with the recorded trec_<llm>.jsonl files")
+        raise DataError(f"{folder} is not a folder with the recorded {dataset}_<llm>.jsonl files")
+    if llms is None:
+        llms = tuple(sorted(p.name[len(dataset) + 1: -len(".jsonl")] for p in folder.glob(f"{dataset}_*.jsonl")))
     if not llms:
-        raise DataError("name at least one LLM to replay")
-    per_llm = [_read_llm_file(folder / f"trec_{name}.jsonl", TREC_LABELS) for name in llms]
+        raise DataError(f"no {dataset}_<llm>.jsonl file in {folder}: name a recorded dataset and at least one LLM")
+    if labels is None:
+        labels = TREC_LABELS if dataset == "trec" else _gold_labels(folder / f"{dataset}_{llms[0]}.jsonl")
+    if len(labels) < 2:
+        raise DataError(f"{dataset}: at least two labels are needed, got {', '.join(labels) or 'none'}")
+    per_llm = [_read_llm_file(folder / f"{dataset}_{name}.jsonl", labels) for name in llms]
     texts, gold = per_llm[0][0], per_llm[0][1]
     for name, (other_texts, other_gold, _, _) in zip(llms[1:], per_llm[1:]):
         if other_texts != texts or other_gold != gold:
-            raise DataError(f"trec_{name}.jsonl does not have the same rows in the same order as trec_{llms[0]}.jsonl")
+            raise DataError(f"{dataset}_{name}.jsonl does not have the same rows in the same order as "
+                            f"{dataset}_{llms[0]}.jsonl")
     return ReplayData(
         texts=texts,
         gold=np.asarray(gold, dtype=np.int64),
         scores=np.stack([scores for _, _, scores, _ in per_llm], axis=1),
         consistency=np.stack([consistency for _, _, _, consistency in per_llm], axis=1),
         llm_names=tuple(llms),
+        labels=tuple(labels),
     )
