@@ -5,6 +5,12 @@ pseudo-labels from the other rows' features, never their labels); accuracy is me
 all other rows; mean ± sd over ``--draws`` draws. Model selection uses the seed rows only.
 
     python scripts/bench_molam.py ../shared/data/mollia-paper/meta --out results/bench_molam.json
+
+``--leave-one-out``: MoLAM's default settings (``molam.DEFAULT_CANDIDATES``) were picked on
+these four datasets, so the table above is not evidence for them. This protocol re-chooses them
+honestly: for each dataset, the grid point (:data:`GRID`) with the best mean accuracy on the
+other three is reported on it, beside today's default and the best grid point on the dataset
+itself (chosen with its gold: an upper bound, not a result).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from bench_report import print_and_save
 from mollia_edge.agreement import annotator_report
 from mollia_edge.calibration import expected_calibration_error, temper
 from mollia_edge.molam import (
+    DEFAULT_CANDIDATES,
     dawid_skene,
     fit_annotation_model,
     log_margin,
@@ -106,15 +113,65 @@ def one_draw(scores, consistency, gold, draw: int) -> dict[str, float]:
     return out
 
 
+GRID = tuple({"base": "dawid_skene", "learning_rate": lr, "max_depth": depth, "n_estimators": 100, "reg_lambda": lam}
+             for lr in (0.05, 0.3) for depth in (2, 6) for lam in (1.0, 5.0))
+"""MoLAM settings the leave-one-dataset-out protocol chooses among (today's default is one of them)."""
+
+
+def grid_accuracy(scores, consistency, gold, candidate: dict, draws: int) -> float:
+    """Mean accuracy on the non-seed rows of MoLAM with ``candidate`` alone, over ``draws`` draws."""
+    out = []
+    for draw in range(draws):
+        seed_rows = np.random.default_rng(draw).choice(len(gold), size=SEED_ROWS, replace=False)
+        rest = np.setdiff1d(np.arange(len(gold)), seed_rows)
+        model = fit_annotation_model(scores[seed_rows], consistency[seed_rows], gold[seed_rows], scores[rest],
+                                     consistency[rest], scores.shape[2], seed=draw, candidates=[candidate])
+        out.append(accuracy(model.predict_proba(scores[rest], consistency[rest]), gold[rest]))
+    return float(np.mean(out))
+
+
+def leave_one_out(args: argparse.Namespace) -> int:
+    """Choose MoLAM's settings on three datasets, report them on the fourth (each in turn)."""
+    names = args.datasets.split(",")
+    console = Console(width=150)
+    grid: dict[str, list[float]] = {}
+    for name in names:
+        scores, consistency, gold = load(args.data, name)
+        grid[name] = [grid_accuracy(scores, consistency, gold, candidate, args.draws) for candidate in GRID]
+        console.print(f"{name}: grid done", style="dim")
+    default = GRID.index(DEFAULT_CANDIDATES[0])
+    table = Table(title=f"MoLAM settings chosen leave-one-dataset-out: accuracy on the non-seed rows, mean over "
+                        f"{args.draws} draws of {SEED_ROWS} seeds")
+    for column in ("held-out dataset", "chosen on the other three", "its accuracy here", "today's default here",
+                   "best grid point here (uses this dataset's gold)"):
+        table.add_column(column, justify="left" if column.startswith(("held", "chosen")) else "right")
+    report: dict = {"grid": list(GRID), "draws": args.draws, "accuracy": grid, "held_out": {}}
+    for name in names:
+        others = np.mean([grid[other] for other in names if other != name], axis=0)
+        chosen = int(np.argmax(others))
+        report["held_out"][name] = {"chosen": GRID[chosen], "accuracy": grid[name][chosen],
+                                    "default": grid[name][default], "best_here": max(grid[name])}
+        point = GRID[chosen]
+        table.add_row(DATASETS.get(name, name), f"lr {point['learning_rate']}, depth {point['max_depth']}, "
+                      f"lambda {point['reg_lambda']}", f"{grid[name][chosen]:.4f}", f"{grid[name][default]:.4f}",
+                      f"{max(grid[name]):.4f}")
+    print_and_save(console, table, report, args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="folder with *_meta_x.npy and *_meta_y.npy")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--leave-one-out", action="store_true",
+                        help="choose MoLAM's settings on three datasets and report them on the fourth")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"{args.data} is not a folder")
+    if args.leave_one_out:
+        return leave_one_out(args)
 
     report: dict[str, dict] = {"draws": args.draws, "seed_rows": SEED_ROWS, "datasets": {}}
     for name in args.datasets.split(","):
