@@ -763,7 +763,7 @@ def _mixture_row(run: _Run, i: int, p: np.ndarray, negatives: np.ndarray, votes:
         reason = f"classifier says {labels[clf_label]}" if disagree else "low confidence"
         review.append((i, reason, 1.0 - confidence + float(disagree)))
     return RowLabel(i, labels[y], "llm_mixture", f"llm_mixture:{run.label_model.kind}", round(confidence, 6),
-                    tuple(labels[q] for q in np.flatnonzero(negatives)),
+                    tuple(labels[q] for q in np.flatnonzero(negatives) if q != y),
                     "|".join(f"{m}:{labels[v]}" for m, v in zip(run.panel.names, votes)), flagged)
 
 

@@ -164,16 +164,21 @@ def negative_labels(scores: Any, delta: float = 0.001, rule: str = "every") -> n
     """Negative labels y- (paper Eq. 5): bool (n, K), True where the class is ruled out.
 
     scores: (n, N, K). ``rule="every"``: every annotator's score < delta (the paper);
-    ``rule="mean"``: the mean over annotators <= delta (the reference code).
+    ``rule="mean"``: the mean over annotators <= delta (the reference code). A row on which
+    every label would be ruled out (the LLMs put their mass on no label at all) rules out none:
+    that is no evidence against any one label.
     """
     z = _array3("scores", scores)
     if not 0 < delta < 1:
         raise ConfigError(f"delta must be in (0, 1), got {delta}")
     if rule == "every":
-        return np.all(z < delta, axis=1)
-    if rule == "mean":
-        return z.mean(axis=1) <= delta
-    raise ConfigError(f"rule must be 'every' or 'mean', got {rule!r}")
+        out = np.all(z < delta, axis=1)
+    elif rule == "mean":
+        out = z.mean(axis=1) <= delta
+    else:
+        raise ConfigError(f"rule must be 'every' or 'mean', got {rule!r}")
+    out[out.all(axis=1)] = False
+    return out
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -237,20 +237,32 @@ def test_gold_column_reports_quality_without_changing_the_labels(tiny_model_path
 
 def test_negative_labels_are_the_labels_every_llm_gives_almost_no_mass(tiny_model_path, tmp_path):
     """Paper Eq. 5 on each LLM's raw probability of the label's answer (not renormalised over the
-    K labels: with two labels that would need the other above .999); empty on classifier rows."""
+    K labels: with two labels that would need the other above .999); never the label given, none
+    where every label is out; empty on classifier rows. The tiny model gives "b" about .11 and
+    "c" about .0005 of its mass."""
     from mollia_edge.config import LLMConfig
     from mollia_edge.llm.annotator import LLMAnnotator
     from mollia_edge.llm.prompts import PromptSpec
 
-    data = write_input(tmp_path / "in.csv")
+    plain = list(csv.DictReader(write_input(tmp_path / "plain.csv").open(encoding="utf-8")))
+    data = tmp_path / "in.csv"
+    with data.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(plain[0]))
+        writer.writeheader()
+        writer.writerows({**r, "label": {"pos": "b", "neg": "c"}.get(r["label"], "")} for r in plain)
     out = tmp_path / "out.csv"
-    assert main(args(data, out, tiny_model_path, "--shots", "0")) == 0
+    argv = args(data, out, tiny_model_path, "--shots", "0")
+    argv[argv.index("--labels") + 1] = "b,c"
+    assert main(argv) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     mixture = [r for r in rows if r["label_source"] == "llm_mixture"]
     assert all(r["negative_labels"] == "" for r in rows if r["label_source"] == "classifier")
-    spec = PromptSpec(labels=("pos", "neg"), item="text", chat_format="chatml")
+    spec = PromptSpec(labels=("b", "c"), item="text", chat_format="chatml")
     with LLMAnnotator(tiny_model_path, spec, LLMConfig()) as annotator:
         mass = np.exp(annotator.annotate([r["text"] for r in mixture]).label_logprob)
-    expected = ["|".join(label for label, m in zip(("pos", "neg"), row) if m < 0.001) for row in mass]
+    out_of = [[m < 0.001 for m in row] for row in mass]
+    expected = ["" if all(low) else "|".join(label for label, ruled in zip(("b", "c"), low)
+                                             if ruled and label != r["label"]) for low, r in zip(out_of, mixture)]
     assert [r["negative_labels"] for r in mixture] == expected
-    assert any(expected)  # the tiny model rules labels out here, which renormalised scores would not
+    assert expected.count("c") >= 5  # raw mass about .0005 (out); renormalised about .005 (not out)
+

@@ -67,7 +67,7 @@ class FakePanel(LLMPanel):
         else:
             right = np.where({"better": plan.shots >= 1, "worse": plan.shots == 0}[model.name], 0.9, 0.3)
         z = np.where(np.arange(2)[None, :] == y[:, None], right[:, None] if np.ndim(right) else right, 1 - right)
-        return z, z
+        return z, z, z
 
     def _fits(self, model, plan):
         return plan.shots <= getattr(self, "longest", 99)

@@ -162,6 +162,8 @@ def test_negative_label_rules():
     np.testing.assert_array_equal(mean, [[True, False, False], [True, False, False]])
     with pytest.raises(ConfigError, match="rule"):
         negative_labels(scores, rule="median")
+    nowhere = np.full((1, 2, 3), 1e-5)  # no LLM puts mass on any label: nothing is ruled out
+    assert not negative_labels(nowhere, 0.001).any()
 
 
 def test_baselines_recover_easy_labels():

@@ -151,8 +151,11 @@ class LabelModelAnnotator(Annotator):
 
     def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z, c = self.signals(rows)
-        negatives = self.model.negative_labels(z) if self.negatives is None else self.negatives(rows)
-        return abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_), np.asarray(negatives, bool)
+        negatives = np.array(self.model.negative_labels(z) if self.negatives is None else self.negatives(rows), bool)
+        labels = abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_)
+        sure = labels >= 0
+        negatives[np.flatnonzero(sure), labels[sure]] = False  # the label given is never also ruled out
+        return labels, negatives
 
 
 class MolamAnnotator(LabelModelAnnotator):
