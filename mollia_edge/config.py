@@ -142,6 +142,8 @@ def fixed_shots(llm: LLMConfig) -> int:
 
 
 MAX_SEQUENCES = 256
+ANSWER_SPELLINGS = 6
+"""At most this many spellings of a label in exact consistency (:func:`~mollia_edge.llm.scoring.answer_variants`)."""
 """llama.cpp's limit on parallel sequences in one context (LLAMA_MAX_SEQ)."""
 
 
@@ -151,6 +153,9 @@ def fit_sequences(llm: LLMConfig, n_labels: int) -> LLMConfig:
     to change when llama.cpp's limits do not allow it. Check this before any model loads."""
     branches = n_labels + (llm.samples if llm.consistency == "sampled" else 0)
     needed = branches + 1
+    spellings = n_labels * ANSWER_SPELLINGS + 1  # exact consistency: each label's spellings, where they fit
+    if llm.consistency == "exact" and needed < spellings <= min(MAX_SEQUENCES, llm.n_batch):
+        needed = spellings
     if needed <= llm.n_seq_max:
         return llm
     what = f"{n_labels} labels" + (f" and {llm.samples} samples" if llm.consistency == "sampled" else "")

@@ -166,3 +166,21 @@ def test_annotate_command_rejects_bad_input_in_one_line(tiny_model_path, tmp_pat
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_exact_consistency_is_the_limit_of_sampled_where_spellings_differ(tiny_model_path, tmp_path):
+    """Labels "A" and "B" while the tiny model writes "a" and "b": sampled consistency counts
+    "a" for "A" (answers are normalised), so exact consistency must too. With 400 samples the
+    sampled shares lie within sampling error of the exact ones."""
+    texts = ["great film", "dull plot"]
+    spec = PromptSpec(labels=("A", "B"), item="review", chat_format="chatml")
+    with Store(tmp_path / "s.sqlite") as store:
+        with LLMAnnotator(tiny_model_path, spec, dataclasses.replace(FAST, consistency="exact"), store) as exact:
+            expected = exact.annotate(texts).consistency
+        sampled_llm = dataclasses.replace(FAST, consistency="sampled", samples=200, n_seq_max=256, n_batch=512,
+                                          n_ctx=8192)
+        with LLMAnnotator(tiny_model_path, spec, sampled_llm, store) as sampled:
+            shares = sampled.annotate(texts).consistency
+    assert expected.sum(axis=1).min() > 0.1  # "a" and "b" counted: without the spellings this is ~0
+    error = np.sqrt(expected * (1 - expected) / 200)
+    assert np.all(np.abs(shares - expected) < 4 * error + 0.01), (shares, expected)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LLMConfig, fit_sequences
+from ..config import ANSWER_SPELLINGS, LLMConfig, fit_sequences
 from ..data import text_sha256
 from ..errors import ConfigError, ModelError
 from ..store import Store
 from .catalog import file_sha256
 from .engine import ENGINE_VERSION, JobResult, LlamaEngine, ScoringJob
 from .prompts import PromptSpec
-from .scoring import answer_shares, normalise_answer
+from .scoring import answer_shares, answer_variants, normalise_answer
 from .signals import AnnotationSignals, TextSignals
 
 Progress = Callable[[int, int], None]
@@ -89,6 +89,8 @@ class LLMAnnotator:
         }
         if llm.consistency == "sampled":
             settings |= {"samples": llm.samples, "max_new_tokens": llm.max_new_tokens, "seed": llm.seed}
+        else:
+            settings["answers"] = "variants-1"  # exact consistency sums each label's spellings
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     def close(self) -> None:
@@ -146,6 +148,15 @@ class LLMAnnotator:
         ]
         if any(not tokens for tokens in self._continuations):
             raise ConfigError("a label tokenizes to nothing with this model")
+        self._variant_of: list[int] = []  # exact consistency: each extra spelling's label
+        self._variants: list[list[int]] = []
+        if self.llm.consistency == "exact" and self.llm.n_seq_max > len(self.prompt.labels) * ANSWER_SPELLINGS:
+            for k, label in enumerate(self.prompt.labels):
+                for text in answer_variants(label)[1:]:
+                    tokens = self.engine.tokenize_continuation(self.prompt.answer(text))
+                    if tokens and tokens not in self._continuations and tokens not in self._variants:
+                        self._variants.append(tokens)
+                        self._variant_of.append(k)
 
     def prompt_tokens(self, text: str) -> tuple[list[int], bool]:
         """The prompt's tokens for ``text`` and whether the text was cut to ``max_text_tokens``.
@@ -178,7 +189,7 @@ class LLMAnnotator:
         jobs = [
             ScoringJob(
                 prompt_tokens=tokens,
-                continuations=self._continuations,
+                continuations=self._continuations + self._variants,
                 n_samples=self.llm.samples if sampled else 0,
                 seed=_sampling_seed(self.llm.seed, h),
                 want_stop=not sampled,
@@ -188,7 +199,7 @@ class LLMAnnotator:
         return jobs, [cut for _, cut in prompts]
 
     def _max_new_tokens(self) -> int:
-        return max(self.llm.max_new_tokens, max(len(c) for c in self._continuations) + 1)
+        return max(self.llm.max_new_tokens, max(len(c) for c in self._continuations + self._variants) + 1)
 
     def group_sizes(self, texts: Sequence[str], hashes: Sequence[str]) -> list[int]:
         """How ``texts`` are cut into groups that share batches (sizes, in order): a function of
@@ -225,10 +236,12 @@ class LLMAnnotator:
             raise ModelError(
                 f"model file {self.model_path} gave non-finite log-probabilities: the file is corrupt; copy it again"
             )
-        if self.llm.consistency == "exact":
-            consistency = result.label_sample_prob
+        k = len(self.prompt.labels)
+        if self.llm.consistency == "exact":  # each label's canonical answer and its other spellings
+            consistency = result.label_sample_prob[:k].copy()
+            np.add.at(consistency, np.asarray(self._variant_of, np.int64), result.label_sample_prob[k:])
             return TextSignals(
-                label_logprob=result.label_logprob,
+                label_logprob=result.label_logprob[:k],
                 consistency=consistency,
                 invalid=max(0.0, 1.0 - float(consistency.sum())),
                 truncated=cut,
@@ -236,7 +249,7 @@ class LLMAnnotator:
         answers = tuple(self._answer_text(tokens) for tokens in result.samples)
         shares, invalid = answer_shares(answers, self.prompt.labels)
         return TextSignals(
-            label_logprob=result.label_logprob,
+            label_logprob=result.label_logprob[:k],
             consistency=shares,
             invalid=invalid,
             answers=answers,

@@ -93,6 +93,20 @@ def normalise_answer(answer: str) -> str:
     return " ".join(text.split())
 
 
+def answer_variants(label: str) -> list[str]:
+    """The spellings of ``label`` a model commonly writes that :func:`normalise_answer` takes
+    for it: as given, lower case, capitalised and upper case, each bare or with a full stop;
+    ``label`` first, no two alike. Exact consistency sums their probabilities, so it counts the
+    answers sampled consistency counts (quotes, prefixes and articles aside: rare, and each one
+    more branch per label)."""
+    cases = [label, label.lower(), label[:1].upper() + label[1:], label.upper()]
+    out: list[str] = []
+    for text in (c + end for c in cases for end in ("", ".")):
+        if text not in out and normalise_answer(text) == normalise_answer(label):
+            out.append(text)
+    return out
+
+
 def answer_shares(answers: Sequence[str], labels: Sequence[str]) -> tuple[np.ndarray, float]:
     """Share of answers equal to each label after normalisation, and the invalid share.
 
