@@ -74,6 +74,7 @@ from .llm.demonstrations import demo_words
 from .llm.panel import LLMPanel, PanelModel
 from .llm.prompts import PromptSpec
 from .llm.residency import residency_plan
+from .randomness import derived_seed
 from .session import RowLabel, Session, open_session_store
 from .store import Store
 from .teaching import TeachingCheck, check_teaching
@@ -206,10 +207,6 @@ def _file_sha256(path: Path) -> str:
 def _rows_text(ids: Sequence[int]) -> str:
     shown = ", ".join(str(i + 1) for i in ids[:5])
     return shown + (f" (and {len(ids) - 5} more)" if len(ids) > 5 else "")
-
-
-def _derived(seed: int, *extra: int) -> int:
-    return int(np.random.SeedSequence([seed, *extra]).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------------------- the job's state
@@ -409,7 +406,7 @@ def _annotate_seeds(run: _Run) -> None:
     if not can_fit_molam(y):
         return
     if config.molam.text_annotator:
-        run.text_proba = text_annotator_proba(run.x, seed_rows, y, run.k, seed=_derived(run.prep.seed, 11))
+        run.text_proba = text_annotator_proba(run.x, seed_rows, y, run.k, seed=derived_seed(run.prep.seed, 11))
     words = demo_words(config.llm, run.k)
     ahead = _draw_sample(run) if run.job.annotate_ahead else None
     choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, words, choice_rows, config.llm.max_shots, ahead)
@@ -421,7 +418,7 @@ def _draw_sample(run: _Run) -> np.ndarray:
     when annotating ahead), drawn once."""
     if run.sample is None:
         job = run.job
-        others = np.random.default_rng(_derived(run.prep.seed, 7)).permutation(np.setdiff1d(np.arange(run.n), run.seed_rows))
+        others = np.random.default_rng(derived_seed(run.prep.seed, 7)).permutation(np.setdiff1d(np.arange(run.n), run.seed_rows))
         run.sample = np.sort(run.budget.sample(others, len(others) if job.annotate_ahead else job.llm_sample))
         if job.annotate_ahead and len(run.sample) < len(others):
             run.say(f"annotating ahead: the LLM budget (llm.budget_words = {job.config.llm.budget_words}) pays for "
@@ -469,7 +466,7 @@ def _check_teaching(run: _Run) -> None:
         return abstaining_labels(run.label_model.predict_proba(z, c), run.abstain_below)
 
     run.teaching = check_teaching(run.x, seed_rows, run.seed_label[seed_rows], run.sample, labels_for, run.k,
-                                  text is not None, seed=_derived(run.prep.seed, 17))
+                                  text is not None, seed=derived_seed(run.prep.seed, 17))
 
 
 def _active_learning(run: _Run) -> None:
@@ -571,7 +568,7 @@ def _with_pseudo_labels(run: _Run, labelled: LabelledSet, rows: np.ndarray, labe
     k = run.k
     rest = np.setdiff1d(np.arange(run.n), rows)
     if weight and len(rest) and len(np.unique(labels)) >= 2:
-        proba, _ = embedding_model_proba(run.x, rows, labels, k, seed=_derived(run.prep.seed, 13))
+        proba, _ = embedding_model_proba(run.x, rows, labels, k, seed=derived_seed(run.prep.seed, 13))
         rows, labels = np.concatenate([rows, rest]), np.concatenate([labels, proba[rest].argmax(axis=1)])
         weights = np.concatenate([weights, np.full(len(rest), weight, np.float32)])
     negatives = np.zeros((len(rows), k), bool)
@@ -585,7 +582,7 @@ def _final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, roun
     al = job.config.al.for_mode(mode)
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
     settings = {"mode": mode, "threads": job.threads, **options}
-    return train_classifier(x, labelled, k, lam, al, settings, _derived(seed, 9001), _derived(seed, 9002))
+    return train_classifier(x, labelled, k, lam, al, settings, derived_seed(seed, 9001), derived_seed(seed, 9002))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..config import ActiveLearningConfig
 from ..errors import ConfigError, DataError
+from ..randomness import derived_seed
 from ..store import Store
 from .annotators import Annotator
 from .classifier import MODES, OnnxClassifier
@@ -133,12 +134,7 @@ def draw_seed_rows(pool: Any, size: int, seed: int) -> np.ndarray:
     pool = np.asarray(pool, dtype=np.int64)
     if size > len(pool):
         raise ConfigError(f"cannot draw {size} seed rows from a pool of {len(pool)}")
-    return np.sort(np.random.default_rng(_derived_seed(seed, 0)).choice(pool, size=size, replace=False))
-
-
-def _derived_seed(seed: int, *extra: int) -> int:
-    """A 32-bit seed for one purpose, from ``seed`` and ``extra`` (NumPy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence([seed, *extra]).generate_state(1)[0])
+    return np.sort(np.random.default_rng(derived_seed(seed, 0)).choice(pool, size=size, replace=False))
 
 
 @dataclass
@@ -499,7 +495,7 @@ def run_active_learning(
         started = time.perf_counter()
         clf = train_classifier(
             task.inputs, labelled, task.n_classes, negative_learning_weight(round_number, config), config, classifier,
-            _derived_seed(seed, round_number, 1), _derived_seed(seed, round_number, 2),
+            derived_seed(seed, round_number, 1), derived_seed(seed, round_number, 2),
         )
         train_seconds = time.perf_counter() - started
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import ConfigError, DataError, quoted
+from ..randomness import derived_seed
 
 _BLOCK = 4_000_000  # entries of the largest (rows, centres) distance block held at once
 _ROW_CHUNK = 16_384  # pool rows per chunk in the BEMPS score computation
@@ -102,11 +103,6 @@ def _nearest(
         dist[rows] = block[np.arange(len(block)), index[rows]]
     dist += points_sq
     return index, np.maximum(dist, 0, out=dist)
-
-
-def _seed_from(seed: int, *extra: int) -> int:
-    """A 32-bit seed derived from ``seed`` and ``extra`` (NumPy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence([seed, *extra]).generate_state(1)[0])
 
 
 # -------------------------------------------------------------------------- pure functions
@@ -424,7 +420,7 @@ class QueryStrategy(ABC):
         labels of ``indices_labeled`` (M,). Raises DataError for unusable arguments.
         """
         pool, labelled = _validate(indices_unlabeled, indices_labeled, y, n)
-        positions = self._select(clf, dataset, pool, labelled, int(n), _seed_from(self.seed, len(labelled)))
+        positions = self._select(clf, dataset, pool, labelled, int(n), derived_seed(self.seed, len(labelled)))
         return pool[positions]
 
     @abstractmethod
@@ -534,7 +530,7 @@ class _CandidateStrategy(QueryStrategy):
         n: int,
         seed: int,
     ) -> np.ndarray:
-        candidates = candidate_positions(len(pool), max(self.max_candidates, n), _seed_from(seed, 2))
+        candidates = candidate_positions(len(pool), max(self.max_candidates, n), derived_seed(seed, 2))
         return candidates[self._select_candidates(clf, dataset, pool[candidates], labelled, n, seed)]
 
     @abstractmethod
@@ -581,7 +577,7 @@ class BEMPS(_CandidateStrategy):
         samples = clf.posterior_samples(dataset[pool], self.n_samples, seed)
         samples = _checked("posterior_samples", samples, shape)
         return bemps_coremse(
-            samples, n, _seed_from(seed, 1), self.reference_fraction, self.max_reference, self.keep_fraction
+            samples, n, derived_seed(seed, 1), self.reference_fraction, self.max_reference, self.keep_fraction
         )
 
 
