@@ -43,6 +43,7 @@ import numpy as np
 
 from .agreement import annotator_report
 from .al.annotators import LabelModelAnnotator, abstaining_labels, confidence_floor
+from .al.classifier import average_heads
 from .al.loop import (
     ActiveLearningTask,
     LabelledSet,
@@ -582,7 +583,10 @@ def _final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, roun
     al = job.config.al.for_mode(mode)
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
     settings = {"mode": mode, "threads": job.threads, **options}
-    return train_classifier(x, labelled, k, lam, al, settings, derived_seed(seed, 9001), derived_seed(seed, 9002))
+    heads = al.final_heads if mode == "head" else 1
+    members = [train_classifier(x, labelled, k, lam, al, settings, derived_seed(seed, 9001, i), derived_seed(seed, 9002, i))
+               for i in range(heads)]
+    return members[0] if heads == 1 else average_heads(members)
 
 
 @dataclass(frozen=True)

@@ -244,3 +244,23 @@ def test_top_layers_with_length_buckets_learns():
     assert (clf.predict(x) == y).mean() >= 0.9
     with pytest.raises(ConfigError, match="length_buckets"):
         OnnxClassifier(n_classes=K, length_buckets=-1)
+
+
+def test_heads_averaged_are_one_head_with_the_members_mean_logits(tmp_path):
+    from mollia_edge.al.classifier import average_heads
+
+    x, y = _blobs(noise=1.5, seed=4)
+    members = [_head(seed=s).fit(x[:80], y[:80]) for s in range(3)]
+    mean = average_heads(members)
+    assert mean.spec_.hidden == 48 and mean.members_ == 3
+    logits = np.mean([np.log(m.predict_proba(x[80:])) for m in members], axis=0)  # log-softmax: logits up to a row shift
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(mean.predict_proba(x[80:]), expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
+    mean.export_inference(tmp_path / "mean.onnx")  # runs and exports like any head
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "mean.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: x[80:] for i in session.get_inputs() if i.name == "x"}
+    np.testing.assert_allclose(session.run(["probabilities"], feeds)[0], mean.predict_proba(x[80:]), atol=1e-5)
+    with pytest.raises(ConfigError, match="fitted head-mode"):
+        average_heads([])

@@ -17,9 +17,11 @@ in length order; training can group rows of similar length (``length_buckets``).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any
 
@@ -499,6 +501,37 @@ class OnnxClassifier:
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(model, str(path))
+
+
+def average_heads(members: Sequence[OnnxClassifier]) -> OnnxClassifier:
+    """Head-mode classifiers fitted on the same task as one head of their hidden layers side by
+    side, its output layer the mean of theirs: its logits are the members' mean logits, and it
+    runs, exports and predicts like any head (H' = sum of the members' H).
+
+    An ensemble of a few seeds: one head trained on a few dozen labels and many pseudo-labels
+    moves by up to 2 points with its seed alone (seen on BBC News, a report dataset: .916-.938
+    over 4 seeds, and the label job drew .902); a mean of heads moves less, and costs a few
+    trainings of a second each.
+    """
+    if not members or any(m.mode != "head" or not hasattr(m, "params_") for m in members):
+        raise ConfigError("average_heads needs fitted head-mode classifiers")
+    first = members[0]
+    if any(m.spec_.n_features != first.spec_.n_features or m.n_classes_ != first.n_classes_ for m in members):
+        raise ConfigError("average_heads needs classifiers of the same input width and classes")
+    params = {
+        "head.dense.weight": np.concatenate([m.params_["head.dense.weight"] for m in members]),
+        "head.dense.bias": np.concatenate([m.params_["head.dense.bias"] for m in members]),
+        "head.out_proj.weight": np.concatenate([m.params_["head.out_proj.weight"] for m in members], axis=1)
+        / len(members),
+        "head.out_proj.bias": np.mean([m.params_["head.out_proj.bias"] for m in members], axis=0),
+    }
+    out = copy.copy(first)
+    out.hidden_width = sum(m.hidden_width for m in members)
+    out.spec_ = dataclasses.replace(first.spec_, hidden=params["head.dense.bias"].shape[0])
+    out.params_ = {name: value.astype(np.float32) for name, value in params.items()}
+    out._param_feeds = {name: _ort(value) for name, value in out.params_.items()}
+    out.members_ = len(members)
+    return out
 
 
 def _width(value: onnx.ValueInfoProto) -> int:
