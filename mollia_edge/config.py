@@ -62,6 +62,11 @@ class LLMConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     consistency: ConsistencyMode = "exact"
+    answer_spellings: bool = False
+    """Exact consistency also counts each label's other common spellings (capitalised, upper case,
+    with a full stop: :func:`~mollia_edge.llm.scoring.answer_variants`), as sampled consistency
+    does after normalising; off by default: it multiplies the label branches by up to 6 (twice
+    the LLM time on short reviews) and added nothing measurable on the starter models."""
     """``exact``: the T→∞ expectation from full-vocabulary distributions; ``sampled``: T answers."""
     max_new_tokens: int = 12
     """Sampled answers longer than this many tokens count as invalid."""
@@ -154,7 +159,7 @@ def fit_sequences(llm: LLMConfig, n_labels: int) -> LLMConfig:
     branches = n_labels + (llm.samples if llm.consistency == "sampled" else 0)
     needed = branches + 1
     spellings = n_labels * ANSWER_SPELLINGS + 1  # exact consistency: each label's spellings, where they fit
-    if llm.consistency == "exact" and needed < spellings <= min(MAX_SEQUENCES, llm.n_batch):
+    if llm.consistency == "exact" and llm.answer_spellings and needed < spellings <= min(MAX_SEQUENCES, llm.n_batch):
         needed = spellings
     if needed <= llm.n_seq_max:
         return llm

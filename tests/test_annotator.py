@@ -175,7 +175,8 @@ def test_exact_consistency_is_the_limit_of_sampled_where_spellings_differ(tiny_m
     texts = ["great film", "dull plot"]
     spec = PromptSpec(labels=("A", "B"), item="review", chat_format="chatml")
     with Store(tmp_path / "s.sqlite") as store:
-        with LLMAnnotator(tiny_model_path, spec, dataclasses.replace(FAST, consistency="exact"), store) as exact:
+        spelled = dataclasses.replace(FAST, consistency="exact", answer_spellings=True)
+        with LLMAnnotator(tiny_model_path, spec, spelled, store) as exact:
             expected = exact.annotate(texts).consistency
         sampled_llm = dataclasses.replace(FAST, consistency="sampled", samples=200, n_seq_max=256, n_batch=512,
                                           n_ctx=8192)

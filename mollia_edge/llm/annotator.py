@@ -89,7 +89,7 @@ class LLMAnnotator:
         }
         if llm.consistency == "sampled":
             settings |= {"samples": llm.samples, "max_new_tokens": llm.max_new_tokens, "seed": llm.seed}
-        else:
+        elif llm.answer_spellings:
             settings["answers"] = "variants-1"  # exact consistency sums each label's spellings
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -150,7 +150,8 @@ class LLMAnnotator:
             raise ConfigError("a label tokenizes to nothing with this model")
         self._variant_of: list[int] = []  # exact consistency: each extra spelling's label
         self._variants: list[list[int]] = []
-        if self.llm.consistency == "exact" and self.llm.n_seq_max > len(self.prompt.labels) * ANSWER_SPELLINGS:
+        if (self.llm.consistency == "exact" and self.llm.answer_spellings
+                and self.llm.n_seq_max > len(self.prompt.labels) * ANSWER_SPELLINGS):
             for k, label in enumerate(self.prompt.labels):
                 for text in answer_variants(label)[1:]:
                     tokens = self.engine.tokenize_continuation(self.prompt.answer(text))
