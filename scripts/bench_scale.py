@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--budget-words", type=int, help="llm.budget_words for every variant (default: the job's)")
     parser.add_argument("--work", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -100,17 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     task = write_task(work, args.n, args.seeds, args.seed)
     models = f"smollm2-135m-instruct,gemma3-270m,{args.third.resolve()}"
+    extra: list[str] = []
+    if args.budget_words is not None:
+        (work / "budget.toml").write_text(f"[llm]\nbudget_words = {args.budget_words}\n", encoding="utf-8")
+        extra = ["--config", str(work / "budget.toml")]
     variants = ["all-resident", *[v for v in args.variants if v != "all-resident"]]
     results: dict[str, dict] = {}
     for name in variants:
-        results[name] = run_variant(task, work / name, models, VARIANTS[name],
-                                    args.seed)
+        results[name] = run_variant(task, work / name, models, [*VARIANTS[name], *extra], args.seed)
         print(f"{name}: {results[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     reference = results["all-resident"]["output"]
     for r in results.values():
         r["same_output"] = r.pop("output") == reference
     title = (f"label job at scale: {args.n} rotten-tomatoes rows, {args.seeds} seed rows, seed {args.seed}, "
-             f"3 models (SmolLM2-135M, Gemma-3-270M, {args.third.name}), defaults, one process per variant")
+             f"3 models (SmolLM2-135M, Gemma-3-270M, {args.third.name}), "
+             f"{'defaults' if args.budget_words is None else f'llm.budget_words = {args.budget_words}'}, one process per variant")
     report = {"settings": vars(args) | {"work": str(work), "out": str(args.out), "third": str(args.third)},
               "results": results}
     print_and_save(Console(width=160), table(results, title), report, args.out)
