@@ -8,7 +8,8 @@ LLM output is reused), one after the other on the same machine:
 * ``all-resident``: the default memory budget keeps the three models loaded together;
 * ``one-resident``: ``--max-resident-models 1``, models take turns;
 * ``ahead-one-resident``: ``--annotate-ahead --max-resident-models 1`` (the paper's way);
-* ``ray-local-2``: ``--ray local --ray-actors 2`` (each actor 1 CPU: one llama.cpp model per actor).
+* ``ray-local-2``: ``--ray local --ray-actors 2`` (each actor 1 CPU: one llama.cpp model per actor);
+* ``largest-only``: the third model alone (the peak RSS one resident model should stay near).
 
 Columns: job seconds and their ratio to ``all-resident`` (measured in the same run), the job's
 peak RSS (the driver process; Ray's actors are other processes and not counted), the models'
@@ -43,7 +44,10 @@ VARIANTS = {
     "one-resident": ["--max-resident-models", "1"],
     "ahead-one-resident": ["--annotate-ahead", "--max-resident-models", "1"],
     "ray-local-2": ["--ray", "local", "--ray-actors", "2"],
+    "largest-only": [],
 }
+"""Each variant's extra arguments; ``largest-only`` runs the third (largest) model alone: the
+peak RSS that ``one-resident`` should stay near (its output differs: one model)."""
 
 
 def write_task(folder: Path, n: int, seeds: int, seed: int) -> Path:
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = ["all-resident", *[v for v in args.variants if v != "all-resident"]]
     results: dict[str, dict] = {}
     for name in variants:
-        results[name] = run_variant(task, work / name, models, [*VARIANTS[name], *extra], args.seed)
+        chosen = str(args.third.resolve()) if name == "largest-only" else models
+        results[name] = run_variant(task, work / name, chosen, [*VARIANTS[name], *extra], args.seed)
         print(f"{name}: {results[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     reference = results["all-resident"]["output"]
     for r in results.values():
