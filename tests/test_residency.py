@@ -66,6 +66,10 @@ def test_one_model_at_a_time_gives_the_same_output(three_models, tmp_path, monke
     assert most[0] == 1  # never two models loaded at once
     assert report_one["llm_residency"]["resident"] == 1 and max(report_one["llm_residency"]["loads"].values()) > 1
     assert turns == together
+    # the loaded model goes first in the next call: one model fewer reloaded per call (in panel
+    # order every call would reload all three, as often each)
+    loads = report_one["llm_residency"]["loads"]
+    assert sum(loads.values()) < 3 * max(loads.values()), loads
 
 
 def test_a_bad_resident_count_is_one_clear_line(three_models, tmp_path, capsys):

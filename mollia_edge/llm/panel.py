@@ -136,17 +136,27 @@ class LLMPanel:
         annotator = self._annotator(model)
         return all(annotator.prefix_fits(prompt) for prompt in plan.prompts)
 
+    def _in_turn(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every model's :meth:`model_signals` of ``rows``, in panel order; the models already
+        loaded run first (the most recently used first), so models taking turns reload one model
+        fewer per call (a model's numbers never depend on the order)."""
+        loaded = [n for n in reversed(self._recent) if self._annotators[n].engine is not None]
+        order = sorted(range(len(self.models)),
+                       key=lambda i: loaded.index(self.models[i].name) if self.models[i].name in loaded else len(loaded) + i)
+        each: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for i in order:
+            each[i] = self.model_signals(self.models[i], rows, self.plans[self.models[i].name])
+        return [each[i] for i in range(len(self.models))]
+
     def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and consistency (len(rows), N, K) of ``rows``, each model under its plan."""
-        rows = np.asarray(rows, np.int64)
-        each = [self.model_signals(m, rows, self.plans[m.name]) for m in self.models]
+        each = self._in_turn(np.asarray(rows, np.int64))
         return np.stack([z for z, _, _ in each], axis=1), np.stack([c for _, c, _ in each], axis=1)
 
     def label_mass(self, rows: np.ndarray) -> np.ndarray:
         """Raw label mass (len(rows), N, K) of ``rows``, each model under its plan (from the store
         for rows already annotated)."""
-        rows = np.asarray(rows, np.int64)
-        return np.stack([self.model_signals(m, rows, self.plans[m.name])[2] for m in self.models], axis=1)
+        return np.stack([mass for _, _, mass in self._in_turn(np.asarray(rows, np.int64))], axis=1)
 
     def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
                      words: int, choice_rows: np.ndarray | None = None, fallback: int = 0,
