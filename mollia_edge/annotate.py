@@ -16,6 +16,7 @@ from .llm.catalog import inspect_gguf, load_catalog, verify
 from .llm.prompts import PromptSpec, draw_demonstrations
 from .llm.signals import AnnotationSignals
 from .store import Store
+from .task import Task, with_task
 
 ModelProgress = Callable[[str, int, int], None]
 """Called with (model name, texts done, texts to do)."""
@@ -33,6 +34,8 @@ class AnnotationRequest:
     chat_format: str | None = None
     llm: LLMConfig = field(default_factory=LLMConfig)
     seed: int = 50
+    task: Task | None = None
+    """The task file's wording of the prompt (:mod:`mollia_edge.task`)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class AnnotationReport:
 
     def columns(self) -> list[str]:
         per_label = [f"{kind}_{label}" for kind in ("logprob", "prob", "consistency") for label in self.labels]
-        return ["row", "model", "predicted", *per_label, "invalid", "truncated"]
+        return ["row", "model", "predicted", *per_label, "invalid", "truncated", "chunks"]
 
     def rows(self, row_ids: Sequence[int]) -> list[dict[str, object]]:
         """One row per (text, model), texts by their row ids; never the text itself."""
@@ -70,6 +73,7 @@ class AnnotationReport:
                     "predicted": self.labels[int(s.label_logprob[i].argmax())],
                     "invalid": round(float(s.invalid[i]), 6),
                     "truncated": int(s.truncated[i]),
+                    "chunks": int(s.chunks[i]),
                 }
                 for k, label in enumerate(self.labels):
                     row[f"logprob_{label}"] = round(float(s.label_logprob[i, k]), 6)
@@ -83,8 +87,9 @@ def annotate_with_models(
     request: AnnotationRequest, store: Store | None, progress: ModelProgress | None = None
 ) -> AnnotationReport:
     """Run every requested model over every text (cached outputs are reused)."""
-    fit_sequences(request.llm, len(request.labels))  # too many labels for llama.cpp: before any model loads
-    PromptSpec(labels=request.labels, item=request.item)  # labels a prompt cannot use: before any model is read
+    # labels a prompt cannot use, too many for llama.cpp: before any model is read
+    checked = with_task(PromptSpec(labels=request.labels, item=request.item), request.task)
+    fit_sequences(request.llm, len(request.labels), sum(map(len, checked.aliases)))
     catalog = load_catalog()
     names = list(request.models or catalog.starter)
     if not names:
@@ -105,12 +110,8 @@ def annotate_with_models(
         verify(model_file, store)
         chat_format = model_file.spec.chat_format if model_file.spec else request.chat_format or "none"
         display = model_file.spec.name if model_file.spec else model_file.path.name
-        prompt = PromptSpec(
-            labels=request.labels,
-            item=request.item,
-            chat_format=chat_format,
-            demonstrations=demonstrations,
-        )
+        prompt = with_task(PromptSpec(labels=request.labels, item=request.item, chat_format=chat_format,
+                                      demonstrations=demonstrations), request.task)
         started = time.perf_counter()
         with LLMAnnotator(model_file.path, prompt, request.llm, store) as annotator:
             signals = annotator.annotate(

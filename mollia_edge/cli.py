@@ -31,6 +31,7 @@ from .session import open_session_store
 from .store import Store
 
 if TYPE_CHECKING:
+    from .task import Task
     from .label import LabelJob
 
 # -- mollia-edge setup ------------------------------------------------------------------------
@@ -173,6 +174,16 @@ _KEEP_FORMULAS_HELP = (
 )
 
 
+_TASK_HELP = ("task file (TOML): the instruction, a description and aliases per label, the demonstrations' "
+              "format; its labels are the label set")
+
+
+def _task(args: argparse.Namespace) -> Task | None:
+    from .task import load_task
+
+    return load_task(args.task) if args.task else None
+
+
 def _add_annotate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "annotate", help="ask each LLM about every text: label probabilities and consistency"
@@ -185,6 +196,7 @@ def _add_annotate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", help="gold labels: used for demonstrations and accuracy")
     parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
+    parser.add_argument("--task", type=Path, help=_TASK_HELP)
     parser.add_argument("--models", help="comma-separated catalog names or .gguf paths (default: the starters)")
     parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
     parser.add_argument("--consistency", choices=("exact", "sampled"), help="default: from the configuration")
@@ -213,6 +225,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _check_annotate_paths(args)  # fail before the long work, not after it
+    task = _task(args)
     llm = config.llm
     if args.consistency:
         llm = dataclasses.replace(llm, consistency=args.consistency)
@@ -226,9 +239,10 @@ def _run_annotate(args: argparse.Namespace) -> int:
         gold: list[str | None] | None = [labels[i] for i in data.labels]
         row_ids = list(range(1, len(texts) + 1))
     else:
-        if not args.labels:
-            raise ConfigError("give the label set with --labels a,b,c")
-        labels = check_label_set(label for label in args.labels.split(",") if label.strip())
+        if not args.labels and not task:
+            raise ConfigError("give the label set with --labels a,b,c (or a task file with --task)")
+        labels = check_label_set(label for label in args.labels.split(",") if label.strip()) if args.labels \
+            else task.labels
         table = read_texts(args.file, args.text_column, args.label_column, labels)
         texts, gold, row_ids = table.texts, table.gold, table.row_ids
     if args.labels and args.dataset:
@@ -242,6 +256,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
         chat_format=args.chat_format,
         llm=llm,
         seed=config.seed,
+        task=task,
     )
     console = Console(stderr=True)
     with open_session_store(args.store) as store, Progress(console=console, transient=True) as bar:
@@ -297,6 +312,7 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
     parser.add_argument("--models", help="comma-separated catalog names or .gguf paths (default: the starters)")
     parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
     parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
+    parser.add_argument("--task", type=Path, help=_TASK_HELP)
     parser.add_argument("--strategy", default="bemps", help="active-learning query strategy (default: bemps)")
     parser.add_argument("--classifier", choices=CLASSIFIERS,
                         help="the classifier trained in the loop: head (frozen embeddings), top-layers (MiniLM's top "
@@ -309,7 +325,11 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                         help="annotate on Ray: 'local' starts a runtime here, else the address of a running cluster "
                              "(needs the cluster extra; model files at the same path on every node)")
     parser.add_argument("--ray-actors", type=int, default=2, help="Ray actors per model (default: 2)")
-    parser.add_argument("--rounds", type=int, help="active-learning rounds (default: from the configuration, 10)")
+    parser.add_argument("--rounds", type=_rounds,
+                        help="active-learning rounds, or auto: until the classifier's predictions stabilise "
+                             "(at most al.max_rounds; default: from the configuration, 10)")
+    parser.add_argument("--llm-budget", metavar="N|Nm",
+                        help="LLM annotation the loop may spend: N texts, or Nm minutes (ETA on the rounds bar)")
     parser.add_argument("--batch", type=int, help="rows queried per round (default: from the configuration, 50)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the configuration)")
     parser.add_argument("--llm-sample", type=int, default=500, help="unlabelled rows the LLMs annotate for the label model")
@@ -321,6 +341,16 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
     parser.add_argument("--config", type=Path, help="TOML configuration (default: mollia-edge's defaults; the README lists where they depart from the paper)")
     parser.add_argument("--threads", type=int, default=1, help="threads for the encoder and classifier")
     parser.add_argument("--keep-formulas", action="store_true", help=_KEEP_FORMULAS_HELP)
+
+
+def _rounds(text: str) -> int | str:
+    """``--rounds``: a whole number or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number or auto, got {text!r}") from None
 
 
 def _label_names(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -354,9 +384,9 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
         gold_column=args.gold_column,
-        labels=_label_names(args), models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
+        labels=_label_names(args), task_file=args.task, models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
         chat_format=args.chat_format, item=args.item, strategy=args.strategy, classifier=args.classifier,
-        rounds=args.rounds, batch=args.batch,
+        rounds=args.rounds, batch=args.batch, llm_budget=args.llm_budget,
         seed=args.seed, llm_sample=args.llm_sample, annotate_ahead=args.annotate_ahead, review_threshold=args.review_threshold, strict=strict,
         threads=args.threads, session=args.session, config=config, formula_guard=not args.keep_formulas,
         ray=args.ray, ray_actors=args.ray_actors,
@@ -432,6 +462,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         result = run_predict(job, lambda done, total: update("predicting", done, total))
     counts = ", ".join(f"{label} {n}" for label, n in result.labels.items())
     print(f"wrote {result.output}: {result.rows} rows ({counts})", file=sys.stderr)
+    if result.cut:
+        print(f"{result.cut} row(s) longer than the classifier reads at once: it labelled their beginning",
+              file=sys.stderr)
     return 0
 
 
@@ -508,6 +541,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-column", default="label", help="gold labels (rows without one are left out)")
     parser.add_argument("--labels", help="comma-separated label names (default: the label column's values)")
     parser.add_argument("--item", default="text", help="what a row is, in the prompt (text, review, question...)")
+    parser.add_argument("--task", type=Path, help=_TASK_HELP)
     parser.add_argument("--chat-format", help="chat format for .gguf paths not in the catalog (default: none)")
     parser.add_argument("--n", type=int, default=defaults.n, help="texts every file annotates (%(default)s)")
     parser.add_argument("--seed-size", type=int, default=defaults.seed_size, help="of them, MoLAM's seeds")
@@ -533,6 +567,7 @@ def _run_bench_quant(args: argparse.Namespace) -> int:
         output=args.output, text_column=args.text_column, label_column=args.label_column,
         labels=tuple(label.strip() for label in args.labels.split(",")) if args.labels else None, item=args.item,
         chat_format=args.chat_format, budget_gb=args.budget_gb, bench=bench, config=load_config(args.config),
+        task=_task(args),
     )
     with Progress(*Progress.get_default_columns(), console=Console(stderr=True), transient=True) as bar:
         report = run_quant_bench(request, _stage_bars(bar))

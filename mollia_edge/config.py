@@ -90,7 +90,16 @@ class LLMConfig:
     """Memory the label job's resident LLMs may take together. None: 80 % of the memory
     available when the job starts."""
     max_text_tokens: int = 1024
-    """Longer texts are cut to this many tokens (the cut is recorded, never silent)."""
+    """A text's tokens in one prompt: a longer text is read in chunks of at most this many
+    (``long_texts``)."""
+    long_texts: str = "chunk"
+    """``chunk``: a longer text is split on sentence boundaries (:mod:`mollia_edge.chunks`),
+    each chunk scored, and the text's signals combine them (``chunk_combine``); ``truncate``:
+    it is cut to ``max_text_tokens``. Either way the report counts the rows."""
+    chunk_combine: str = "mean"
+    """How chunks' label log-probabilities make the text's: ``mean`` or ``max``."""
+    max_chunks: int = 16
+    """At most this many chunks per text; the rest is cut (and counted as cut)."""
     n_ctx: int = 8192
     n_batch: int = 512
     n_seq_max: int = 64
@@ -106,7 +115,7 @@ class LLMConfig:
 
     BOUNDS = {
         "samples": "[1, 200]", "temperature": "(0, 100]", "top_p": "(0, 1]", "max_new_tokens": "[1, 512]",
-        "shots": "[0, 100]", "max_shots": "[0, 10]", "demo_words": "[1, 10000]", "budget_words": "[0, 1000000000]", "max_resident_models": "[1, 1000]", "memory_budget_gb": "(0, 1000000]", "max_text_tokens": "[1, 131072]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
+        "shots": "[0, 100]", "max_shots": "[0, 10]", "demo_words": "[1, 10000]", "budget_words": "[0, 1000000000]", "max_resident_models": "[1, 1000]", "memory_budget_gb": "(0, 1000000]", "max_text_tokens": "[1, 131072]", "max_chunks": "[1, 1000]", "n_ctx": "[256, 131072]", "n_batch": "[32, 16384]",
         "n_seq_max": "[2, 256]", "n_threads": f"[1, {MAX_THREADS}]", "n_gpu_layers": "[-1, 100000]",
         "seed": f"[0, {SEED_MAX}]",
     }
@@ -120,6 +129,10 @@ class LLMConfig:
             f"llm.consistency must be 'exact' or 'sampled', got {quoted(self.consistency)}",
         )
         _check(self.n_seq_max <= self.n_batch, "llm.n_seq_max must not exceed llm.n_batch")
+        _check(self.long_texts in ("chunk", "truncate"),
+               f"llm.long_texts must be 'chunk' or 'truncate', got {quoted(self.long_texts)}")
+        _check(self.chunk_combine in ("mean", "max"),
+               f"llm.chunk_combine must be 'mean' or 'max', got {quoted(self.chunk_combine)}")
 
 
 MODEL_SETTINGS = ("n_ctx", "n_batch", "n_threads", "n_gpu_layers")
@@ -152,18 +165,20 @@ ANSWER_SPELLINGS = 6
 """llama.cpp's limit on parallel sequences in one context (LLAMA_MAX_SEQ)."""
 
 
-def fit_sequences(llm: LLMConfig, n_labels: int) -> LLMConfig:
+def fit_sequences(llm: LLMConfig, n_labels: int, n_aliases: int = 0) -> LLMConfig:
     """``llm`` with ``n_seq_max`` raised so one text's K label branches (plus T samples in
-    sampled mode) fit beside the prefix sequence; a :class:`ConfigError` saying which setting
-    to change when llama.cpp's limits do not allow it. Check this before any model loads."""
-    branches = n_labels + (llm.samples if llm.consistency == "sampled" else 0)
+    sampled mode, or the labels' aliases in exact mode) fit beside the prefix sequence; a
+    :class:`ConfigError` saying which setting to change when llama.cpp's limits do not allow
+    it. Check this before any model loads."""
+    branches = n_labels + (llm.samples if llm.consistency == "sampled" else n_aliases)
     needed = branches + 1
-    spellings = n_labels * ANSWER_SPELLINGS + 1  # exact consistency: each label's spellings, where they fit
+    spellings = n_labels * ANSWER_SPELLINGS + n_aliases + 1  # exact: each label's spellings, where they fit
     if llm.consistency == "exact" and llm.answer_spellings and needed < spellings <= min(MAX_SEQUENCES, llm.n_batch):
         needed = spellings
     if needed <= llm.n_seq_max:
         return llm
-    what = f"{n_labels} labels" + (f" and {llm.samples} samples" if llm.consistency == "sampled" else "")
+    what = f"{n_labels} labels" + (f" and {llm.samples} samples" if llm.consistency == "sampled"
+                                   else f" and {n_aliases} aliases" if n_aliases else "")
     _check(
         needed <= MAX_SEQUENCES,
         f"{what} need {needed} parallel sequences per text, more than llama.cpp's {MAX_SEQUENCES}; "
@@ -253,6 +268,16 @@ class ActiveLearningConfig:
     """Extra queries a round may make for rows the annotator abstained on (see molam.abstain_below)."""
     rounds: int = 10
     """Queries made; the model is trained rounds + 1 times (round r after r queries)."""
+    long_texts: str = "chunk"
+    """Texts longer than ``max_length`` tokens: ``chunk``: the embedding is the mean of the
+    text's chunks' (whole sentences, :mod:`mollia_edge.chunks`); ``truncate``: cut. The
+    ``top-layers`` classifier always reads the first ``max_length`` tokens."""
+    max_rounds: int = 30
+    """``--rounds auto``: at most this many rounds."""
+    stop_kappa: float = 0.99
+    """``--rounds auto`` stops when Cohen's kappa between consecutive rounds' labels for the
+    stop set reaches this for ``stop_window`` rounds in a row (Bloodgood & Vijay-Shanker 2009)."""
+    stop_window: int = 3
     learning_rate: float = 2e-4
     """AdamW learning rate of the trained encoder layers. The paper's 5e-5 fine-tunes all of
     DistilBERT; for the top layers of MiniLM alone 2e-4 measured best (TREC replay, oracle labels)."""
@@ -310,7 +335,8 @@ class ActiveLearningConfig:
 
     BOUNDS = {
         "round_seconds": "(0, 100000]", "pseudo_weight": "[0, 1]", "final_heads": "[1, 10]", "alpha": "(0, 1]", "lambda_start": "[0, 100]", "lambda_end": "[0, 100]", "seed_size": "[1, 1000000]",
-        "query_size": "[1, 1000000]", "top_up_queries": "[0, 1000]", "rounds": "[1, 10000]",
+        "query_size": "[1, 1000000]", "top_up_queries": "[0, 1000]", "rounds": "[1, 10000]", "max_rounds": "[1, 10000]",
+        "stop_kappa": "(0, 1]", "stop_window": "[1, 100]",
         "learning_rate": "(0, 1]", "top_layers": "[1, 6]", "length_buckets": "[0, 10000]",
         "head_learning_rate": "(0, 1]", "hidden": "[1, 8192]", "epochs": "[1, 10000]", "patience": "[1, 10000]",
         "head_patience": "[1, 10000]", "batch_size": "[1, 65536]", "validation_fraction": "(0, 1)",
@@ -325,6 +351,8 @@ class ActiveLearningConfig:
         return dataclasses.replace(self, **resolved) if resolved else self
 
     def __post_init__(self) -> None:
+        _check(self.long_texts in ("chunk", "truncate"),
+               f"al.long_texts must be 'chunk' or 'truncate', got {quoted(self.long_texts)}")
         check_bounds("al", self, self.BOUNDS)
         for name in ("negative_learning", "discrepancy_weighting"):
             value = getattr(self, name)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .agreement import annotator_report
+from .agreement import annotator_report, confusion_text
 from .al.annotators import LabelModelAnnotator, abstaining_labels, confidence_floor
 from .al.classifier import average_heads
 from .al.loop import (
@@ -52,6 +52,7 @@ from .al.loop import (
     run_active_learning,
     train_classifier,
 )
+from .al.stopping import StoppingRule, parse_llm_budget, stop_set
 from .config import MODEL_SETTINGS, SEED_MAX, Config, fit_sequences
 from .data import (
     check_label_set,
@@ -78,6 +79,7 @@ from .llm.residency import residency_plan
 from .randomness import derived_seed
 from .session import RowLabel, Session, open_session_store
 from .store import Store
+from .task import Task, load_task, with_task
 from .teaching import TeachingCheck, check_teaching
 from .text_annotator import embedding_model_proba, text_annotator_proba
 
@@ -106,7 +108,11 @@ class LabelJob:
     chat_format: str | None = None
     item: str = "text"
     strategy: str = "bemps"
-    rounds: int | None = None
+    rounds: int | str | None = None
+    """Active-learning rounds; ``"auto"``: until the classifier's predictions stabilise (at most
+    ``al.max_rounds``; :mod:`~mollia_edge.al.stopping`); None: ``al.rounds``."""
+    llm_budget: str | None = None
+    """What the loop's LLM annotation may cost: "N" texts or "Nm" minutes; None: no limit."""
     batch: int | None = None
     seed: int | None = None
     llm_sample: int = 500
@@ -125,6 +131,10 @@ class LabelJob:
     """Annotate on Ray (:mod:`mollia_edge.llm.cluster`): ``local`` or a cluster's address; None: in-process."""
     ray_actors: int = 2
     """Ray actors per model (each one model, ``llm.n_threads`` CPUs or 1)."""
+    task_file: Path | None = None
+    """The task file: the prompt's instruction, label descriptions and aliases, and the label
+    set when ``labels`` is None (:mod:`mollia_edge.task`); None: the paper's prompt with bare
+    label names."""
     annotate_ahead: bool = False
     """The paper's way: every row the LLM budget pays for is annotated by each model up front
     (one load per model), and the loop queries among those rows at no further LLM cost; False:
@@ -158,7 +168,11 @@ class LabelResult:
 
 # ---------------------------------------------------------------------------- input checks
 def _check_settings(job: LabelJob) -> tuple[int, int, int]:
-    rounds = job.config.al.rounds if job.rounds is None else job.rounds
+    rounds = job.config.al.rounds if job.rounds is None else job.config.al.max_rounds if job.rounds == "auto" \
+        else job.rounds
+    if not isinstance(rounds, int):
+        raise ConfigError(f"--rounds must be a whole number or auto, got {quoted(rounds)}")
+    parse_llm_budget(job.llm_budget)
     batch = job.config.al.query_size if job.batch is None else job.batch
     seed = job.config.seed if job.seed is None else job.seed
     if rounds < 0:
@@ -179,9 +193,12 @@ def _check_settings(job: LabelJob) -> tuple[int, int, int]:
     return rounds, batch, seed
 
 
-def _label_set(job: LabelJob, label_column: str | None, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+def _label_set(job: LabelJob, label_column: str | None, rows: Sequence[dict[str, Any]],
+               task: Task | None) -> tuple[str, ...]:
     if job.labels is not None:
         labels = check_label_set(job.labels)
+    elif task is not None:
+        labels = task.labels
     elif label_column is not None:
         values = {normalise_label(str(r.get(label_column))) for r in rows if r.get(label_column) not in (None, "")}
         labels = check_label_set(sorted(v for v in values if v))
@@ -245,6 +262,9 @@ class _Run:
     run_id: str = ""
     rounds: tuple[int, int] = (0, 0)
     """(rounds, batch) the loop ran."""
+    stopping: StoppingRule | None = None
+    encoder_long: dict[str, Any] | None = None
+    """Rows longer than the encoder reads at once, and how they were read."""
     classifier_choice: dict[str, Any] = field(default_factory=dict)
     classifier_inputs: tuple[str, Any, dict[str, Any]] | None = None
     """(mode, inputs, options) of the job's classifier, made once (top-layers: hidden states of every text)."""
@@ -302,8 +322,8 @@ def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | No
     for name, model_file in zip(prep.display, prep.resolved):
         chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
         llm = job.config.llm_for(name, model_file.spec.settings if model_file.spec else None)
-        models.append(PanelModel(name, model_file.path, PromptSpec(labels=prep.labels, item=job.item, chat_format=chat),
-                                 llm))
+        prompt = with_task(PromptSpec(labels=prep.labels, item=job.item, chat_format=chat), prep.task)
+        models.append(PanelModel(name, model_file.path, prompt, llm))
     return LLMPanel(models, prep.texts, job.config.llm, store, progress, max_resident=resident, remote=remote)
 
 
@@ -392,6 +412,8 @@ def _encode(run: _Run) -> None:
         progress("encoding", 0, run.n)
     run.encoder, run.x = encode_texts(run.job, run.prep.texts,
                                       (lambda d, t: progress("encoding", d, t)) if progress else None)
+    long = int(run.encoder.too_long(run.prep.texts).sum())
+    run.encoder_long = {"rows": long, "read": run.job.config.al.long_texts, "max_tokens": run.encoder.max_length}
     if progress:
         progress("encoding", run.n, run.n)
 
@@ -445,7 +467,7 @@ def _fit_label_model(run: _Run) -> None:
     if len(seed_rows):
         llms = slice(0, len(run.panel.models))
         run.llm_report = annotator_report(z[seed_pos, llms], c[seed_pos, llms], run.seed_label[seed_rows],
-                                          run.panel.names).as_dict()
+                                          run.panel.names, run.prep.labels).as_dict()
     run.sample_proba = sample_proba
 
 
@@ -482,19 +504,7 @@ def _active_learning(run: _Run) -> None:
     if len(init) < 2:
         raise DataError(f"{job.input}: fewer than 2 rows can start the classifier; add seed labels or raise the LLM sample")
     pool = np.union1d(init, run.sample) if job.annotate_ahead else np.arange(run.n)
-    if job.annotate_ahead:  # annotated already: the loop costs no LLM words
-        rounds, batch = run.prep.rounds, run.prep.batch
-    else:
-        rounds, batch = run.budget.rounds(run.prep.rounds, run.prep.batch, np.setdiff1d(pool, init))
-    if (rounds, batch) != (run.prep.rounds, run.prep.batch):
-        run.say(f"the LLM budget (llm.budget_words = {job.config.llm.budget_words}) pays for {rounds} round(s) of "
-                f"{batch} instead of {run.prep.rounds} of {run.prep.batch}")
-    free = len(pool) - len(init)
-    b = min(batch, free)
-    r = min(rounds, free // b) if b else 0
-    if (r, b) != (rounds, batch) and rounds > 0:
-        run.say(f"only {free} unlabelled row(s): active learning runs {r} round(s) of {b} instead of {rounds} of {batch}")
-    run.rounds = (r, b)
+    r, b = run.rounds = _loop_size(run, pool, init)
     run.labelled = LabelledSet(init, train_label[init], np.ones(len(init), np.float32), np.zeros((len(init), k), bool))
     run.run_id = al_run_id(run.session)
     mode, inputs, options = _classifier_inputs(run, len(init) + r * b)
@@ -507,12 +517,54 @@ def _active_learning(run: _Run) -> None:
     if run.progress:
         done = len(run.store.al_rounds(run.run_id))
         run.progress("rounds", done, r + 1)
-    run_active_learning(
+    run.stopping = _stopping_rule(run, pool)
+    results = run_active_learning(
         task, annotator, job.strategy, config=config, seed=run.prep.seed, seed_rows=init, mode=mode,
         init_layers=options.get("init_layers"), threads=job.threads, store=run.store, run_id=run.run_id,
         progress=(lambda m: run.progress("rounds", m.round + 1, r + 1)) if run.progress else None,
+        stopping=run.stopping,
     )
+    if results and results[-1].stopped:
+        run.rounds = (results[-1].round, b)
+        run.say(f"active learning stopped after round {results[-1].round} of at most {r}: {results[-1].stopped}")
+        if run.progress:
+            run.progress("rounds", r + 1, r + 1)
     run.abstained = add_recorded_labels(run.store, run.run_id, run.labelled)
+
+
+def _loop_size(run: _Run, pool: np.ndarray, init: np.ndarray) -> tuple[int, int]:
+    """(rounds, batch) the loop can run: what the settings ask, as far as the LLM budgets and
+    the unlabelled rows allow (each cut said)."""
+    job = run.job
+    if job.annotate_ahead:  # annotated already: the loop costs no LLM words
+        rounds, batch = run.prep.rounds, run.prep.batch
+    else:
+        rounds, batch = run.budget.rounds(run.prep.rounds, run.prep.batch, np.setdiff1d(pool, init))
+    if (rounds, batch) != (run.prep.rounds, run.prep.batch):
+        run.say(f"the LLM budget (llm.budget_words = {job.config.llm.budget_words}) pays for {rounds} round(s) of "
+                f"{batch} instead of {run.prep.rounds} of {run.prep.batch}")
+    texts, _ = parse_llm_budget(job.llm_budget)
+    if texts is not None and not job.annotate_ahead and rounds * batch > texts:
+        run.say(f"--llm-budget {texts} texts pays for {texts // batch} round(s) of {batch} instead of {rounds}")
+        rounds = texts // batch
+    free = len(pool) - len(init)
+    b = min(batch, free)
+    r = min(rounds, free // b) if b else 0
+    if (r, b) != (rounds, batch) and rounds > 0:
+        run.say(f"only {free} unlabelled row(s): active learning runs {r} round(s) of {b} instead of {rounds} of {batch}")
+    return r, b
+
+
+def _stopping_rule(run: _Run, pool: np.ndarray) -> StoppingRule | None:
+    """The loop's stopping rule: ``--rounds auto`` (stabilising predictions) and/or an
+    ``--llm-budget`` in minutes; None without either."""
+    _, minutes = parse_llm_budget(run.job.llm_budget)
+    auto = run.job.rounds == "auto"
+    if not auto and minutes is None:
+        return None
+    al = run.job.config.al
+    return StoppingRule(rows=stop_set(pool, derived_seed(run.prep.seed, 23)), n_classes=run.k,
+                        threshold=al.stop_kappa, window=al.stop_window, stable=auto, minutes=minutes)
 
 
 def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, Any]]:
@@ -606,6 +658,7 @@ class _Prepared:
     display: list[str]
     truth: list[str | None] | None
     """The gold column's labels (``None`` where empty), for the report only."""
+    task: Task | None
 
 
 def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
@@ -622,11 +675,13 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
         )
     if job.text_column == label_column:
         raise ConfigError(f"the text column and the label column are both {quoted(label_column)}; choose two columns")
-    labels = _label_set(job, label_column, rows)
+    task = load_task(job.task_file) if job.task_file else None
+    labels = _label_set(job, label_column, rows, task)
     table = texts_from_rows(job.input, columns, rows, job.text_column, label_column, labels)
     if len(table.texts) < 2:
         raise DataError(f"{job.input}: the file has 1 row; labelling needs at least 2 (the classifier trains on them)")
-    fit_sequences(job.config.llm, len(labels))  # too many labels for llama.cpp: now, not after the encoder
+    aliases = sum(map(len, task.aliases)) if task else 0
+    fit_sequences(job.config.llm, len(labels), aliases)  # too many labels for llama.cpp: now, not after the encoder
     input_seeds = {i: g for i, g in enumerate(table.gold or ()) if g is not None}
     truth = None
     if job.gold_column is not None:
@@ -647,13 +702,14 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
         inspect_gguf(model_file.path)
         resolved.append(model_file)
     for model_file in resolved:  # labels a prompt cannot tell apart, an unknown chat format: now, not later
-        PromptSpec(labels=labels, item=job.item,
-                   chat_format=model_file.spec.chat_format if model_file.spec else job.chat_format or "none")
+        with_task(PromptSpec(labels=labels, item=job.item,
+                             chat_format=model_file.spec.chat_format if model_file.spec else job.chat_format or "none"),
+                  task)
     display = [m.spec.name if m.spec else m.path.stem for m in resolved]
     if len(set(display)) != len(display):
         raise ConfigError(f"a model is listed twice: {quoted_list(display)}")
     return _Prepared(rounds, batch, seed, list(columns), list(rows), label_column, labels, list(table.texts),
-                     input_seeds, resolved, display, truth)
+                     input_seeds, resolved, display, truth, task)
 
 
 def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
@@ -666,6 +722,10 @@ def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:
         "batch": prep.batch, "seed": prep.seed, "llm_sample": job.llm_sample, "annotate_ahead": job.annotate_ahead,
         "review_threshold": job.review_threshold, "classifier": job.classifier,
         "config": dataclasses.asdict(job.config),
+        # only where set, so sessions opened before these options keep their ids
+        **({"rounds": "auto"} if job.rounds == "auto" else {}),
+        **({"llm_budget": job.llm_budget} if job.llm_budget else {}),
+        **({"task": _file_sha256(job.task_file)} if job.task_file else {}),
     }
     return Session.open(store, settings, _file_sha256(job.input), len(prep.texts), prep.labels)
 
@@ -717,7 +777,8 @@ def encode_texts(job: LabelJob, texts: Sequence[str],
     make_private_folder(cache_dir)
     cache = EmbeddingCache(cache_dir)
     cache.remove_partial_shards()  # the job holds the session's lock
-    encoder = Encoder(max_length=job.config.al.max_length, intra_op_threads=max(1, job.threads))
+    encoder = Encoder(max_length=job.config.al.max_length, intra_op_threads=max(1, job.threads),
+                      long_texts=job.config.al.long_texts)
     return encoder, encode_cached(encoder, texts, cache, progress=progress)
 
 
@@ -815,7 +876,9 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         "label_distribution": {label: distribution.get(label, 0) for label in labels},
         "label_sources": dict(sorted(Counter(current[i].source for i in range(n)).items())),
         "needs_review": int(sum(current[i].needs_review for i in range(n))), "rounds": r, "batch": b,
-        "truncated_for_llms": len(run.panel.truncated), "warnings": warnings,
+        "al_stop": _stop_report(run),
+        "truncated_for_llms": len(run.panel.truncated), "chunked_for_llms": len(run.panel.chunked),
+        "long_texts_for_encoder": run.encoder_long or None, "warnings": warnings,
         "seconds": {stage: round(s, 3) for stage, s in run.times.items()},
     }
     if run.prep.truth is not None:
@@ -823,6 +886,16 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         report["gold"] = _gold_quality(run.prep.truth, current, run.seed_rows, run.llm_rows[in_sample],
                                        run.votes[in_sample], run.panel.names, labels)
     return report
+
+
+def _stop_report(run: _Run) -> dict[str, Any] | None:
+    """The stopping rule's kappa per round and why the loop stopped (None without a rule)."""
+    if run.stopping is None:
+        return None
+    recorded = run.store.al_rounds(run.run_id) if run.run_id else []
+    return {"rule": "stabilising predictions" if run.stopping.stable else "LLM minutes",
+            "kappas": [m.get("stop_kappa") for m in recorded],
+            "stopped": next((m["stopped"] for m in recorded if m.get("stopped")), None)}
 
 
 def _teacher_why(run: _Run) -> str:
@@ -843,8 +916,9 @@ def _write_outputs(run: _Run, warnings: list[str]) -> LabelResult:
     """The labelled table, the classifier, the report and its summary, each written atomically."""
     job, prep, current = run.job, run.prep, run.current
     if run.panel.truncated:
-        run.say(f"{len(run.panel.truncated)} text(s) longer than {job.config.llm.max_text_tokens} tokens "
-                "were cut for the LLMs")
+        run.say(f"{len(run.panel.truncated)} text(s) were cut for the LLMs (llm.long_texts = "
+                f"{job.config.llm.long_texts!r}, llm.max_text_tokens = {job.config.llm.max_text_tokens}, "
+                f"llm.max_chunks = {job.config.llm.max_chunks})")
     out_columns = list(prep.columns) + [col for col in NEW_COLUMNS if col not in prep.columns]
     out_rows = []
     for i, row in enumerate(prep.rows):
@@ -930,12 +1004,14 @@ def _summary(report: dict[str, Any]) -> str:
         f"mollia-edge label: {report['rows']} rows, {len(report['labels'])} labels, "
         f"{report['seed_rows']} seed rows, label model {report['label_model']}",
         f"LLM-annotated rows: {report['llm_rows']} ({', '.join(report['models'])}); "
-        f"active learning: {report['rounds']} round(s) of {report['batch']}",
+        f"active learning: {report['rounds']} round(s) of {report['batch']}"
+        + (f" (stopped: {report['al_stop']['stopped']})" if (report.get("al_stop") or {}).get("stopped") else ""),
         f"abstained: {report['abstained_rows']} queried rows below confidence {report['abstain_below']:.3f} "
         "(for review, not trained on)",
     ]
     for model, accuracy in report["llm_accuracy_on_seeds"].items():
-        lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}")
+        confused = confusion_text(report["llm_agreement_on_seeds"][model].get("confused", []))
+        lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}" + (f"; confuses {confused}" if confused else ""))
     teacher = report["classifier_teacher"]
     lines.append(f"classifier learns from: {teacher['teacher']} ({teacher['why']})")
     residency = report["llm_residency"]

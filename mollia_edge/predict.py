@@ -200,6 +200,8 @@ class PredictResult:
     rows: int
     labels: dict[str, int]
     """Rows per predicted label, in the model's label order."""
+    cut: int = 0
+    """Rows longer than the model's ``max_length`` tokens: the classifier read their beginning."""
 
 
 def run_predict(job: PredictJob, progress: Progress | None = None) -> PredictResult:
@@ -229,4 +231,5 @@ def run_predict(job: PredictJob, progress: Progress | None = None) -> PredictRes
         })
     write_table_atomic(job.output, out_rows, out_columns, formula_guard=job.formula_guard)
     counts = Counter(labels[y] for y in best)
-    return PredictResult(job.output, len(rows), {label: counts.get(label, 0) for label in labels})
+    cut = sum(1 for e in classifier.tokenizer.encode_batch(list(table.texts)) if e.overflowing)
+    return PredictResult(job.output, len(rows), {label: counts.get(label, 0) for label in labels}, cut)

@@ -124,6 +124,9 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, row_index)
     );
     """,
+    """
+    ALTER TABLE llm_outputs ADD COLUMN chunks INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 
@@ -216,18 +219,19 @@ class Store:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 rows = self._db.execute(
-                    "SELECT text_sha256, label_logprob, consistency, invalid, answers, truncated "
+                    "SELECT text_sha256, label_logprob, consistency, invalid, answers, truncated, chunks "
                     "FROM llm_outputs WHERE model_sha256=? AND prompt_key=? "
                     f"AND text_sha256 IN ({','.join('?' * len(chunk))})",
                     (model_sha256, prompt_key, *chunk),
                 ).fetchall()
-                for text_sha, logprob, consistency, invalid, answers, truncated in rows:
+                for text_sha, logprob, consistency, invalid, answers, truncated, chunks in rows:
                     found[text_sha] = TextSignals(
                         label_logprob=np.frombuffer(logprob, dtype=np.float64).copy(),
                         consistency=np.frombuffer(consistency, dtype=np.float64).copy(),
                         invalid=invalid,
                         answers=tuple(json.loads(answers)),
                         truncated=bool(truncated),
+                        chunks=int(chunks),
                     )
         return found
 
@@ -245,6 +249,7 @@ class Store:
                 float(s.invalid),
                 json.dumps(list(s.answers)),
                 int(s.truncated),
+                int(s.chunks),
             )
             for text_sha, s in items
         ]
@@ -252,8 +257,8 @@ class Store:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO llm_outputs "
-                "(model_sha256, prompt_key, text_sha256, label_logprob, consistency, invalid, answers, truncated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "(model_sha256, prompt_key, text_sha256, label_logprob, consistency, invalid, answers, truncated, "
+                "chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self._db.execute("COMMIT")

@@ -98,7 +98,7 @@ def test_same_seed_same_answers_other_seed_other_answers(tiny_model_path, tmp_pa
 
 
 def test_long_text_is_cut_and_marked(tiny_model_path):
-    with _annotator(tiny_model_path, None, max_text_tokens=16) as annotator:
+    with _annotator(tiny_model_path, None, max_text_tokens=16, long_texts="truncate") as annotator:
         signals = annotator.annotate(["x" * 100, "short"])
         tokens, cut = annotator.prompt_tokens("x" * 100)
         reference, _ = annotator.prompt_tokens("")

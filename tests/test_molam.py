@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mollia_edge.agreement import annotator_report, cohen_kappa
+from mollia_edge.agreement import annotator_report, cohen_kappa, confusion_text
 from mollia_edge.calibration import expected_calibration_error, fit_temperature, temper
 from mollia_edge.errors import ConfigError, DataError
 from mollia_edge.molam import (
@@ -320,6 +320,23 @@ def test_annotator_report_and_kappa():
     b = np.array([0] * 20 + [1] * 5 + [0] * 10 + [1] * 15)
     assert cohen_kappa(a, b, 2) == pytest.approx(0.4)
     assert cohen_kappa(np.zeros(5, int), np.zeros(5, int), 2) == 1.0
+
+
+def test_annotator_report_names_the_label_pairs_each_model_confuses_most():
+    y = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    answered = y.copy()
+    answered[:6] = 2  # six "a" rows answered "c"
+    answered[10:12] = 0  # two "b" rows answered "a"
+    answered[20] = 1
+    scores = np.full((30, 1, 3), 0.1)
+    scores[np.arange(30), 0, answered] = 0.8
+    report = annotator_report(scores, scores, y, names=["m"], labels=["a", "b", "c"])
+    confused = report.as_dict()["m"]["confused"]
+    assert confused == [{"label": "a", "answered": "c", "rows": 6, "of": 10},
+                        {"label": "b", "answered": "a", "rows": 2, "of": 10},
+                        {"label": "c", "answered": "b", "rows": 1, "of": 10}]
+    assert confusion_text(confused[:1]) == "a as c 6/10"
+    np.testing.assert_array_equal(report.confusion[0].sum(axis=1), [10, 10, 10])
 
 
 def test_stack_weights_follow_the_candidates_that_predict_the_seeds():

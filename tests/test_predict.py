@@ -194,3 +194,14 @@ def refused(code: int, capsys, *words: str) -> None:
     assert code != 0 and len(lines) == 1 and lines[0].startswith("error:"), err
     for word in words:
         assert word in lines[0], err
+
+
+def test_rows_longer_than_the_classifier_reads_are_counted_aloud(job, tmp_path, capsys):
+    _, out, _ = job
+    model = out.with_name(out.name + ".classifier.onnx")
+    data = tmp_path / "long.csv"
+    data.write_text("text\nshort one\n" + " ".join(["a long review"] * 200) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert predict(model, data, tmp_path / "pred.csv") == 0
+    err = capsys.readouterr().err
+    assert "1 row(s) longer than the classifier reads at once" in err

@@ -20,7 +20,8 @@ from tui.app import LabelApp, tui_job
 from tui.review import ReviewScreen
 from tui.run import RunScreen
 from tui.seed import SeedScreen
-from tui.setup import SetupScreen
+from mollia_edge.task import load_task
+from tui.setup import SetupScreen, descriptions_text, parse_descriptions
 
 SIZE = (80, 24)
 
@@ -267,3 +268,24 @@ def test_the_form_chooses_annotating_ahead(tiny_model_path, tmp_path):
             return before, screen.job().annotate_ahead
 
     assert asyncio.run(choose()) == (False, True)
+
+
+def test_the_form_writes_the_label_descriptions_to_the_task_file_the_job_uses(job):
+    async def describe() -> LabelJob:
+        app = LabelApp(job, author="tester", setup=True)
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.pause()
+            app.screen.query_one("#setup-descriptions").focus()
+            await pilot.press(*"pos: liked it; neg: did not like it", "ctrl+o")
+            await ready(pilot)
+            assert isinstance(app.screen, SeedScreen)
+            return app.job
+
+    opened = asyncio.run(describe())
+    assert opened.task_file == Path("out.csv.task.toml")
+    task = load_task(opened.task_file)
+    assert task.labels == ("pos", "neg") and task.descriptions == ("liked it", "did not like it")
+    assert descriptions_text(opened.task_file) == "pos: liked it; neg: did not like it"
+    assert parse_descriptions("a: x;; b:") == [("a", "x"), ("b", "")]
+    with pytest.raises(ValueError, match="label: description"):
+        parse_descriptions("no colon here")

@@ -10,6 +10,8 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from mollia_edge.agreement import confusion_text
+
 from .widgets import NavBar
 
 
@@ -61,11 +63,12 @@ class ModelsScreen(Screen[None]):
         note.update(f"on {report['seed_rows']} labelled rows (latest run; {report['human_rows']} by people)")
         shots = report.get("shots") or {}
         table.add_columns("#", "model", "shots", "acc scores", "acc samples",
-                          *(f"kappa #{i + 1}" for i in range(len(names))))
+                          *(f"kappa #{i + 1}" for i in range(len(names))), "confuses most (seed rows)")
         for i, (name, values) in enumerate(agreement.items()):
             kappas = [("-" if other == name else f"{values['kappa'][other]:.2f}") for other in names]
             table.add_row(str(i + 1), name, shots_cell(shots.get(name)), f"{values['accuracy_scores']:.3f}",
-                          f"{values['accuracy_samples']:.3f}", *kappas)
+                          f"{values['accuracy_samples']:.3f}", *kappas,
+                          confusion_text(values.get("confused", [])[:2]) or "-")
 
     def show_speed(self, report: dict[str, Any]) -> None:
         table = self.query_one("#speed-table", DataTable)

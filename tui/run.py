@@ -144,11 +144,14 @@ def done_message(result: LabelResult) -> str:
 
 def round_curves(store: Store, run_id: str, labels: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
     """(round, value) points: the share of queried rows where the classifier agreed with the
-    label model ('agree'), and each label's share of the queried rows."""
-    curves: dict[str, list[tuple[int, float]]] = {"agree": [], **{label: [] for label in labels}}
+    label model ('agree'), each label's share of the queried rows, and with ``--rounds auto``
+    the stopping rule's kappa between consecutive rounds ('stable')."""
+    curves: dict[str, list[tuple[int, float]]] = {"agree": [], **{label: [] for label in labels}, "stable": []}
     for metrics in store.al_rounds(run_id):
         if metrics["queried"]:
             curves["agree"].append((metrics["round"], 1 - metrics["disagreed"] / metrics["queried"]))
+        if metrics.get("stop_kappa") is not None:
+            curves["stable"].append((metrics["round"], max(0.0, metrics["stop_kappa"])))
     per_round: dict[int, Counter[int]] = {}
     for _, round_number, label, _, _ in store.al_labels(run_id):
         if label >= 0:  # -1: a row the label model abstained on

@@ -23,8 +23,10 @@ from mollia_edge.label import JobSession, LabelJob, open_job_session
 
 FIELDS = (("input", "input file"), ("output", "output file"), ("text_column", "text column"),
           ("label_column", "label column"), ("labels", "labels"), ("rounds", "rounds"), ("batch", "batch"),
-          ("llm_sample", "LLM sample"))
+          ("llm_sample", "LLM sample"), ("task_file", "task file"), ("descriptions", "descriptions"))
 NUMBERS = {"rounds", "batch", "llm_sample"}
+WORDS = {"rounds": "auto"}
+"""Number fields that also take a word: ``--rounds auto``."""
 ANNOTATION = [("per round: a sample, then each round's queries", "per round"),
               ("ahead: every row the budget pays for, up front (big GPUs)", "ahead")]
 
@@ -59,15 +61,50 @@ def whole_number(text: str, title: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{title} must be a whole number") from None
+        also = f" or {WORDS[title]}" if title in WORDS else ""
+        raise ValueError(f"{title} must be a whole number{also}") from None
+
+
+PLACEHOLDERS = {"input": "a CSV, TSV, JSONL or Parquet file",
+                "task_file": "TOML: instruction, label descriptions (default: OUTPUT.task.toml)",
+                "descriptions": "pos: the reviewer liked it; neg: ... (written to the task file)"}
 
 
 def text_value(job: LabelJob, name: str) -> str:
     """The job's setting as the form shows it ('' for none)."""
     if name == "labels":
         return ",".join(job.labels or ())
+    if name == "descriptions":
+        return descriptions_text(job.task_file)
     value = getattr(job, name)
     return "" if value is None or value == Path("") else str(value)
+
+
+def parse_descriptions(text: str) -> list[tuple[str, str]]:
+    """"pos: liked it; neg: did not" -> [("pos", "liked it"), ("neg", "did not")]; a
+    :class:`ValueError` naming the part without a label."""
+    pairs = []
+    for part in (p.strip() for p in text.split(";")):
+        label, colon, description = part.partition(":")
+        if not part:
+            continue
+        if not colon or not label.strip():
+            raise ValueError(f"label descriptions: write 'label: description' separated by ';' (got {part[:30]!r})")
+        pairs.append((label.strip(), description.strip()))
+    return pairs
+
+
+def descriptions_text(task_file: Path | None) -> str:
+    """The task file's label descriptions as the form shows them ('' without a readable file)."""
+    from mollia_edge.task import load_task
+
+    if task_file is None or not task_file.is_file():
+        return ""
+    try:
+        task = load_task(task_file)
+    except MolliaError:
+        return ""
+    return "; ".join(f"{label}: {text}" for label, text in zip(task.labels, task.descriptions))
 
 
 class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
@@ -93,8 +130,8 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
                 with Horizontal(classes="setup-row"):
                     yield Label(title, classes="setup-label")
                     yield Input(text_value(self.draft, name), id=f"setup-{name}", compact=True,
-                                type="integer" if name in NUMBERS else "text",
-                                placeholder="default" if name != "input" else "a CSV, TSV, JSONL or Parquet file")
+                                type="integer" if name in NUMBERS - set(WORDS) else "text",
+                                placeholder=PLACEHOLDERS.get(name, "default"))
             with Horizontal(classes="setup-row"):
                 yield Label("strategy", classes="setup-label")
                 yield Select([(s, s) for s in STRATEGIES], value=self.draft.strategy, allow_blank=False,
@@ -116,9 +153,11 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
     def job(self) -> LabelJob:
         """The job the form describes; a :class:`ValueError` naming a bad field."""
         values: dict[str, object] = {}
-        for name, title in FIELDS:
+        for name, title in FIELDS[:-1]:
             text = self.query_one(f"#setup-{name}", Input).value.strip()
-            if name in NUMBERS:
+            if name in WORDS and text.lower() == WORDS[name]:
+                values[name] = WORDS[name]
+            elif name in NUMBERS:
                 values[name] = whole_number(text, title) if text else getattr(self.draft, name)
             elif name == "labels":
                 values[name] = tuple(part.strip() for part in text.split(",") if part.strip()) or None
@@ -129,6 +168,7 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         values["input"] = Path(str(values["input"]))
         values["output"] = Path(str(values["output"])) if values["output"] else default_output(values["input"])
         values["text_column"] = values["text_column"] or "text"
+        values["task_file"] = Path(str(values["task_file"])) if values["task_file"] else None
         models = self.query_one(SelectionList).selected
         if not models:
             raise ValueError("select at least one model")
@@ -140,11 +180,26 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
     def action_open(self) -> None:
         try:
             job = self.job()
-        except ValueError as exc:
+            job = self.write_task(job, self.query_one("#setup-descriptions", Input).value)
+        except (ValueError, MolliaError) as exc:
             self.query_one("#setup-status", Static).update(Text(f"error: {exc}"))
             return
         self.query_one("#setup-status", Static).update("opening the session (checking the input and models)...")
         self.open_session(job)
+
+    def write_task(self, job: LabelJob, text: str) -> LabelJob:
+        """The descriptions typed in the form, written to the job's task file (OUTPUT.task.toml
+        when none is named); the job unchanged when the field is empty or says what the file says."""
+        if not text.strip() or text.strip() == descriptions_text(job.task_file):
+            return job
+        from mollia_edge.files import atomic_write_text
+        from mollia_edge.task import load_task, task_toml
+
+        pairs = parse_descriptions(text)
+        path = job.task_file or job.output.with_name(job.output.name + ".task.toml")
+        item = load_task(path).item if job.task_file and job.task_file.is_file() else None
+        atomic_write_text(path, task_toml([label for label, _ in pairs], [d for _, d in pairs], item=item))
+        return dataclasses.replace(job, task_file=path)
 
     @work(thread=True, exclusive=True)
     def open_session(self, job: LabelJob) -> tuple[LabelJob, JobSession] | str:

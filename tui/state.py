@@ -64,7 +64,8 @@ def job_record(job: LabelJob) -> dict[str, Any]:
     """The job's settings as JSON values, paths made absolute."""
     record = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
     record.update(input=str(job.input.resolve()), output=str(job.output.resolve()),
-                  session=str(job.session_path.resolve()), config=dataclasses.asdict(job.config))
+                  session=str(job.session_path.resolve()), config=dataclasses.asdict(job.config),
+                  task_file=str(job.task_file.resolve()) if job.task_file else None)
     return record
 
 
@@ -78,7 +79,8 @@ def saved_job(session_path: Path) -> LabelJob:
     if "mode" in values:  # saved before the classifier became a choice of the job
         values.setdefault("classifier", values.pop("mode"))
     values.update(input=Path(record["input"]), output=Path(record["output"]), session=Path(record["session"]),
-                  config=config_from_dict(record["config"]))
+                  config=config_from_dict(record["config"]),
+                  task_file=Path(record["task_file"]) if record.get("task_file") else None)
     return LabelJob(**values)
 
 

@@ -37,6 +37,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from tokenizers import Encoding, Tokenizer
 
+from ..chunks import chunk_spans, pack_chunks
 from ..data import text_sha256
 from ..errors import ConfigError, DataError, ModelError
 from ..files import atomic_write, make_private_folder, remove_matching
@@ -288,8 +289,15 @@ class Encoder:
         max_length: int = 128,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 2,
+        long_texts: str = "truncate",
     ) -> None:
-        """``max_length`` counts tokens with [CLS] and [SEP]; longer texts are truncated."""
+        """``max_length`` counts tokens with [CLS] and [SEP]; a longer text is truncated, or with
+        ``long_texts="chunk"`` its embedding is the mean of its chunks' (whole sentences packed
+        up to ``max_length``, :mod:`mollia_edge.chunks`). Hidden states (the ``top-layers``
+        classifier's input) are always truncated."""
+        if long_texts not in ("chunk", "truncate"):
+            raise ConfigError(f"encoder long_texts must be 'chunk' or 'truncate', not {long_texts!r}")
+        self.long_texts = long_texts
         if not 2 <= max_length <= MAX_POSITIONS:
             raise ConfigError(f"encoder max_length must be 2..{MAX_POSITIONS}, not {max_length}")
         if intra_op_threads < 1:
@@ -300,6 +308,8 @@ class Encoder:
         self._threads = intra_op_threads
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else encoder_files_dir() / TOKENIZER_FILE
         self._tokenizer = load_tokenizer(self.tokenizer_path, max_length)
+        self._counter = load_tokenizer(self.tokenizer_path, max_length)
+        self._counter.no_truncation()
         self._session = self._new_session(str(self.model_path))
         self._output = self._session.get_outputs()[0].name
         self._prefix_sessions: dict[int, ort.InferenceSession] = {}
@@ -334,6 +344,24 @@ class Encoder:
                 raise DataError(f"text {position} is a {type(text).__name__}, not a string; check the text column")
         return self._tokenizer.encode_batch(list(texts))
 
+    def too_long(self, texts: Sequence[str]) -> np.ndarray:
+        """Shape (n,) bool: texts with more than ``max_length`` tokens ([CLS] and [SEP] included)."""
+        self.tokenize(texts)  # the same checks
+        return np.array([len(e.ids) > self.max_length for e in self._counter.encode_batch(list(texts))], dtype=bool)
+
+    def _pieces(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+        """What the model reads: each text, or its chunks when it is too long and ``long_texts``
+        is ``chunk``; and the number of pieces per text."""
+        if self.long_texts != "chunk":
+            return list(texts), [1] * len(texts)
+        count = lambda piece: len(self._counter.encode(piece, add_special_tokens=False).ids)  # noqa: E731
+        pieces, counts = [], []
+        for text, long in zip(texts, self.too_long(texts)):
+            chunks = pack_chunks(text, count, self.max_length - 2) if long else [text]
+            pieces.extend(chunks)
+            counts.append(len(chunks))
+        return pieces, counts
+
     def encode(
         self,
         texts: Sequence[str],
@@ -342,15 +370,22 @@ class Encoder:
         normalize: bool = True,
     ) -> np.ndarray:
         """Sentence embeddings (n, 384) float32 in input order: token vectors mean-pooled over the
-        attention mask, then L2-normalised when ``normalize`` (as sentence-transformers does)."""
-        embeddings = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        attention mask, then L2-normalised when ``normalize`` (as sentence-transformers does); a
+        chunked text's is the mean of its chunks', normalised again."""
+        pieces, counts = self._pieces(texts)
+        embeddings = np.zeros((len(pieces), self.dimension), dtype=np.float32)
         done = 0
-        for rows, feed in token_batches(self.tokenize(texts), batch_size):
+        for rows, feed in token_batches(self.tokenize(pieces), batch_size):
             hidden = self._session.run([self._output], feed)[0]
             embeddings[rows] = mean_pool(hidden, feed["attention_mask"])
             done += len(rows)
             if progress:
-                progress(done, len(texts))
+                progress(done, len(pieces))
+        if normalize:
+            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        if len(pieces) == len(texts):
+            return embeddings
+        embeddings = np.stack([embeddings[span].mean(axis=0) for span in chunk_spans(counts)]).astype(np.float32)
         if normalize:
             embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         return embeddings
@@ -446,8 +481,10 @@ class EmbeddingCache:
 
 
 def cache_namespace(encoder: Encoder, normalize: bool) -> str:
-    """Cache folder for one encoder file and settings: ``<model sha256>-len<max_length>-<unit|raw>``."""
-    return f"{encoder.sha256}-len{encoder.max_length}-{'unit' if normalize else 'raw'}"
+    """Cache folder for one encoder file and settings: ``<model sha256>-len<max_length>-<unit|raw>``
+    (``-chunked`` after it when long texts are read in chunks)."""
+    chunked = "-chunked" if encoder.long_texts == "chunk" else ""
+    return f"{encoder.sha256}-len{encoder.max_length}-{'unit' if normalize else 'raw'}{chunked}"
 
 
 def encode_cached(

@@ -39,6 +39,7 @@ from ..randomness import derived_seed
 from ..store import Store
 from .annotators import Annotator
 from .classifier import MODES, OnnxClassifier
+from .stopping import StoppingRule
 from .strategies import make_strategy
 
 _SET_ELSEWHERE = {
@@ -101,6 +102,11 @@ class RoundMetrics:
     annotate_seconds: float
     abstained: int = 0
     """Rows the annotator abstained on this round (set aside; the query was topped up)."""
+    stop_kappa: float | None = None
+    """With a stopping rule: Cohen's kappa between this round's and the previous round's labels
+    for the stop set (:mod:`~mollia_edge.al.stopping`)."""
+    stopped: str | None = None
+    """Why the loop stopped after this round, before ``rounds`` (None: it went on or ran out)."""
 
 
 def negative_learning_weight(round_number: int, config: ActiveLearningConfig) -> float:
@@ -452,6 +458,7 @@ def run_active_learning(
     store: Store | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
+    stopping: StoppingRule | None = None,
 ) -> list[RoundMetrics]:
     """Run Algorithm 1 for rounds 0..``config.rounds`` and return each round's metrics.
 
@@ -461,7 +468,8 @@ def run_active_learning(
     ``classifier_options`` (further :class:`OnnxClassifier` settings, e.g. ``dropout``).
     With a ``store`` the run is recorded under ``run_id`` (default: a hash of every setting and
     a fingerprint of the data); recorded rounds are returned as they are and the run goes on
-    after them. Everything is deterministic for a given ``seed``.
+    after them. Everything is deterministic for a given ``seed``. With ``stopping`` the loop
+    ends after the round where its rule says so (a resumed run starts its kappas afresh).
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -490,6 +498,10 @@ def run_active_learning(
         store.begin_al_run(run_id, settings)
         results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
         set_aside = add_recorded_labels(store, run_id, labelled)
+        if any(m.stopped for m in results):
+            return results
+        if stopping is not None:
+            stopping.spend(sum(m.annotate_seconds for m in results))
 
     for round_number in range(len(results), config.rounds + 1):
         started = time.perf_counter()
@@ -503,12 +515,17 @@ def run_active_learning(
         f1 = _test_f1(clf, task)
         evaluate_seconds = time.perf_counter() - started
 
+        kappa = stopping.observe(clf.predict(task.inputs[stopping.rows])) if stopping is not None else None
+        stopped = stopping.reason() if stopping is not None and round_number < config.rounds else None
         batch = _Batch.empty(task.n_classes)
-        if round_number < config.rounds:
+        if round_number < config.rounds and not stopped:
             batch = _query_batch(query, clf, task, labelled, set_aside, annotator, config)
+            if stopping is not None:
+                stopping.spend(batch.annotate_seconds)
         negatives, weights, disagree = _weigh_batch(clf, task, batch, config)
-        metrics = _round_metrics(round_number, len(labelled.rows), clf, batch, negatives, weights, disagree, gold,
-                                 config, f1, (train_seconds, evaluate_seconds))
+        metrics = dataclasses.replace(
+            _round_metrics(round_number, len(labelled.rows), clf, batch, negatives, weights, disagree, gold,
+                           config, f1, (train_seconds, evaluate_seconds)), stop_kappa=kappa, stopped=stopped)
         if store is not None:
             _record_round(store, run_id, metrics, batch, weights, negatives)
         labelled.add(batch.rows, batch.positive, weights, negatives)
@@ -516,4 +533,6 @@ def run_active_learning(
         results.append(metrics)
         if progress is not None:
             progress(metrics)
+        if stopped:
+            break
     return results

@@ -103,7 +103,8 @@ def _measure(request: dict[str, Any]) -> dict[str, float]:
     prompt_fields = request["prompt"]
     prompt = PromptSpec(
         **{**prompt_fields, "labels": tuple(prompt_fields["labels"]),
-           "demonstrations": tuple(tuple(d) for d in prompt_fields["demonstrations"])}
+           "demonstrations": tuple(tuple(d) for d in prompt_fields["demonstrations"]),
+           "descriptions": tuple(prompt_fields["descriptions"]), "aliases": tuple(map(tuple, prompt_fields["aliases"]))}
     )
     llm = LLMConfig(**request["llm"])
     started = time.perf_counter()

@@ -30,6 +30,7 @@ from ..llm.catalog import inspect_gguf, load_catalog
 from ..llm.prompts import PromptSpec, draw_demonstrations
 from ..llm.signals import AnnotationSignals
 from ..store import Store
+from ..task import Task, with_task
 from .frontier import Levels, best_under_budget, evaluate_combinations, pareto_front
 from .ladder import LadderSource, LadderStep, build_ladder, find_source, level_name, plan_ladder
 from .measure import Measurement, measure_file
@@ -61,6 +62,8 @@ class QuantBenchRequest:
     budget_gb: float | None = None
     bench: QuantBenchConfig = field(default_factory=QuantBenchConfig)
     config: Config = field(default_factory=Config)
+    task: Task | None = None
+    """The task file's wording of the prompt (:mod:`mollia_edge.task`)."""
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,8 @@ def _bench_model(
     steps = plan_ladder(source, quants, load_catalog().directory)
     threads = llm.n_threads or os.cpu_count() or 1
     hashes = build_ladder(source, steps, store, threads, _stage(progress, f"ladder {source.name}"))
-    prompt = PromptSpec(labels=data.labels, item=request.item, chat_format=source.chat_format,
-                        demonstrations=demonstrations)
+    prompt = with_task(PromptSpec(labels=data.labels, item=request.item, chat_format=source.chat_format,
+                                  demonstrations=demonstrations), request.task)
     timing = [data.texts[i] for i in data.eval_rows[: bench.timing_texts]]
     measured = _measure_files(source.name, steps, prompt, request, store.path, data.texts, timing, progress)
     cells: dict[str, dict[str, Any]] = {}

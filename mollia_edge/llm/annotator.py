@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ANSWER_SPELLINGS, LLMConfig, fit_sequences
+from ..chunks import pack_chunks
 from ..data import text_sha256
 from ..errors import ConfigError, ModelError
 from ..store import Store
@@ -18,7 +19,7 @@ from .catalog import file_sha256
 from .engine import ENGINE_VERSION, JobResult, LlamaEngine, ScoringJob
 from .prompts import PromptSpec
 from .scoring import answer_shares, answer_variants, normalise_answer
-from .signals import AnnotationSignals, TextSignals
+from .signals import AnnotationSignals, TextSignals, combine_chunks
 
 Progress = Callable[[int, int], None]
 """Called with (texts done, texts to do) as work advances."""
@@ -41,7 +42,7 @@ class LLMAnnotator:
     ) -> None:
         self.model_path = Path(model_path)
         self.prompt = prompt
-        self.llm = fit_sequences(llm or LLMConfig(), len(prompt.labels))
+        self.llm = fit_sequences(llm or LLMConfig(), len(prompt.labels), _alias_count(prompt))
         self.store = store
         self.engine: LlamaEngine | None = None
         self._prompt_applied = False
@@ -87,6 +88,8 @@ class LLMAnnotator:
             "temperature": llm.temperature,
             "top_p": llm.top_p,
         }
+        if llm.chunk_combine != "mean":  # keys of outputs stored before chunking stay valid
+            settings["chunk_combine"] = llm.chunk_combine
         if llm.consistency == "sampled":
             settings |= {"samples": llm.samples, "max_new_tokens": llm.max_new_tokens, "seed": llm.seed}
         elif llm.answer_spellings:
@@ -108,6 +111,7 @@ class LLMAnnotator:
         """Signals for every text, in input order; cached texts are not evaluated again."""
         hashes = [text_sha256(t) for t in texts]
         found = self.store.llm_outputs(self.model_sha256, self.prompt_key, hashes) if self.store else {}
+        found = {h: s for h, s in found.items() if self._reads_as_now(s)}
         todo = {h: t for h, t in zip(hashes, texts) if h not in found}
         done = len(set(hashes)) - len(todo)
         if progress:
@@ -148,16 +152,19 @@ class LLMAnnotator:
         ]
         if any(not tokens for tokens in self._continuations):
             raise ConfigError("a label tokenizes to nothing with this model")
-        self._variant_of: list[int] = []  # exact consistency: each extra spelling's label
+        self._variant_of: list[int] = []  # exact consistency: each extra spelling's label (aliases too)
         self._variants: list[list[int]] = []
-        if (self.llm.consistency == "exact" and self.llm.answer_spellings
-                and self.llm.n_seq_max > len(self.prompt.labels) * ANSWER_SPELLINGS):
-            for k, label in enumerate(self.prompt.labels):
-                for text in answer_variants(label)[1:]:
-                    tokens = self.engine.tokenize_continuation(self.prompt.answer(text))
-                    if tokens and tokens not in self._continuations and tokens not in self._variants:
-                        self._variants.append(tokens)
-                        self._variant_of.append(k)
+        if self.llm.consistency != "exact":
+            return
+        spellings = (self.llm.answer_spellings
+                     and self.llm.n_seq_max > len(self.prompt.labels) * ANSWER_SPELLINGS + _alias_count(self.prompt))
+        for k, label in enumerate(self.prompt.labels):
+            aliases = self.prompt.aliases[k] if self.prompt.aliases else ()
+            for text in (answer_variants(label)[1:] if spellings else []) + list(aliases):
+                tokens = self.engine.tokenize_continuation(self.prompt.answer(text))
+                if tokens and tokens not in self._continuations and tokens not in self._variants:
+                    self._variants.append(tokens)
+                    self._variant_of.append(k)
 
     def prompt_tokens(self, text: str) -> tuple[list[int], bool]:
         """The prompt's tokens for ``text`` and whether the text was cut to ``max_text_tokens``.
@@ -183,32 +190,64 @@ class LLMAnnotator:
         self._engine()
         return self._continuations
 
-    def _jobs(self, texts: Sequence[str], hashes: Sequence[str]) -> tuple[list[ScoringJob], list[bool]]:
-        """The engine's job for each text (sampling seeded by the text's hash) and whether it was cut."""
+    def _reads_as_now(self, stored: TextSignals) -> bool:
+        """Whether a stored output was read as this annotator reads the text now: a text that
+        was cut is read again in chunks, and a chunked one again when texts are cut."""
+        if self.llm.long_texts == "chunk":
+            return not (stored.truncated and stored.chunks == 1)
+        return stored.chunks == 1
+
+    def _pieces(self, text: str) -> tuple[list[str], bool]:
+        """The parts of ``text`` the model reads, each within ``max_text_tokens`` once
+        :meth:`prompt_tokens` has its way (the text itself unless it is chunked), and whether
+        some of it is cut."""
+        engine = self._engine()
+        budget = self.llm.max_text_tokens
+        if self.llm.long_texts == "truncate" or len(engine.tokenize(text)) <= budget:
+            return [text], False
+        chunks = pack_chunks(text, lambda piece: len(engine.tokenize(piece)), budget)
+        return chunks[: self.llm.max_chunks], len(chunks) > self.llm.max_chunks
+
+    def _jobs(self, texts: Sequence[str], hashes: Sequence[str]) -> tuple[list[ScoringJob], list[bool], list[int]]:
+        """The engine's jobs, one per chunk of each text (sampling seeded by the text's hash and
+        the chunk's place), whether each text was cut, and its number of jobs."""
         sampled = self.llm.consistency == "sampled"
-        prompts = [self.prompt_tokens(t) for t in texts]
-        jobs = [
-            ScoringJob(
-                prompt_tokens=tokens,
-                continuations=self._continuations + self._variants,
-                n_samples=self.llm.samples if sampled else 0,
-                seed=_sampling_seed(self.llm.seed, h),
-                want_stop=not sampled,
-            )
-            for (tokens, _), h in zip(prompts, hashes)
-        ]
-        return jobs, [cut for _, cut in prompts]
+        jobs, cuts, counts = [], [], []
+        for text, h in zip(texts, hashes):
+            pieces, cut = self._pieces(text)
+            for i, piece in enumerate(pieces):
+                tokens, piece_cut = self.prompt_tokens(piece)
+                cut = cut or piece_cut
+                jobs.append(ScoringJob(
+                    prompt_tokens=tokens,
+                    continuations=self._continuations + self._variants,
+                    n_samples=self.llm.samples if sampled else 0,
+                    seed=_sampling_seed(self.llm.seed, h if i == 0 else f"{h}:{i}"),
+                    want_stop=not sampled,
+                ))
+            cuts.append(cut)
+            counts.append(len(pieces))
+        return jobs, cuts, counts
 
     def _max_new_tokens(self) -> int:
         return max(self.llm.max_new_tokens, max(len(c) for c in self._continuations + self._variants) + 1)
 
     def group_sizes(self, texts: Sequence[str], hashes: Sequence[str]) -> list[int]:
-        """How ``texts`` are cut into groups that share batches (sizes, in order): a function of
-        the texts, the model and the prompt (:meth:`LlamaEngine.group_sizes`)."""
+        """How ``texts`` are cut into groups that share batches (sizes in texts, in order; a
+        long text whose chunks fill several groups counts in the last): a function of the
+        texts, the model and the prompt (:meth:`LlamaEngine.group_sizes`)."""
         if not texts:
             return []
         engine = self._engine()
-        return engine.group_sizes(self._jobs(texts, hashes)[0], self._max_new_tokens())
+        jobs, _, counts = self._jobs(texts, hashes)
+        ends = np.cumsum(counts)  # each text's last job, + 1
+        sizes, done = [], 0
+        for end in np.cumsum(engine.group_sizes(jobs, self._max_new_tokens(), counts)):
+            finished = int(np.searchsorted(ends, end, side="right"))
+            if finished > done:
+                sizes.append(finished - done)
+                done = finished
+        return sizes
 
     def _evaluate_groups(self, texts: Sequence[str], hashes: Sequence[str]) -> Iterator[list[TextSignals]]:
         """Signals of ``texts``, in order, one list per group of texts that shared the batches
@@ -220,13 +259,20 @@ class LLMAnnotator:
             yield from self.remote.evaluate_groups(self.prompt, texts, hashes)
             return
         engine = self._engine()
-        jobs, cuts = self._jobs(texts, hashes)
+        jobs, cuts, counts = self._jobs(texts, hashes)
         groups = engine.run_groups(jobs, temperature=self.llm.temperature, top_p=self.llm.top_p,
-                                   max_new_tokens=self._max_new_tokens())
-        start = 0
+                                   max_new_tokens=self._max_new_tokens(), units=counts)
+        waiting: list[JobResult] = []  # results of the texts not finished yet, in order
+        text = 0
         for results in groups:
-            yield [self._signals(r, cut) for r, cut in zip(results, cuts[start : start + len(results)])]
-            start += len(results)
+            waiting.extend(results)
+            finished = []
+            while text < len(counts) and len(waiting) >= counts[text]:
+                parts = [self._signals(r, cuts[text]) for r in waiting[: counts[text]]]
+                finished.append(combine_chunks(parts, self.llm.chunk_combine))
+                del waiting[: counts[text]]
+                text += 1
+            yield finished
 
     def evaluate(self, texts: Sequence[str], hashes: Sequence[str]) -> list[TextSignals]:
         """Signals of ``texts`` (a run of whole groups), in order, not stored (a remote worker's call)."""
@@ -248,7 +294,7 @@ class LLMAnnotator:
                 truncated=cut,
             )
         answers = tuple(self._answer_text(tokens) for tokens in result.samples)
-        shares, invalid = answer_shares(answers, self.prompt.labels)
+        shares, invalid = answer_shares(answers, self.prompt.labels, self.prompt.answer_index())
         return TextSignals(
             label_logprob=result.label_logprob[:k],
             consistency=shares,
@@ -263,6 +309,10 @@ class LLMAnnotator:
         unfinished = bool(tokens) and tokens[-1] is None
         text = self.engine.detokenize([t for t in tokens if t is not None]).split("\n")[0]
         return normalise_answer(text) + (_CUT_MARK if unfinished else "")
+
+
+def _alias_count(prompt: PromptSpec) -> int:
+    return sum(len(names) for names in prompt.aliases)
 
 
 def _sampling_seed(seed: int, text_hash: str) -> int:

@@ -344,6 +344,7 @@ class LlamaEngine:
         temperature: float,
         top_p: float,
         max_new_tokens: int,
+        units: Sequence[int] | None = None,
     ) -> Iterator[list[JobResult]]:
         """:meth:`run`, yielding the results of each group of jobs that shared the batches.
 
@@ -352,37 +353,57 @@ class LlamaEngine:
         boundary make the same groups whatever came before it. A job's log-probabilities
         depend on its group mates (by float rounding, which the starter models amplify to up
         to 0.7 in a log-probability), so a caller that stores each group as it comes and
-        resumes with the rest gets the numbers of an uninterrupted run.
+        resumes with the rest gets the numbers of an uninterrupted run. ``units``: jobs that
+        belong together (a long text's chunks), kept in one group where they fit in one.
         """
         start = 0
-        for size in self.group_sizes(jobs, max_new_tokens):
+        for size in self.group_sizes(jobs, max_new_tokens, units):
             yield self._run_group(jobs[start : start + size], temperature, top_p, max_new_tokens)
             start += size
 
-    def group_sizes(self, jobs: Sequence[ScoringJob], max_new_tokens: int) -> list[int]:
-        """How :meth:`run_groups` cuts ``jobs`` into groups (their sizes, in order), greedily by
-        the budget of KV cells and sequences; every job checked before any runs."""
+    def group_sizes(self, jobs: Sequence[ScoringJob], max_new_tokens: int,
+                    units: Sequence[int] | None = None) -> list[int]:
+        """How :meth:`run_groups` cuts ``jobs`` into groups (their sizes in jobs, in order),
+        greedily by the budget of KV cells and sequences, a unit of jobs (``units``: jobs per
+        unit, default one each) whole where it fits one group, else alone in groups of its own;
+        every job checked before any runs."""
         budget = self.n_ctx - len(self._prefix) - 8
-        group_budget = min(budget, self.group_cells)
+        limits = (min(budget, self.group_cells), self.n_seq_max - 1)
+        costs = [self._job_cost(job, max_new_tokens, budget) for job in jobs]
         sizes: list[int] = []
-        size = cells = branches = 0
-        for job in jobs:
-            need, seqs = self._cells_needed(job, max_new_tokens), self._branch_count(job)
-            if need > budget or seqs > self.n_seq_max - 1:
-                raise ConfigError(
-                    f"one text needs {need} KV cells and {seqs} sequences, more than llm.n_ctx="
-                    f"{self.n_ctx} / llm.n_seq_max={self.n_seq_max} allow; raise them or lower "
-                    "llm.max_text_tokens"
-                )
-            if size and (cells + need > group_budget or branches + seqs > self.n_seq_max - 1):
+        size = cells = branches = start = 0
+        for count in units if units is not None else [1] * len(jobs):
+            unit = costs[start : start + count]
+            need, seqs = sum(c for c, _ in unit), sum(s for _, s in unit)
+            whole = need <= limits[0] and seqs <= limits[1]
+            if size and (not whole or cells + need > limits[0] or branches + seqs > limits[1]):
                 sizes.append(size)
                 size, cells, branches = 0, 0, 0
-            size += 1
-            cells += need
-            branches += seqs
+            for job_cells, job_seqs in unit if not whole else [(need, seqs)]:
+                if size and (cells + job_cells > limits[0] or branches + job_seqs > limits[1]):
+                    sizes.append(size)
+                    size, cells, branches = 0, 0, 0
+                size += 1 if not whole else count
+                cells += job_cells
+                branches += job_seqs
+            if not whole and size:  # the next unit starts a group of its own
+                sizes.append(size)
+                size, cells, branches = 0, 0, 0
+            start += count
         if size:
             sizes.append(size)
         return sizes
+
+    def _job_cost(self, job: ScoringJob, max_new_tokens: int, budget: int) -> tuple[int, int]:
+        """(KV cells, sequences) one job needs; a :class:`ConfigError` when it cannot run at all."""
+        need, seqs = self._cells_needed(job, max_new_tokens), self._branch_count(job)
+        if need > budget or seqs > self.n_seq_max - 1:
+            raise ConfigError(
+                f"one text needs {need} KV cells and {seqs} sequences, more than llm.n_ctx="
+                f"{self.n_ctx} / llm.n_seq_max={self.n_seq_max} allow; raise them or lower "
+                "llm.max_text_tokens"
+            )
+        return need, seqs
 
     def _feed_prompts(self, feeder: _Feeder, jobs: Sequence[ScoringJob], job_seqs: list[list[int]],
                       after_prompt: Callable[[int], Callable[[int], None]]) -> None:

@@ -68,6 +68,9 @@ class LLMPanel:
         self.plans = {m.name: PromptPlan.zero_shot(m.prompt) for m in self.models}
         self._annotators: dict[str, LLMAnnotator] = {}
         self.truncated: set[int] = set()
+        """Rows some model read cut (``llm.long_texts = "truncate"``, or past ``llm.max_chunks``)."""
+        self.chunked: set[int] = set()
+        """Rows some model read in chunks."""
         self.seconds = dict.fromkeys(self.names, 0.0)
         """Per model: seconds spent annotating (texts found in the store cost next to nothing)."""
         self.computed = dict.fromkeys(self.names, 0)
@@ -130,6 +133,7 @@ class LLMPanel:
             self.computed[model.name] += annotator.computed - before
             z[positions], c[positions], mass[positions] = s.label_prob, s.consistency, np.exp(s.label_logprob)
             self.truncated.update(int(r) for r, cut in zip(rows[positions], s.truncated) if cut)
+            self.chunked.update(int(r) for r, n in zip(rows[positions], s.chunks) if n > 1)
         return z, c, mass
 
     def _fits(self, model: PanelModel, plan: PromptPlan) -> bool:

@@ -33,6 +33,11 @@ CHAT_FORMATS: dict[str, str] = {
 
 _TEXT_MARK = "\x00TEXT\x00"
 
+DEMONSTRATION_FORMAT = "{Item}: {text}\n\nOutput: {label}\n\n"
+"""How a demonstration is written (the paper's); the text to label follows the same format up to
+``{label}``, where the model's answer starts. Fields: ``{item}``, ``{Item}`` (capitalised),
+``{text}``, ``{label}``."""
+
 
 @dataclass(frozen=True)
 class PromptSpec:
@@ -43,6 +48,11 @@ class PromptSpec:
     instruction: str = PAPER_INSTRUCTION
     chat_format: str = "none"
     demonstrations: tuple[tuple[str, str], ...] = ()
+    descriptions: tuple[str, ...] = ()
+    """One line per label (``""``: none), listed after the instruction; empty: no list."""
+    aliases: tuple[tuple[str, ...], ...] = ()
+    """Per label, other answers that mean it (sampled answers and exact consistency count them)."""
+    demonstration_format: str = DEMONSTRATION_FORMAT
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2:
@@ -63,14 +73,34 @@ class PromptSpec:
         unknown = {label for _, label in self.demonstrations} - set(self.labels)
         if unknown:
             raise ConfigError(f"demonstration label(s) not in the label set: {quoted_list(sorted(unknown))}")
+        for name, values in (("descriptions", self.descriptions), ("aliases", self.aliases)):
+            if values and len(values) != len(self.labels):
+                raise ConfigError(f"{len(values)} {name} for {len(self.labels)} labels; give one per label")
+        self.answer_index()  # aliases that clash with a label or with each other
+
+    def answer_index(self) -> dict[str, int]:
+        """Normalised answer -> label index, for each label and its aliases."""
+        index = {normalise_answer(label): k for k, label in enumerate(self.labels)}
+        for k, names in enumerate(self.aliases):
+            for alias in names:
+                key = normalise_answer(alias)
+                if not key or index.get(key, k) != k:
+                    raise ConfigError(f"the alias {quoted(alias)} of {quoted(self.labels[k])} is empty or means "
+                                      "another label; give each alias to one label only")
+                index[key] = k
+        return index
+
+    def _descriptions(self) -> str:
+        lines = [f"- {label}: {text}" for label, text in zip(self.labels, self.descriptions) if text]
+        return "Label descriptions:\n" + "\n".join(lines) + "\n\n" if lines else ""
 
     def _user_message(self, text: str) -> str:
-        item = self.item.capitalize()
-        demos = "".join(
-            f"{item}: {demo}\n\nOutput: {label}\n\n" for demo, label in self.demonstrations
-        )
+        fields = {"item": self.item, "Item": self.item.capitalize()}
+        demos = "".join(self.demonstration_format.format(**fields, text=demo, label=label)
+                        for demo, label in self.demonstrations)
+        query = self.demonstration_format.split("{label}")[0].format(**fields, text=text).rstrip(" ")
         instruction = self.instruction.format(item=self.item, labels=", ".join(self.labels))
-        return f"{instruction}{demos}{item}: {text}\n\nOutput:"
+        return f"{instruction}{self._descriptions()}{demos}{query}"
 
     def render(self, text: str) -> str:
         """The whole prompt for ``text``, ending where the model's answer starts."""
@@ -93,10 +123,10 @@ class PromptSpec:
 
     def key(self) -> str:
         """A hash of the spec: same key, same prompt for every text."""
-        blob = json.dumps(
-            [self.labels, self.item, self.instruction, self.chat_format, self.demonstrations],
-            ensure_ascii=False,
-        )
+        fields: list = [self.labels, self.item, self.instruction, self.chat_format, self.demonstrations]
+        if self.descriptions or self.aliases or self.demonstration_format != DEMONSTRATION_FORMAT:
+            fields += [self.descriptions, self.aliases, self.demonstration_format]  # keys stay as they were without
+        blob = json.dumps(fields, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

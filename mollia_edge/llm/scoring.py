@@ -107,12 +107,16 @@ def answer_variants(label: str) -> list[str]:
     return out
 
 
-def answer_shares(answers: Sequence[str], labels: Sequence[str]) -> tuple[np.ndarray, float]:
+def answer_shares(answers: Sequence[str], labels: Sequence[str],
+                  index: dict[str, int] | None = None) -> tuple[np.ndarray, float]:
     """Share of answers equal to each label after normalisation, and the invalid share.
 
+    ``index``: normalised answer -> label index (labels and aliases:
+    :meth:`~mollia_edge.llm.prompts.PromptSpec.answer_index`); default: the labels only.
     Returns (shares of shape (K,), invalid share); ``shares.sum() + invalid == 1``.
     """
-    index = {normalise_answer(label): k for k, label in enumerate(labels)}
+    if index is None:
+        index = {normalise_answer(label): k for k, label in enumerate(labels)}
     shares = np.zeros(len(labels), dtype=np.float64)
     for answer in answers:
         k = index.get(normalise_answer(answer))

@@ -16,7 +16,9 @@ class TextSignals:
         each label; ``consistency.sum() + invalid == 1`` up to rounding.
     invalid: share of answers (or probability mass) that is no label.
     answers: the sampled answers, normalised, in sample order (empty in exact mode).
-    truncated: the text was cut to ``max_text_tokens``.
+    truncated: the text was cut (to ``max_text_tokens``, or to ``max_chunks`` chunks).
+    chunks: the text was read in this many chunks (:mod:`mollia_edge.chunks`), whose signals
+        these combine; 1 for a text that fits.
     """
 
     label_logprob: np.ndarray
@@ -24,6 +26,7 @@ class TextSignals:
     invalid: float
     answers: tuple[str, ...] = ()
     truncated: bool = False
+    chunks: int = 1
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class AnnotationSignals:
     invalid: np.ndarray
     answers: tuple[tuple[str, ...], ...]
     truncated: np.ndarray
+    chunks: np.ndarray
+    """shape (n,): chunks each text was read in (1: whole)."""
 
     @property
     def label_prob(self) -> np.ndarray:
@@ -57,4 +62,22 @@ class AnnotationSignals:
             invalid=np.array([r.invalid for r in rows], dtype=np.float64),
             answers=tuple(r.answers for r in rows),
             truncated=np.array([r.truncated for r in rows], dtype=bool),
+            chunks=np.array([r.chunks for r in rows], dtype=np.int64),
         )
+
+
+def combine_chunks(parts: list[TextSignals], how: str) -> TextSignals:
+    """One text's signals from its chunks' (in order): label log-probabilities by their
+    ``mean`` or ``max`` over the chunks, consistency and invalid share by their mean, the
+    sampled answers of every chunk."""
+    if len(parts) == 1:
+        return parts[0]
+    logprob = np.stack([p.label_logprob for p in parts])
+    return TextSignals(
+        label_logprob=logprob.max(axis=0) if how == "max" else logprob.mean(axis=0),
+        consistency=np.mean([p.consistency for p in parts], axis=0),
+        invalid=float(np.mean([p.invalid for p in parts])),
+        answers=tuple(a for p in parts for a in p.answers),
+        truncated=any(p.truncated for p in parts),
+        chunks=len(parts),
+    )

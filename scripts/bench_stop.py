@@ -1,0 +1,103 @@
+"""The stopping rule (`--rounds auto`) against the fixed 10 rounds: rounds used and final accuracy.
+
+1. The TREC replay (``scripts/bench_al.py``'s: recorded LLM outputs, MoLAM + NL + AD, BEMPS,
+   head classifier, 500 test rows, 50 seed rows), per seed: the fixed 10 rounds, and ``auto``
+   (stabilising predictions on a stop set of pool rows, at most ``al.max_rounds``); micro-F1 of
+   the last round's classifier on the test rows.
+2. Label jobs on bundled datasets (``--jobs FOLDER/DATASET``: folders ``scripts/bench_label.py
+   --work`` left, whose session stores hold the LLM outputs): the job with ``--rounds auto``
+   against the same job's report with 10 rounds (``job/labelled.csv.report.json`` there).
+
+    python scripts/bench_stop.py ../shared/data/mollia-paper --jobs W/rotten-tomatoes W/bbc-news --out docs/stop/bench_stop.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from bench_al import annotators_for, model_inputs, split
+from bench_label import ITEMS, run_job
+from bench_report import print_and_save
+
+from mollia_edge.al.loop import ActiveLearningTask, draw_seed_rows, run_active_learning
+from mollia_edge.al.replay import load_replay
+from mollia_edge.al.stopping import StoppingRule, stop_set
+from mollia_edge.config import ActiveLearningConfig, MolamConfig
+from mollia_edge.randomness import derived_seed
+
+
+def replay(folder: Path, seeds: int, console: Console) -> list[dict]:
+    data = load_replay(folder, "trec", None)
+    base = ActiveLearningConfig()
+    inputs = model_inputs(data, "head", 0, console)
+    rows = []
+    for seed in range(seeds):
+        test, pool = split(len(data.gold), 500, seed)
+        seed_rows = draw_seed_rows(pool, base.seed_size, seed)
+        task = ActiveLearningTask(inputs, pool, len(data.labels), data.gold, test)
+        annotator, config = annotators_for(data, ["mollia"], seed_rows, pool, seed, base, MolamConfig(), console)["mollia"]
+        fixed = run_active_learning(task, annotator, "bemps", config=config, seed=seed, seed_rows=seed_rows)
+        rule = StoppingRule(rows=stop_set(pool, derived_seed(seed, 23)), n_classes=len(data.labels),
+                            threshold=base.stop_kappa, window=base.stop_window)
+        auto = run_active_learning(task, annotator, "bemps", config=dataclasses.replace(config, rounds=base.max_rounds),
+                                   seed=seed, seed_rows=seed_rows, stopping=rule)
+        rows.append({"seed": seed, "fixed_rounds": fixed[-1].round, "fixed_f1": fixed[-1].micro_f1,
+                     "auto_rounds": auto[-1].round, "auto_f1": auto[-1].micro_f1, "stopped": auto[-1].stopped,
+                     "kappas": [m.stop_kappa for m in auto]})
+        console.print(f"trec seed {seed}: fixed {fixed[-1].micro_f1:.4f} at 10, auto {auto[-1].micro_f1:.4f} "
+                      f"at {auto[-1].round} ({auto[-1].stopped})")
+    return rows
+
+
+def job(folder: Path, console: Console) -> dict:
+    """``--rounds auto`` on a bench_label folder, against its 10-round report."""
+    fixed = json.loads((folder / "job" / "labelled.csv.report.json").read_text())
+    out = folder / "auto" / "labelled.csv"
+    if out.parent.exists():
+        shutil.rmtree(out.parent)
+    shared = ["--seed", "0", "--labels-file", str(folder / "labels.txt"), "--session", str(folder / "session.sqlite"),
+              "--rounds", "auto"]
+    report, seconds = run_job(folder / "task.csv", out, ITEMS.get(folder.name, "text"), shared)
+    console.print(f"{folder.name}: auto stopped at {report['rounds']} ({(report.get('al_stop') or {}).get('stopped')})")
+    return {"dataset": folder.name, "fixed_rounds": fixed["rounds"], "fixed_accuracy": fixed["gold"]["final"]["accuracy"],
+            "auto_rounds": report["rounds"], "auto_accuracy": report["gold"]["final"]["accuracy"],
+            "stopped": (report.get("al_stop") or {}).get("stopped"), "kappas": (report.get("al_stop") or {}).get("kappas"),
+            "auto_seconds": seconds, "fixed_stage_seconds": fixed["seconds"], "auto_stage_seconds": report["seconds"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="folder with the recorded TREC files")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--jobs", type=Path, nargs="*", default=[], help="bench_label work folders, one per dataset")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    console = Console(width=150)
+    trec = replay(args.data, args.seeds, console)
+    jobs = [job(folder, console) for folder in args.jobs]
+    table = Table(title="fixed 10 rounds vs --rounds auto (kappa >= .99 for 3 rounds, at most 30): rounds used and "
+                        "final accuracy (TREC replay: micro-F1 on 500 test rows, mean over seeds; jobs: final labels)")
+    for column in ("data", "fixed rounds", "fixed", "auto rounds", "auto"):
+        table.add_column(column, justify="left" if column == "data" else "right")
+    table.add_row(f"TREC replay ({args.seeds} seeds)", "10", f"{np.mean([r['fixed_f1'] for r in trec]):.4f}",
+                  " ".join(str(r["auto_rounds"]) for r in trec), f"{np.mean([r['auto_f1'] for r in trec]):.4f}")
+    for r in jobs:
+        table.add_row(r["dataset"], str(r["fixed_rounds"]), f"{r['fixed_accuracy']:.3f}", str(r["auto_rounds"]),
+                      f"{r['auto_accuracy']:.3f}")
+    print_and_save(console, table, {"trec": trec, "jobs": jobs}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
