@@ -154,3 +154,46 @@ def test_importing_the_encoder_loads_no_model_hub_client() -> None:
     probe = "import sys, mollia_edge.al.encoder; print(sorted({'huggingface_hub', 'torch'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+REFERENCE = Path(__file__).parent / "data" / "minilm_reference.npz"
+
+
+def test_embeddings_match_the_fp32_models_reference(encoder: Encoder) -> None:
+    """The fp32 all-MiniLM-L6-v2 run by sentence-transformers (scripts/make_reference_embeddings.py,
+    build time only) and the shipped int8 ONNX file point the same way: a wrong or damaged
+    encoder file fails here."""
+    import json
+
+    with np.load(REFERENCE) as reference:
+        texts, expected, max_length = json.loads(str(reference["texts"])), reference["embeddings"], int(reference["max_length"])
+    assert max_length == encoder.max_length
+    cosine = np.sum(encoder.encode(texts) * expected, axis=1)
+    assert cosine.min() >= 0.99, cosine.round(4)
+    others = expected[np.roll(np.arange(len(texts)), 1)]  # another text's reference: far from this one
+    assert np.sum(encoder.encode(texts) * others, axis=1).max() < 0.9
+
+
+def test_the_top_layers_graph_with_minilms_own_top_layer_is_the_encoders_forward_pass(encoder: Encoder) -> None:
+    """The training graphs' encoder layer (al/graphs.py), given MiniLM's top layer and the hidden
+    states below it, pools to the encoder's own embedding: the `top-layers` classifier starts
+    from the encoder it claims to fine-tune."""
+    import onnxruntime as ort
+
+    from mollia_edge.al.graphs import EncoderSpec, ModelSpec, encoding_model
+
+    config = bert_config()
+    spec = ModelSpec(n_features=384, n_classes=2, encoder=EncoderSpec(
+        layers=(5,), n_heads=config.num_attention_heads, layer_norm_eps=config.layer_norm_eps))
+    session = ort.InferenceSession(encoding_model(spec, load_top_layers(1)).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    states = encoder.hidden_states(TEXTS, below_top=1)
+    ours = session.run(["encoding"], {"hidden_states": states.values, "attention_mask": states.mask})[0]
+    theirs = encoder.encode(TEXTS, normalize=False)
+    cosine = np.sum(ours * theirs, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    assert cosine.min() >= 0.99, cosine.round(4)
+    transposed = {k: v.T.copy() if v.ndim == 2 else v for k, v in load_top_layers(1).items()}  # (in, out) read as (out, in)
+    wrong = encoding_model(spec, transposed)
+    broken = ort.InferenceSession(wrong.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["encoding"], {"hidden_states": states.values, "attention_mask": states.mask})[0]
+    assert (np.sum(broken * theirs, axis=1) / (np.linalg.norm(broken, axis=1) * np.linalg.norm(theirs, axis=1))).min() < 0.9

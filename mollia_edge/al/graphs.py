@@ -284,6 +284,20 @@ def head_output_model(spec: ModelSpec, dtype: np.dtype | type = np.float32) -> o
     return g.to_model()
 
 
+def encoding_model(spec: ModelSpec, weights: Mapping[str, np.ndarray], dtype: np.dtype | type = np.float32) -> onnx.ModelProto:
+    """``top-layers`` mode: the encoder layers (``weights``, e.g. MiniLM's own from
+    :func:`~mollia_edge.al.encoder.load_top_layers`) on ``hidden_states`` (batch, seq, E) and
+    ``attention_mask`` (batch, seq) int64, mean-pooled: the sentence ``encoding`` (batch, E)
+    the head reads."""
+    if spec.encoder is None:
+        raise ValueError("encoding_model needs a spec with encoder layers")
+    g = Graph(dtype, name="encoding")
+    shapes = {name: shape for name, shape in parameter_shapes(spec).items() if name.startswith("encoder.")}
+    params = {name: g.constant(np.asarray(weights[name]).reshape(shape), name=name) for name, shape in shapes.items()}
+    g.output(_pooled_encoding(g, spec, params, _batch_inputs(g, spec)), "encoding")
+    return g.to_model()
+
+
 def inference_model(
     spec: ModelSpec,
     dtype: np.dtype | type = np.float32,
