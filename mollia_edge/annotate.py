@@ -12,7 +12,7 @@ import numpy as np
 from .config import LLMConfig, fit_sequences, fixed_shots
 from .errors import ConfigError
 from .llm.annotator import LLMAnnotator
-from .llm.catalog import inspect_gguf, load_catalog, verify
+from .llm.catalog import chat_format_for, inspect_gguf, load_catalog, verify
 from .llm.prompts import PromptSpec, draw_demonstrations
 from .llm.signals import AnnotationSignals
 from .store import Store
@@ -108,7 +108,7 @@ def annotate_with_models(
         model_file = catalog.resolve(name)
         inspect_gguf(model_file.path)
         verify(model_file, store)
-        chat_format = model_file.spec.chat_format if model_file.spec else request.chat_format or "none"
+        chat_format = chat_format_for(model_file, request.chat_format)
         display = model_file.spec.name if model_file.spec else model_file.path.name
         prompt = with_task(PromptSpec(labels=request.labels, item=request.item, chat_format=chat_format,
                                       demonstrations=demonstrations), request.task)

@@ -319,8 +319,7 @@ class _Run:
 def _panel(job: LabelJob, prep: _Prepared, store: Store, progress: Progress | None,
            resident: int, remote: Callable[[PanelModel], Any] | None) -> LLMPanel:
     models = []
-    for name, model_file in zip(prep.display, prep.resolved):
-        chat = model_file.spec.chat_format if model_file.spec else job.chat_format or "none"
+    for name, model_file, chat in zip(prep.display, prep.resolved, prep.chat_formats):
         llm = job.config.llm_for(name, model_file.spec.settings if model_file.spec else None)
         prompt = with_task(PromptSpec(labels=prep.labels, item=job.item, chat_format=chat), prep.task)
         models.append(PanelModel(name, model_file.path, prompt, llm))
@@ -659,6 +658,8 @@ class _Prepared:
     truth: list[str | None] | None
     """The gold column's labels (``None`` where empty), for the report only."""
     task: Task | None
+    chat_formats: list[str]
+    """Per model: the chat format its prompts are written in (:func:`~mollia_edge.llm.catalog.chat_format_for`)."""
 
 
 def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
@@ -690,7 +691,7 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
                               "give the column that holds the gold labels")
         truth = texts_from_rows(job.input, columns, rows, job.text_column, job.gold_column, labels).gold
 
-    from .llm.catalog import inspect_gguf, load_catalog
+    from .llm.catalog import chat_format_for, inspect_gguf, load_catalog
 
     catalog = load_catalog()
     names = list(job.models or catalog.starter)
@@ -701,15 +702,14 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
         model_file = catalog.resolve(name)
         inspect_gguf(model_file.path)
         resolved.append(model_file)
-    for model_file in resolved:  # labels a prompt cannot tell apart, an unknown chat format: now, not later
-        with_task(PromptSpec(labels=labels, item=job.item,
-                             chat_format=model_file.spec.chat_format if model_file.spec else job.chat_format or "none"),
-                  task)
+    chats = [chat_format_for(model_file, job.chat_format) for model_file in resolved]
+    for chat in chats:  # labels a prompt cannot tell apart, an unknown chat format: now, not later
+        with_task(PromptSpec(labels=labels, item=job.item, chat_format=chat), task)
     display = [m.spec.name if m.spec else m.path.stem for m in resolved]
     if len(set(display)) != len(display):
         raise ConfigError(f"a model is listed twice: {quoted_list(display)}")
     return _Prepared(rounds, batch, seed, list(columns), list(rows), label_column, labels, list(table.texts),
-                     input_seeds, resolved, display, truth, task)
+                     input_seeds, resolved, display, truth, task, chats)
 
 
 def _open_session(job: LabelJob, prep: _Prepared, store: Store) -> Session:

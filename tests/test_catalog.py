@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import struct
@@ -14,7 +15,7 @@ import pytest
 
 from mollia_edge import cli
 from mollia_edge.config import Config
-from mollia_edge.errors import ConfigError, ModelError
+from mollia_edge.errors import ConfigError, ModelError, MolliaError
 from mollia_edge.llm import catalog as catalog_module
 from mollia_edge.llm.catalog import (
     CHAT_FORMATS,
@@ -226,9 +227,9 @@ def test_inspect_reports_the_header(tmp_path: Path) -> None:
     path = write_tiny_gguf(tmp_path / "tiny.gguf", chat_template="{{ messages }}")
     info = inspect_gguf(path)
     assert (info.architecture, info.file_type, info.parameters, info.context_length) == ("llama", "F32", 32, 128)
-    assert info.has_chat_template and info.tensor_types == {"F32": 1}
+    assert info.chat_template == "{{ messages }}" and info.tensor_types == {"F32": 1}
     assert info.data_end == info.file_size == path.stat().st_size
-    assert not inspect_gguf(write_tiny_gguf(tmp_path / "plain.gguf")).has_chat_template
+    assert inspect_gguf(write_tiny_gguf(tmp_path / "plain.gguf")).chat_template is None
 
 
 def test_a_truncated_copy_is_reported(tmp_path: Path) -> None:
@@ -376,6 +377,56 @@ def test_real_starter_model(repo_models: Path, name: str, architecture: str, has
         pytest.skip(f"{name} is not installed (make setup)")
     model_file = catalog.resolve(name)
     info = inspect_gguf(model_file.path)
-    assert (info.architecture, info.has_chat_template) == (architecture, has_template)
+    assert (info.architecture, info.chat_template is not None) == (architecture, has_template)
     assert info.file_type == model_file.quant and info.data_end == info.file_size
     assert verify(model_file) == spec.files[0].sha256
+
+
+# -- chat formats from the file's own template -------------------------------------------------
+
+CHATML_JINJA = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+PHI3_JINJA = ("{% for message in messages %}{{'<|' + message['role'] + '|>' + '\\n' + message['content'] + '<|end|>\\n'}}"
+              "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+
+
+def test_a_files_chat_template_is_applied_as_llama_cpp_applies_it() -> None:
+    from mollia_edge.llm.engine import apply_chat_template
+    from mollia_edge.llm.prompts import CHAT_FORMATS, PromptSpec, chat_format_of
+
+    assert apply_chat_template(CHATML_JINJA) == CHAT_FORMATS["chatml"]
+    assert chat_format_of(apply_chat_template(CHATML_JINJA)) == "chatml"  # a known name: stored outputs keep their keys
+    phi3 = apply_chat_template(PHI3_JINJA)
+    assert phi3 is not None and chat_format_of(phi3) == phi3 and phi3.startswith("<|user|>\n{content}")
+    rendered = PromptSpec(labels=("a", "b"), chat_format=phi3).render("hi")
+    assert rendered.startswith("<|user|>\nClassify") and rendered.endswith("<|assistant|>\n")
+    assert apply_chat_template("{{ messages }}") is None  # not a template llama.cpp knows
+
+
+def test_the_chat_format_comes_from_the_file_then_the_catalog(tmp_path: Path) -> None:
+    from mollia_edge.llm.catalog import chat_format_for
+    from mollia_edge.llm.prompts import CHAT_FORMATS
+
+    def file_of(template: str | None, spec=None) -> ModelFile:
+        path = write_tiny_gguf(tmp_path / f"m{len(list(tmp_path.iterdir()))}.gguf", chat_template=template)
+        return ModelFile(path, path.stat().st_size, None, spec)
+
+    assert chat_format_for(file_of(CHATML_JINJA)) == "chatml"
+    assert chat_format_for(file_of(CHATML_JINJA), "gemma") == "gemma"  # --chat-format for a file outside the catalog
+    assert chat_format_for(file_of(None)) == "none" and chat_format_for(file_of("{{ messages }}")) == "none"
+    assert chat_format_for(file_of(PHI3_JINJA)) not in CHAT_FORMATS
+    spec = dataclasses.replace(next(iter(load_catalog().models.values())), chat_format="mistral")
+    assert chat_format_for(file_of(None, spec)) == "mistral"  # no template in the file: the catalog's format
+    assert chat_format_for(file_of(CHATML_JINJA, spec), "gemma") == "chatml"  # the file's own template first
+
+
+def test_the_starter_models_prompts_are_unchanged_by_their_files_templates() -> None:
+    from mollia_edge.llm.catalog import chat_format_for
+
+    catalog = load_catalog()
+    for name in catalog.starter:
+        try:
+            model_file = catalog.resolve(name)
+        except MolliaError:
+            pytest.skip(f"starter model {name} not installed")
+        assert chat_format_for(model_file) == model_file.spec.chat_format

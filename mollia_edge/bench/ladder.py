@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, ModelError, quoted
-from ..llm.catalog import Catalog, GGUFInfo, file_sha256, inspect_gguf
+from ..llm.catalog import Catalog, GGUFInfo, ModelFile, chat_format_for, file_sha256, inspect_gguf
 from ..store import Store
 
 MANIFEST = "quant-ladder.json"
@@ -87,12 +87,12 @@ def find_source(catalog: Catalog, name_or_path: str, chat_format: str | None = N
         if not present:
             catalog.resolve(name_or_path)  # raises the catalog's "not found, get it from ..." error
         quant = max(present, key=NOMINAL_BITS.__getitem__)
-        return LadderSource(spec.name, present[quant], quant, spec.chat_format, present)
+        chat = chat_format_for(ModelFile(present[quant], present[quant].stat().st_size, quant, spec))
+        return LadderSource(spec.name, present[quant], quant, chat, present)
     model_file = catalog.resolve(name_or_path)
     quant = _declared_quant(inspect_gguf(model_file.path))
     name = model_file.spec.name if model_file.spec else model_file.path.stem
-    chat = model_file.spec.chat_format if model_file.spec else chat_format or "none"
-    return LadderSource(name, model_file.path, quant, chat, {quant: model_file.path})
+    return LadderSource(name, model_file.path, quant, chat_format_for(model_file, chat_format), {quant: model_file.path})
 
 
 @dataclass(frozen=True)

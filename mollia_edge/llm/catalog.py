@@ -333,7 +333,8 @@ class GGUFInfo:
     """The quantization the file declares, e.g. ``Q4_K_M``; individual tensors may differ."""
     parameters: int
     context_length: int | None
-    has_chat_template: bool
+    chat_template: str | None
+    """The file's chat template (``tokenizer.chat_template``), None when it has none."""
     tensor_types: Mapping[str, int]
     """How many tensors use each ggml type (the real quantization mix)."""
     data_end: int
@@ -491,11 +492,28 @@ def inspect_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         file_type=_file_type_name(file_type) if file_type is not None else None,
         parameters=parameters,
         context_length=context_length,
-        has_chat_template="tokenizer.chat_template" in metadata,
+        chat_template=template if isinstance(template := metadata.get("tokenizer.chat_template"), str) else None,
         tensor_types=tensor_types,
         data_end=data_end,
         file_size=size,
     )
+
+
+def chat_format_for(model_file: ModelFile, given: str | None = None) -> str:
+    """The chat format a model's prompts are written in: for a file outside the catalog
+    ``given`` (``--chat-format``) when there is one; else the file's own chat template as
+    llama.cpp applies it (the name of one of :data:`CHAT_FORMATS` when it writes the same text,
+    so stored outputs keep their keys); else the catalog's format; else ``none``."""
+    if model_file.spec is None and given:
+        return given
+    from .engine import apply_chat_template
+    from .prompts import chat_format_of
+
+    template = inspect_gguf(model_file.path).chat_template
+    wrapper = apply_chat_template(template) if template else None
+    if wrapper is not None:
+        return chat_format_of(wrapper)
+    return model_file.spec.chat_format if model_file.spec else "none"
 
 
 def file_sha256(path: str | os.PathLike[str], store: Store | None = None) -> str:

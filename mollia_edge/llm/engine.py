@@ -50,6 +50,25 @@ def backend_info() -> str:
     return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
 
 
+def apply_chat_template(template: str) -> str | None:
+    """One user message wrapped by a chat ``template`` (a GGUF file's Jinja text) as llama.cpp
+    applies it, the assistant's turn opened: a format string with ``{content}`` where the
+    message goes; None when llama.cpp does not know the template."""
+    mark = "\ue000CONTENT\ue000"  # no NUL: llama.cpp reads C strings
+    message = (llama_cpp.llama_chat_message * 1)()
+    message[0].role, message[0].content = b"user", mark.encode()
+    size = 4096 + len(template)
+    buffer = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_chat_apply_template(template.encode("utf-8"), message, 1, True, buffer, size)
+    if n < 0 or n > size:
+        return None
+    rendered = buffer.raw[:n].decode("utf-8", errors="replace")
+    if rendered.count(mark) != 1:
+        return None
+    before, after = rendered.split(mark)
+    return before.replace("{", "{{").replace("}", "}}") + "{content}" + after.replace("{", "{{").replace("}", "}}")
+
+
 def _last_log_error() -> str:
     for line in reversed(_log_lines):
         if "error" in line.lower() or "failed" in line.lower():

@@ -33,6 +33,24 @@ CHAT_FORMATS: dict[str, str] = {
 
 _TEXT_MARK = "\x00TEXT\x00"
 
+
+def _is_wrapper(chat_format: str) -> bool:
+    """A chat format written out (a model file's template): a format string with one {content}."""
+    try:
+        chat_format.format(content="")
+    except (KeyError, IndexError, ValueError):
+        return False
+    return chat_format.count("{content}") == 1
+
+
+def chat_format_of(wrapper: str) -> str:
+    """The name of the chat format that writes what ``wrapper`` (a format string with one
+    ``{content}``) writes, or the wrapper itself when none does."""
+    for name, known in CHAT_FORMATS.items():
+        if name != "none" and known == wrapper:
+            return name
+    return wrapper
+
 DEMONSTRATION_FORMAT = "{Item}: {text}\n\nOutput: {label}\n\n"
 """How a demonstration is written (the paper's); the text to label follows the same format up to
 ``{label}``, where the model's answer starts. Fields: ``{item}``, ``{Item}`` (capitalised),
@@ -66,7 +84,7 @@ class PromptSpec:
                 "labels must differ after normalisation (case, quotes, punctuation, a leading "
                 f"article), or sampled answers cannot tell them apart: {quoted_list(self.labels)}"
             )
-        if self.chat_format not in CHAT_FORMATS:
+        if self.chat_format not in CHAT_FORMATS and not _is_wrapper(self.chat_format):
             raise ConfigError(
                 f"unknown chat format {quoted(self.chat_format)}; use one of {', '.join(CHAT_FORMATS)}"
             )
@@ -104,7 +122,7 @@ class PromptSpec:
 
     def render(self, text: str) -> str:
         """The whole prompt for ``text``, ending where the model's answer starts."""
-        return CHAT_FORMATS[self.chat_format].format(content=self._user_message(text))
+        return CHAT_FORMATS.get(self.chat_format, self.chat_format).format(content=self._user_message(text))
 
     def split(self) -> tuple[str, str]:
         """(prompt before the text, prompt after it): ``render(t) == before + " " + t + after``."""
