@@ -62,9 +62,9 @@ from mollia_edge.al.annotators import (
     confidence_floor,
 )
 from mollia_edge.al.encoder import EmbeddingCache, Encoder, HiddenStates, encode_cached, load_top_layers
-from mollia_edge.al.lexical import with_lexical_features
+from lexical import with_lexical_features
 from mollia_edge.al.loop import ActiveLearningTask, RoundMetrics, draw_seed_rows, run_active_learning
-from mollia_edge.al.replay import ReplayData, load_replay
+from replay import ReplayData, load_replay
 from mollia_edge.al.strategies import STRATEGIES
 from mollia_edge.config import ActiveLearningConfig, MolamConfig
 from mollia_edge.errors import DataError

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import DataError
+from mollia_edge.errors import DataError
 
 TREC_LABELS = ("abbreviation", "entity", "description", "human", "location", "numeric")
 """Label order of the recorded TREC files (class index = position)."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from mollia_edge.errors import ConfigError
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
