@@ -289,3 +289,22 @@ def test_the_form_writes_the_label_descriptions_to_the_task_file_the_job_uses(jo
     assert parse_descriptions("a: x;; b:") == [("a", "x"), ("b", "")]
     with pytest.raises(ValueError, match="label: description"):
         parse_descriptions("no colon here")
+
+
+def test_the_form_takes_rounds_auto_and_an_llm_budget(job):
+    async def fill(budget: str) -> tuple[LabelJob | None, str]:
+        app = LabelApp(job, author="tester", setup=True)
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            screen.query_one("#setup-rounds").value = "auto"
+            screen.query_one("#setup-llm_budget").value = budget
+            await pilot.press("ctrl+o")
+            await ready(pilot)
+            status = str(app.screen.query_one("#setup-status").render()) if isinstance(app.screen, SetupScreen) else ""
+            return (app.job if isinstance(app.screen, SeedScreen) else None), status
+
+    opened, _ = asyncio.run(fill("5m"))
+    assert opened is not None and opened.rounds == "auto" and opened.llm_budget == "5m"
+    refused, status = asyncio.run(fill("ten"))
+    assert refused is None and status.startswith("error: --llm-budget") and "\n" not in status

@@ -17,13 +17,15 @@ from textual.widgets import Footer, Header, Input, Label, Select, SelectionList,
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
 
+from mollia_edge.al.stopping import parse_llm_budget
 from mollia_edge.config import CLASSIFIERS
 from mollia_edge.errors import MolliaError
 from mollia_edge.label import JobSession, LabelJob, open_job_session
 
 FIELDS = (("input", "input file"), ("output", "output file"), ("text_column", "text column"),
           ("label_column", "label column"), ("labels", "labels"), ("rounds", "rounds"), ("batch", "batch"),
-          ("llm_sample", "LLM sample"), ("task_file", "task file"), ("descriptions", "descriptions"))
+          ("llm_sample", "LLM sample"), ("llm_budget", "LLM budget"), ("task_file", "task file"),
+          ("descriptions", "descriptions"))
 NUMBERS = {"rounds", "batch", "llm_sample"}
 WORDS = {"rounds": "auto"}
 """Number fields that also take a word: ``--rounds auto``."""
@@ -66,6 +68,8 @@ def whole_number(text: str, title: str) -> int:
 
 
 PLACEHOLDERS = {"input": "a CSV, TSV, JSONL or Parquet file",
+                "rounds": "default, or auto (until predictions stabilise)",
+                "llm_budget": "none; N texts or Nm minutes of LLM annotation in the loop",
                 "task_file": "TOML: instruction, label descriptions (default: OUTPUT.task.toml)",
                 "descriptions": "pos: the reviewer liked it; neg: ... (written to the task file)"}
 
@@ -151,7 +155,7 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         yield Footer()
 
     def job(self) -> LabelJob:
-        """The job the form describes; a :class:`ValueError` naming a bad field."""
+        """The job the form describes; a :class:`ValueError` (or :class:`ConfigError`) naming a bad field."""
         values: dict[str, object] = {}
         for name, title in FIELDS[:-1]:
             text = self.query_one(f"#setup-{name}", Input).value.strip()
@@ -169,6 +173,7 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         values["output"] = Path(str(values["output"])) if values["output"] else default_output(values["input"])
         values["text_column"] = values["text_column"] or "text"
         values["task_file"] = Path(str(values["task_file"])) if values["task_file"] else None
+        parse_llm_budget(values["llm_budget"])  # "ten minutes": one error line now, not when the job runs
         models = self.query_one(SelectionList).selected
         if not models:
             raise ValueError("select at least one model")
