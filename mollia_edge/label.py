@@ -538,7 +538,8 @@ def _loop_size(run: _Run, pool: np.ndarray, init: np.ndarray) -> tuple[int, int]
     if job.annotate_ahead:  # annotated already: the loop costs no LLM words
         rounds, batch = run.prep.rounds, run.prep.batch
     else:
-        rounds, batch = run.budget.rounds(run.prep.rounds, run.prep.batch, np.setdiff1d(pool, init))
+        rounds, batch = run.budget.rounds(run.prep.rounds, run.prep.batch, np.setdiff1d(pool, init),
+                                          keep_batch=job.rounds == "auto")
     if (rounds, batch) != (run.prep.rounds, run.prep.batch):
         run.say(f"the LLM budget (llm.budget_words = {job.config.llm.budget_words}) pays for {rounds} round(s) of "
                 f"{batch} instead of {run.prep.rounds} of {run.prep.batch}")

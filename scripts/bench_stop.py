@@ -5,8 +5,8 @@
    (stabilising predictions on a stop set of pool rows, at most ``al.max_rounds``); micro-F1 of
    the last round's classifier on the test rows.
 2. Label jobs on bundled datasets (``--jobs FOLDER/DATASET``: folders ``scripts/bench_label.py
-   --work`` left, whose session stores hold the LLM outputs): the job with ``--rounds auto``
-   against the same job's report with 10 rounds (``job/labelled.csv.report.json`` there).
+   --work`` left, whose session stores hold the LLM outputs): the job with 10 rounds and with
+   ``--rounds auto``, both run by today's code; final-label accuracy on the non-seed rows.
 
     python scripts/bench_stop.py ../shared/data/mollia-paper --jobs W/rotten-tomatoes W/bbc-news --out docs/stop/bench_stop.json
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from bench_label import ITEMS, run_job
 from bench_report import print_and_save
 
 from mollia_edge.al.loop import ActiveLearningTask, draw_seed_rows, run_active_learning
-from mollia_edge.al.replay import load_replay
+from replay import load_replay
 from mollia_edge.al.stopping import StoppingRule, stop_set
 from mollia_edge.config import ActiveLearningConfig, MolamConfig
 from mollia_edge.randomness import derived_seed
@@ -61,19 +60,24 @@ def replay(folder: Path, seeds: int, console: Console) -> list[dict]:
 
 
 def job(folder: Path, console: Console) -> dict:
-    """``--rounds auto`` on a bench_label folder, against its 10-round report."""
-    fixed = json.loads((folder / "job" / "labelled.csv.report.json").read_text())
-    out = folder / "auto" / "labelled.csv"
-    if out.parent.exists():
-        shutil.rmtree(out.parent)
-    shared = ["--seed", "0", "--labels-file", str(folder / "labels.txt"), "--session", str(folder / "session.sqlite"),
-              "--rounds", "auto"]
-    report, seconds = run_job(folder / "task.csv", out, ITEMS.get(folder.name, "text"), shared)
-    console.print(f"{folder.name}: auto stopped at {report['rounds']} ({(report.get('al_stop') or {}).get('stopped')})")
+    """The bench_label job on ``folder`` with 10 rounds and with ``--rounds auto``, today's code,
+    one session store (its LLM outputs are reused)."""
+    reports = {}
+    for name, extra in (("fixed", []), ("auto", ["--rounds", "auto"])):
+        out = folder / name / "labelled.csv"
+        if out.parent.exists():
+            shutil.rmtree(out.parent)
+        shared = ["--seed", "0", "--labels-file", str(folder / "labels.txt"), "--session", str(folder / "session.sqlite")]
+        reports[name], seconds = run_job(folder / "task.csv", out, ITEMS.get(folder.name, "text"), [*shared, *extra])
+        reports[name]["wall_seconds"] = seconds
+    fixed, auto = reports["fixed"], reports["auto"]
+    stop = auto.get("al_stop") or {}
+    console.print(f"{folder.name}: fixed {fixed['gold']['final']['accuracy']:.3f} at {fixed['rounds']}, auto "
+                  f"{auto['gold']['final']['accuracy']:.3f} at {auto['rounds']} ({stop.get('stopped')})")
     return {"dataset": folder.name, "fixed_rounds": fixed["rounds"], "fixed_accuracy": fixed["gold"]["final"]["accuracy"],
-            "auto_rounds": report["rounds"], "auto_accuracy": report["gold"]["final"]["accuracy"],
-            "stopped": (report.get("al_stop") or {}).get("stopped"), "kappas": (report.get("al_stop") or {}).get("kappas"),
-            "auto_seconds": seconds, "fixed_stage_seconds": fixed["seconds"], "auto_stage_seconds": report["seconds"]}
+            "auto_rounds": auto["rounds"], "auto_accuracy": auto["gold"]["final"]["accuracy"],
+            "stopped": stop.get("stopped"), "kappas": stop.get("kappas"),
+            "fixed_stage_seconds": fixed["seconds"], "auto_stage_seconds": auto["seconds"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,14 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     console = Console(width=150)
-    trec = replay(args.data, args.seeds, console)
+    trec = replay(args.data, args.seeds, console) if args.seeds else []
     jobs = [job(folder, console) for folder in args.jobs]
     table = Table(title="fixed 10 rounds vs --rounds auto (kappa >= .99 for 3 rounds, at most 30): rounds used and "
                         "final accuracy (TREC replay: micro-F1 on 500 test rows, mean over seeds; jobs: final labels)")
     for column in ("data", "fixed rounds", "fixed", "auto rounds", "auto"):
         table.add_column(column, justify="left" if column == "data" else "right")
-    table.add_row(f"TREC replay ({args.seeds} seeds)", "10", f"{np.mean([r['fixed_f1'] for r in trec]):.4f}",
-                  " ".join(str(r["auto_rounds"]) for r in trec), f"{np.mean([r['auto_f1'] for r in trec]):.4f}")
+    if trec:
+        table.add_row(f"TREC replay ({args.seeds} seeds)", "10", f"{np.mean([r['fixed_f1'] for r in trec]):.4f}",
+                      " ".join(str(r["auto_rounds"]) for r in trec), f"{np.mean([r['auto_f1'] for r in trec]):.4f}")
     for r in jobs:
         table.add_row(r["dataset"], str(r["fixed_rounds"]), f"{r['fixed_accuracy']:.3f}", str(r["auto_rounds"]),
                       f"{r['auto_accuracy']:.3f}")

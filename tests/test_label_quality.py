@@ -119,6 +119,8 @@ def test_the_word_budget_plans_seeds_sample_and_loop():
     sample = budget.sample(np.arange(20, 100), most=50)
     assert len(sample) == 20 and budget.spent["sample"] == 300  # half of the 600 left
     assert budget.rounds(10, 5, np.arange(40, 100)) == (10, 2)  # 300 words: 20 rows
+    del budget.spent["loop"]
+    assert budget.rounds(10, 5, np.arange(40, 100), keep_batch=True) == (4, 5)  # --rounds auto: fewer rounds
     assert WordBudget(0, costs).rounds(10, 5, np.arange(100)) == (10, 5)  # no limit
 
 

@@ -78,14 +78,18 @@ class WordBudget:
         self.spent["sample"] = int(self.costs[chosen].sum())
         return chosen
 
-    def rounds(self, rounds: int, batch: int, candidates: np.ndarray) -> tuple[int, int]:
-        """(rounds, batch) of the loop that the rest pays for, at the candidates' mean cost."""
+    def rounds(self, rounds: int, batch: int, candidates: np.ndarray, keep_batch: bool = False) -> tuple[int, int]:
+        """(rounds, batch) of the loop that the rest pays for, at the candidates' mean cost: fewer
+        rows a round (``keep_batch``: fewer rounds of ``batch``, as when the loop runs until a
+        stopping rule says so)."""
         if not rounds or not len(candidates):
             return rounds, batch
         mean = float(self.costs[candidates].mean())
         affordable = int(self.left // mean) if np.isfinite(self.left) else rounds * batch
         if affordable >= rounds * batch:
             planned = (rounds, batch)
+        elif keep_batch and affordable >= batch:
+            planned = (affordable // batch, batch)
         elif affordable >= rounds:
             planned = (rounds, affordable // rounds)
         else:
