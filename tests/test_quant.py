@@ -118,3 +118,24 @@ def test_bad_input_fails_in_one_line(tiny_model_path: Path, models: Path, gold_c
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_bench_quant_words_its_prompts_with_a_task_file(tiny_model_path: Path, models: Path, gold_csv: Path,
+                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import mollia_edge.bench.quant as quant_module
+
+    task = tmp_path / "task.toml"
+    argv = ["bench", "quant", "--models", str(tiny_model_path), "--quants", "Q8_0", "--data", str(gold_csv),
+            "--n", "40", "--seed-size", "20", "--timing-texts", "2", "--timing-runs", "1", "--task", str(task),
+            "-o", str(tmp_path / "out")]
+    task.write_text("[labels.x]\n[labels.y]\n", encoding="utf-8")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "task file's labels" in err and "\n" not in err
+    task.write_text('[labels.a]\ndescription = "the first"\n[labels.b]\ndescription = "the second"\n', encoding="utf-8")
+    worded = []
+    real = quant_module.with_task
+    monkeypatch.setattr(quant_module, "with_task", lambda prompt, t: worded.append(real(prompt, t)) or worded[-1])
+    assert main(argv) == 0
+    assert worded and all("- a: the first\n- b: the second" in prompt.prefix for prompt in worded)

@@ -126,3 +126,22 @@ def test_the_tuis_task_file_reads_back(tmp_path):
     text = task_toml(["pos", 'ne"g'], ["liked it", ""], item="review")
     task = load_task(write(tmp_path / "t.toml", text))
     assert task.labels == ("pos", 'ne"g') and task.descriptions == ("liked it", "") and task.item == "review"
+
+
+def test_the_label_job_prompts_every_model_with_the_task_files_wording(tmp_path, tiny_model_path, monkeypatch):
+    import mollia_edge.llm.panel as panel_module
+    from test_label_job import args, write_input
+
+    prompts = []
+    real = panel_module.LLMAnnotator
+
+    class Recording(real):
+        def annotate(self, texts, progress=None):
+            prompts.append(self.prompt)
+            return super().annotate(texts, progress)
+
+    monkeypatch.setattr(panel_module, "LLMAnnotator", Recording)
+    task = write(tmp_path / "task.toml", TASK)
+    data = write_input(tmp_path / "in.csv")
+    assert main(args(data, tmp_path / "out.csv", tiny_model_path, "--task", str(task))) == 0
+    assert prompts and all("- pos: The reviewer liked it." in p.prefix and p.aliases for p in prompts)
