@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", help="comma-separated label set in the files' llm_logits order "
                                          "(default: TREC's order for trec, else the gold labels sorted)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed + seeds - 1 (the defaults were tuned on 0-4: "
+                             "report on others)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--mode", choices=("head", "top-layers", "both"), default="head")
     strategies = parser.add_mutually_exclusive_group()
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         inputs = model_inputs(data, mode, args.lexical_bits if mode == "head" else 0, console, base.top_layers)
         init_layers = load_top_layers(base.top_layers) if mode == "top-layers" else None
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             test, pool = split(len(data.gold), args.test_size, seed)
             seeds = draw_seed_rows(pool, base.seed_size, seed)
             task = ActiveLearningTask(inputs, pool, len(data.labels), data.gold, test)
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
     report: dict = {
-        "settings": {"dataset": args.dataset, "llms": list(data.llm_names), "labels": list(data.labels), "seeds": args.seeds, "rounds": args.rounds, "test_size": args.test_size,
+        "settings": {"dataset": args.dataset, "llms": list(data.llm_names), "labels": list(data.labels), "seeds": args.seeds, "first_seed": args.first_seed, "rounds": args.rounds, "test_size": args.test_size,
                      "lexical_bits": args.lexical_bits, "threads": args.threads, "molam": dataclasses.asdict(molam_config), "config": dataclasses.asdict(base)},
         "round10": {}, "round_seconds": {}, "curves": {}, "label_noise": {},
     }
