@@ -443,6 +443,41 @@ def _round_metrics(round_number: int, labelled: int, clf: Any, batch: _Batch, ne
     )
 
 
+def _recorded_rounds(store: Store, run_id: str, settings: dict[str, Any], labelled: LabelledSet,
+                     stopping: StoppingRule | None) -> tuple[list[RoundMetrics], np.ndarray]:
+    """Begin (or find) the run: its recorded rounds, their labels added to ``labelled``, the rows
+    set aside so far; the stopping rule charged with the LLM time already spent."""
+    store.begin_al_run(run_id, settings)
+    results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
+    set_aside = add_recorded_labels(store, run_id, labelled)
+    if stopping is not None:
+        stopping.spend(sum(m.annotate_seconds for m in results))
+    return results, set_aside
+
+
+def _train_and_test(task: ActiveLearningTask, labelled: LabelledSet, round_number: int, config: ActiveLearningConfig,
+                    classifier: Mapping[str, Any], seed: int) -> tuple[Any, tuple[float | None, float | None],
+                                                                       tuple[float, float]]:
+    """Round ``round_number``'s classifier, its test F1s and (train, evaluate) seconds."""
+    started = time.perf_counter()
+    clf = train_classifier(
+        task.inputs, labelled, task.n_classes, negative_learning_weight(round_number, config), config, classifier,
+        derived_seed(seed, round_number, 1), derived_seed(seed, round_number, 2),
+    )
+    trained = time.perf_counter()
+    f1 = _test_f1(clf, task)
+    return clf, f1, (trained - started, time.perf_counter() - trained)
+
+
+def _stop_check(stopping: StoppingRule | None, clf: Any, task: ActiveLearningTask,
+                more_rounds: bool) -> tuple[float | None, str | None]:
+    """(kappa of this round's stop-set labels with the last round's, why the loop stops now)."""
+    if stopping is None:
+        return None, None
+    kappa = stopping.observe(clf.predict(task.inputs[stopping.rows]))
+    return kappa, stopping.reason() if more_rounds else None
+
+
 def run_active_learning(
     task: ActiveLearningTask,
     annotator: Annotator,
@@ -495,28 +530,13 @@ def run_active_learning(
             **({"classifier_options": options} if options else {}),  # run ids recorded without options stay valid
         }
         run_id = run_id or "al-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        store.begin_al_run(run_id, settings)
-        results = [RoundMetrics(**metrics) for metrics in store.al_rounds(run_id)]
-        set_aside = add_recorded_labels(store, run_id, labelled)
+        results, set_aside = _recorded_rounds(store, run_id, settings, labelled, stopping)
         if any(m.stopped for m in results):
             return results
-        if stopping is not None:
-            stopping.spend(sum(m.annotate_seconds for m in results))
 
     for round_number in range(len(results), config.rounds + 1):
-        started = time.perf_counter()
-        clf = train_classifier(
-            task.inputs, labelled, task.n_classes, negative_learning_weight(round_number, config), config, classifier,
-            derived_seed(seed, round_number, 1), derived_seed(seed, round_number, 2),
-        )
-        train_seconds = time.perf_counter() - started
-
-        started = time.perf_counter()
-        f1 = _test_f1(clf, task)
-        evaluate_seconds = time.perf_counter() - started
-
-        kappa = stopping.observe(clf.predict(task.inputs[stopping.rows])) if stopping is not None else None
-        stopped = stopping.reason() if stopping is not None and round_number < config.rounds else None
+        clf, f1, seconds = _train_and_test(task, labelled, round_number, config, classifier, seed)
+        kappa, stopped = _stop_check(stopping, clf, task, round_number < config.rounds)
         batch = _Batch.empty(task.n_classes)
         if round_number < config.rounds and not stopped:
             batch = _query_batch(query, clf, task, labelled, set_aside, annotator, config)
@@ -525,7 +545,7 @@ def run_active_learning(
         negatives, weights, disagree = _weigh_batch(clf, task, batch, config)
         metrics = dataclasses.replace(
             _round_metrics(round_number, len(labelled.rows), clf, batch, negatives, weights, disagree, gold,
-                           config, f1, (train_seconds, evaluate_seconds)), stop_kappa=kappa, stopped=stopped)
+                           config, f1, seconds), stop_kappa=kappa, stopped=stopped)
         if store is not None:
             _record_round(store, run_id, metrics, batch, weights, negatives)
         labelled.add(batch.rows, batch.positive, weights, negatives)
