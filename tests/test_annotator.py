@@ -60,7 +60,8 @@ def test_a_new_prompt_is_evaluated_only_when_a_text_needs_it(tiny_model_path, tm
 
     prefixes = []
     real = LlamaEngine.set_prefix
-    monkeypatch.setattr(LlamaEngine, "set_prefix", lambda self, tokens: (prefixes.append(len(tokens)), real(self, tokens))[1])
+    monkeypatch.setattr(LlamaEngine, "set_prefix",
+                        lambda self, tokens, saved=None: (prefixes.append(len(tokens)), real(self, tokens, saved))[1])
     other = PromptSpec(labels=LABELS, item="review", chat_format="chatml", instruction="Classify the review.")
     with Store(tmp_path / "s.sqlite") as store:
         with _annotator(tiny_model_path, store) as first:

@@ -9,7 +9,7 @@ import pytest
 from llama_cpp import Llama
 
 from mollia_edge.errors import ModelError
-from mollia_edge.llm.engine import LlamaEngine, ScoringJob
+from mollia_edge.llm.engine import LlamaEngine, PrefixStates, ScoringJob
 from mollia_edge.llm.prompts import PromptSpec
 from tiny_gguf import corrupt_copy
 
@@ -25,10 +25,11 @@ def engine(tiny_model_path: Path) -> LlamaEngine:
         yield e
 
 
-def _jobs(engine: LlamaEngine, chat_format: str, n_samples: int = 0) -> list[ScoringJob]:
+def _jobs(engine: LlamaEngine, chat_format: str, n_samples: int = 0,
+          saved: PrefixStates | None = None) -> list[ScoringJob]:
     spec = PromptSpec(labels=LABELS, item="review", chat_format=chat_format)
     before, after = spec.split()
-    engine.set_prefix(engine.tokenize(before, add_bos=True, special=True))
+    engine.set_prefix(engine.tokenize(before, add_bos=True, special=True), saved)
     continuations = [engine.tokenize_continuation(spec.answer(label)) for label in LABELS]
     return [
         ScoringJob(
@@ -116,6 +117,23 @@ def test_prefix_is_evaluated_once_and_reused(engine, naive):
     first = engine.run(jobs[:1], **SAMPLING, max_new_tokens=8)[0]
     expected = [_naive_label_logprob(naive, list(jobs[0].prompt_tokens), list(c)) for c in jobs[0].continuations]
     np.testing.assert_allclose(first.label_logprob, expected, atol=1e-3)
+
+
+def test_a_reloaded_model_restores_its_saved_prefix_and_gives_the_same_numbers(tiny_model_path, monkeypatch):
+    """Models taking turns: the second engine on the file restores the prefix's KV state
+    (no evaluation) and scores and samples every text exactly as the first did."""
+    evaluated = []
+    real = LlamaEngine._evaluate_prefix
+    monkeypatch.setattr(LlamaEngine, "_evaluate_prefix", lambda self, tokens: (evaluated.append(len(tokens)), real(self, tokens))[1])
+    saved, runs = PrefixStates(), []
+    for _ in range(2):
+        with LlamaEngine(tiny_model_path, n_ctx=4096, n_batch=256, n_seq_max=256, n_threads=1) as e:
+            jobs = _jobs(e, "chatml", n_samples=3, saved=saved)
+            runs.append(e.run(jobs, **SAMPLING, max_new_tokens=8))
+    assert saved.restored == 1 and len(evaluated) == 1
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first.label_logprob, second.label_logprob)
+        assert first.samples == second.samples
 
 
 @pytest.mark.parametrize("mode", ["truncate", "garbage"])

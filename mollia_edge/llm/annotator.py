@@ -16,7 +16,7 @@ from ..data import text_sha256
 from ..errors import ConfigError, ModelError
 from ..store import Store
 from .catalog import file_sha256
-from .engine import ENGINE_VERSION, JobResult, LlamaEngine, ScoringJob
+from .engine import ENGINE_VERSION, JobResult, LlamaEngine, PrefixStates, ScoringJob
 from .prompts import PromptSpec
 from .scoring import answer_shares, answer_variants, normalise_answer
 from .signals import AnnotationSignals, TextSignals, combine_chunks
@@ -45,6 +45,8 @@ class LLMAnnotator:
         self.llm = fit_sequences(llm or LLMConfig(), len(prompt.labels), _alias_count(prompt))
         self.store = store
         self.engine: LlamaEngine | None = None
+        self.prefix_states = PrefixStates()
+        """Evaluated prefixes' KV states, kept when the model is released (models taking turns)."""
         self._prompt_applied = False
         self.before_load: Callable[[], None] | None = None
         """Called before the model is loaded (the panel makes room for it there)."""
@@ -145,7 +147,7 @@ class LLMAnnotator:
         """Evaluate the prompt's shared prefix and tokenize the label answers."""
         assert self.engine is not None
         self._before, self._after = self.prompt.split()
-        self.engine.set_prefix(self.engine.tokenize(self._before, add_bos=True, special=True))
+        self.engine.set_prefix(self.engine.tokenize(self._before, add_bos=True, special=True), self.prefix_states)
         self._prompt_applied = True
         self._continuations = [
             self.engine.tokenize_continuation(self.prompt.answer(label)) for label in self.prompt.labels

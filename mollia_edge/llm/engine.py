@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,36 @@ ENGINE_VERSION = f"llama-cpp-python {llama_cpp.__version__}"
 """Part of every cache key: another llama.cpp may give other numbers."""
 
 _log_lines: deque[str] = deque(maxlen=50)
+_ANSWER_END_MASKS: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
+"""(stop, halt) masks per model file (path, size, mtime): reloads of a model reuse them."""
+
+
+class PrefixStates:
+    """KV states of evaluated prompt prefixes (sequence 0), kept across engines of one model.
+
+    A model that takes turns in memory is loaded again for every round; restoring its
+    demonstrations' prefix costs a copy instead of an evaluation. The ``keep`` most recently
+    used prefixes are kept (a few MB each for the starter models).
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self.restored = 0
+        """How many times a saved state was handed out."""
+
+    def get(self, tokens: Sequence[int]) -> bytes | None:
+        state = self._states.get(tuple(tokens))
+        if state is not None:
+            self._states.move_to_end(tuple(tokens))
+            self.restored += 1
+        return state
+
+    def put(self, tokens: Sequence[int], state: bytes) -> None:
+        self._states[tuple(tokens)] = state
+        self._states.move_to_end(tuple(tokens))
+        while len(self._states) > self.keep:
+            self._states.popitem(last=False)
 
 
 @llama_cpp.llama_log_callback
@@ -213,7 +243,11 @@ class LlamaEngine:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._prefix: list[int] = []
         self.group_cells = _group_cells(self._model, n_batch, n_gpu_layers)
-        self._stop_mask, self._halt_mask = self._answer_end_masks()
+        stat = path.stat()
+        masks_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if masks_key not in _ANSWER_END_MASKS:  # a pass over the vocabulary: once per model file
+            _ANSWER_END_MASKS[masks_key] = self._answer_end_masks()
+        self._stop_mask, self._halt_mask = _ANSWER_END_MASKS[masks_key]
         self._space_prefixed = self.token_piece(self.tokenize("a")[0]).startswith(" ")
 
     @classmethod
@@ -306,8 +340,13 @@ class LlamaEngine:
         """Tokens of the shared prefix held in the KV cache."""
         return len(self._prefix)
 
-    def set_prefix(self, tokens: Sequence[int]) -> None:
-        """Evaluate the shared prompt prefix into sequence 0 (nothing to do if unchanged)."""
+    def set_prefix(self, tokens: Sequence[int], saved: PrefixStates | None = None) -> None:
+        """Evaluate the shared prompt prefix into sequence 0 (nothing to do if unchanged).
+
+        With ``saved``, a prefix evaluated before (by an earlier engine on the same model file
+        and settings: models taking turns) is restored from its KV state instead, and a newly
+        evaluated one is saved there; restored cells are the same bytes, so no number changes.
+        """
         tokens = list(tokens)
         if tokens == self._prefix:
             return
@@ -318,6 +357,14 @@ class LlamaEngine:
                 f"the prompt prefix has {len(tokens)} tokens, too many for llm.n_ctx={self.n_ctx}; "
                 "use fewer demonstrations or a larger n_ctx"
             )
+        state = saved.get(tokens) if saved is not None else None
+        if state is None or not self._restore_sequence_0(state):
+            self._evaluate_prefix(tokens)
+            if saved is not None:
+                saved.put(tokens, self._sequence_0_state())
+        self._prefix = tokens
+
+    def _evaluate_prefix(self, tokens: list[int]) -> None:
         feeder = _Feeder(self)
         try:
             for pos, token in enumerate(tokens):
@@ -325,7 +372,19 @@ class LlamaEngine:
             feeder.flush()
         finally:
             feeder.close()
-        self._prefix = tokens
+
+    def _sequence_0_state(self) -> bytes:
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        n = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+        return ctypes.string_at(buffer, n)
+
+    def _restore_sequence_0(self, state: bytes) -> bool:
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self._ctx, buffer, len(state), 0) == len(state):
+            return True
+        llama_cpp.llama_memory_clear(self._memory, True)  # a state this context cannot take
+        return False
 
     def _shared_length(self, prompt: Sequence[int]) -> int:
         n = 0
