@@ -315,7 +315,7 @@ class ActiveLearningConfig:
     classifier: str = "auto"
     """The classifier trained in the loop: ``head`` (an MLP on the frozen sentence embeddings),
     ``top-layers`` (MiniLM's top ``top_layers`` layers fine-tuned with the head) or ``auto``:
-    ``top-layers`` when a few timed training steps say its rounds fit ``round_seconds``."""
+    ``top-layers`` when its rounds are estimated (from the texts' lengths, not timed) to fit ``round_seconds``."""
     round_seconds: float = 30.0
     """``classifier = "auto"``: the most seconds one round's training may take (estimated)."""
     pseudo_weight: float = 0.3

@@ -569,7 +569,7 @@ def _stopping_rule(run: _Run, pool: np.ndarray) -> StoppingRule | None:
 
 def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, Any]]:
     """(mode, inputs, classifier options) of the job's classifier; the mode is decided once per
-    session (``auto``: by timing a few top-layers training steps) and kept for resumed runs."""
+    session (``auto``: by the estimated seconds of a top-layers round) and kept for resumed runs."""
     from .al.classifier_choice import choose_classifier, top_layers_inputs
 
     if run.classifier_inputs is not None:
@@ -577,7 +577,7 @@ def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, 
     choice = run.session.stage("classifier")
     if choice is None:
         choice = choose_classifier(run.job.classifier or run.job.config.al.classifier, run.encoder, run.prep.texts,
-                                   run.k, final_rows, run.job.config.al, run.job.threads)
+                                   final_rows, run.job.config.al, run.job.threads)
         run.session.put_stage("classifier", choice, choice.get("seconds", 0.0))
     run.classifier_choice = choice
     if choice["mode"] == "head":
