@@ -93,3 +93,22 @@ def test_hashed_tfidf_is_stable_normalised_and_sees_word_pairs():
     assert combined.shape == (4, 1029) and np.array_equal(combined[:, 5:], features)
     with pytest.raises(ConfigError, match="bits"):
         hashed_tfidf(texts, bits=30)
+
+
+def test_a_recorded_replay_reads_back_as_recorded(tmp_path):
+    """scripts/record_replay.py's rows: what load_replay reads is what the models said."""
+    from record_replay import replay_rows
+
+    labels = ("negative", "positive")
+    mass = np.array([[0.7, 0.1], [0.05, 0.9], [0.0, 0.0]])
+    answers = (("negative",) * 3, ("positive", "positive", "negative"), ("", "", ""))
+    for llm, scale in (("smollm2", 1.0), ("gemma3", 0.5)):
+        rows = replay_rows(["bad", "good", "meh"], ["negative", "positive", "negative"], labels, mass * scale, answers)
+        (tmp_path / f"rt_{llm}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_replay(tmp_path, "rt")
+    assert data.labels == labels and data.llm_names == ("gemma3", "smollm2")
+    assert data.gold.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(data.scores[:, 1], mass)
+    np.testing.assert_allclose(data.scores[:, 0], mass * 0.5)
+    np.testing.assert_allclose(data.consistency[1, 0], [1 / 3, 2 / 3])
+    np.testing.assert_allclose(data.consistency[2, 0], [0, 0])
