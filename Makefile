@@ -25,7 +25,7 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/mollia-edge models
 	mkdir -p results
-	$(BIN)/mollia-edge example rotten-tomatoes --n 300 --seeds 50 -o results/example.csv
+	$(BIN)/mollia-edge example rotten-tomatoes --n 300 --seed-rows 50 -o results/example.csv
 	$(BIN)/mollia-edge label results/example.csv --item review --gold-column gold -o results/example-labelled.csv
 
 test: setup

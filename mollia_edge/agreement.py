@@ -73,18 +73,18 @@ def annotator_report(scores: Any, consistency: Any, y: Any, names: Sequence[str]
                      labels: Sequence[str] | None = None) -> AnnotatorReport:
     """Report on rows with known labels y (n,) for annotators' scores and consistency (n, N, K);
     ``labels``: the K label names, for the confusion pairs."""
-    z, c = np.asarray(scores, dtype=np.float64), np.asarray(consistency, dtype=np.float64)
-    if z.ndim != 3 or z.shape != c.shape:
-        raise DataError(f"scores {z.shape} and consistency {c.shape} must both have shape (rows, annotators, classes)")
+    scores, c = np.asarray(scores, dtype=np.float64), np.asarray(consistency, dtype=np.float64)
+    if scores.ndim != 3 or scores.shape != c.shape:
+        raise DataError(f"scores {scores.shape} and consistency {c.shape} must both have shape (rows, annotators, classes)")
     y = np.asarray(y)
-    if y.shape != (z.shape[0],):
-        raise DataError(f"labels must have shape ({z.shape[0]},), got {y.shape}")
-    n_ann, k = z.shape[1], z.shape[2]
+    if y.shape != (scores.shape[0],):
+        raise DataError(f"labels must have shape ({scores.shape[0]},), got {y.shape}")
+    n_ann, k = scores.shape[1], scores.shape[2]
     names = list(names) if names is not None else [f"llm{i}" for i in range(n_ann)]
     if len(names) != n_ann:
         raise DataError(f"{len(names)} names given for {n_ann} annotators")
-    by_scores = np.stack([single(z, i).argmax(axis=1) for i in range(n_ann)])
-    by_samples = np.stack([vote(c[:, i : i + 1], z[:, i : i + 1]).argmax(axis=1) for i in range(n_ann)])
+    by_scores = np.stack([single(scores, i).argmax(axis=1) for i in range(n_ann)])
+    by_samples = np.stack([vote(c[:, i : i + 1], scores[:, i : i + 1]).argmax(axis=1) for i in range(n_ann)])
     kappa = np.array([[cohen_kappa(by_scores[i], by_scores[j], k) for j in range(n_ann)] for i in range(n_ann)])
     confusion = np.zeros((n_ann, k, k), dtype=np.int64)
     for i in range(n_ann):

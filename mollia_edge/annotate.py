@@ -65,7 +65,7 @@ class AnnotationReport:
         out: list[dict[str, object]] = []
         for run in self.runs:
             s = run.signals
-            prob = s.label_prob
+            prob = s.scores
             for i, row_id in enumerate(row_ids):
                 row: dict[str, object] = {
                     "row": row_id,

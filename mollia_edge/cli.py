@@ -497,7 +497,8 @@ def _add_example(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", help="a bundled labelled dataset (e.g. rotten-tomatoes, bbc-news)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the task table (.csv, .tsv, .jsonl)")
     parser.add_argument("--n", type=int, default=400, help="rows (a seeded random sample)")
-    parser.add_argument("--seeds", type=int, default=50, help="rows that keep their label in the 'label' column")
+    parser.add_argument("--seed-rows", "--seeds", dest="seed_rows", type=int, default=50,
+                        help="rows that keep their label in the 'label' column (--seeds: the older name)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=_run_example)
 
@@ -508,16 +509,16 @@ def _run_example(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed must be in [0, {SEED_MAX}], got {quoted(args.seed)}")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {quoted(args.n)}")
-    if not 0 <= args.seeds <= args.n:
-        raise ConfigError(f"--seeds must be between 0 and --n ({args.n}), got {args.seeds}")
+    if not 0 <= args.seed_rows <= args.n:
+        raise ConfigError(f"--seed-rows must be between 0 and --n ({args.n}), got {args.seed_rows}")
     data = load_dataset(args.dataset).sample(args.n, args.seed)
     gold = [data.label_names[i] for i in data.labels]
     rows = [
-        {"text": text, "label": label if row < args.seeds else "", "gold": label}
+        {"text": text, "label": label if row < args.seed_rows else "", "gold": label}
         for row, (text, label) in enumerate(zip(data.texts, gold))
     ]
     write_table_atomic(args.output, rows, ("text", "label", "gold"))
-    print(f"wrote {args.output}: {args.n} rows of {args.dataset}, {args.seeds} with a seed label "
+    print(f"wrote {args.output}: {args.n} rows of {args.dataset}, {args.seed_rows} with a seed label "
           f"(labels: {', '.join(data.label_names)}); the 'gold' column is for scoring only", file=sys.stderr)
     return 0
 

@@ -298,11 +298,11 @@ class _Run:
         if not len(rows):
             width = len(self.panel.models) + (self.text_proba is not None)
             return np.zeros((0, width, self.k)), np.zeros((0, width, self.k))
-        z, c = self.panel.signals(rows)
+        scores, c = self.panel.signals(rows)
         if self.text_proba is None:
-            return z, c
+            return scores, c
         own = self.text_proba[rows][:, None, :]
-        return np.concatenate([z, own], axis=1), np.concatenate([c, own], axis=1)
+        return np.concatenate([scores, own], axis=1), np.concatenate([c, own], axis=1)
 
     def negatives(self, rows: np.ndarray) -> np.ndarray:
         """y- (len(rows), K) of paper Eq. 5: the labels every LLM gives a raw label mass below
@@ -454,18 +454,18 @@ def _fit_label_model(run: _Run) -> None:
     job, seed_rows = run.job, run.seed_rows
     _draw_sample(run)
     take = len(run.sample)
-    z, c = run.signals(np.concatenate([seed_rows, run.sample]).astype(np.int64))
+    scores, c = run.signals(np.concatenate([seed_rows, run.sample]).astype(np.int64))
     seed_pos = np.arange(len(seed_rows))
     text_position = len(run.panel.models) if run.text_proba is not None else None
-    run.label_model = fit_label_model(z, c, seed_pos, run.seed_label[seed_rows], run.k, job.config, run.prep.seed,
+    run.label_model = fit_label_model(scores, c, seed_pos, run.seed_label[seed_rows], run.k, job.config, run.prep.seed,
                                       text_position)
-    sample_proba = run.label_model.predict_proba(z[len(seed_rows):], c[len(seed_rows):]) if take else np.zeros((0, run.k))
+    sample_proba = run.label_model.predict_proba(scores[len(seed_rows):], c[len(seed_rows):]) if take else np.zeros((0, run.k))
     # the loop's annotator abstains below molam.abstain_below, on at most a set share of the sample
     run.abstain_below = confidence_floor(sample_proba, job.config.molam.abstain_below,
                                          job.config.molam.max_abstain_share)
     if len(seed_rows):
         llms = slice(0, len(run.panel.models))
-        run.llm_report = annotator_report(z[seed_pos, llms], c[seed_pos, llms], run.seed_label[seed_rows],
+        run.llm_report = annotator_report(scores[seed_pos, llms], c[seed_pos, llms], run.seed_label[seed_rows],
                                           run.panel.names, run.prep.labels).as_dict()
     run.sample_proba = sample_proba
 
@@ -479,13 +479,13 @@ def _check_teaching(run: _Run) -> None:
     if teacher == "seeds":
         run.teaching = TeachingCheck(False, reason="al.teacher = \"seeds\"")
         return
-    z, c = run.signals(run.sample)
+    scores, c = run.signals(run.sample)
     text = len(run.panel.models) if run.text_proba is not None else None
 
     def labels_for(own: np.ndarray | None) -> np.ndarray:
         if own is not None:
-            z[:, text], c[:, text] = own, own
-        return abstaining_labels(run.label_model.predict_proba(z, c), run.abstain_below)
+            scores[:, text], c[:, text] = own, own
+        return abstaining_labels(run.label_model.predict_proba(scores, c), run.abstain_below)
 
     run.teaching = check_teaching(run.x, seed_rows, run.seed_label[seed_rows], run.sample, labels_for, run.k,
                                   text is not None, seed=derived_seed(run.prep.seed, 17))
@@ -602,9 +602,9 @@ def _training_rows(run: _Run) -> LabelledSet:
     the seed rows and their regression's pseudo-labels when the label model does not teach."""
     labelled, weight = run.labelled, run.job.config.al.pseudo_weight
     if run.teaching is not None and not run.teaching.label_model_teaches:
-        seeds = np.isin(labelled.rows, run.seed_rows)
-        labelled = LabelledSet(labelled.rows[seeds], labelled.labels[seeds], labelled.weights[seeds],
-                               labelled.negatives[seeds])
+        is_seed_row = np.isin(labelled.rows, run.seed_rows)
+        labelled = LabelledSet(labelled.rows[is_seed_row], labelled.labels[is_seed_row], labelled.weights[is_seed_row],
+                               labelled.negatives[is_seed_row])
         return _with_pseudo_labels(run, labelled, labelled.rows, labelled.labels, labelled.weights, weight)
     sure = abstaining_labels(run.sample_proba, run.abstain_below)  # as the loop's annotator: -1 below the floor
     keep = (sure >= 0) & ~np.isin(run.sample, labelled.rows)
@@ -789,11 +789,11 @@ def _label_rows(run: _Run) -> None:
     seed_rows, k = run.seed_rows, run.k
     first = np.concatenate([seed_rows, run.sample]).astype(np.int64)
     run.llm_rows = np.setdiff1d(np.union1d(np.union1d(first, run.labelled.rows), run.abstained), seed_rows)
-    z, c = run.signals(run.llm_rows)
+    scores, c = run.signals(run.llm_rows)
     some = len(run.llm_rows) > 0
-    p_mix = run.label_model.predict_proba(z, c) if some else np.zeros((0, k))
+    p_mix = run.label_model.predict_proba(scores, c) if some else np.zeros((0, k))
     negatives = run.negatives(run.llm_rows)
-    run.votes = z[:, : len(run.panel.models)].argmax(axis=2) if some else np.zeros((0, len(run.panel.models)), np.int64)
+    run.votes = scores[:, : len(run.panel.models)].argmax(axis=2) if some else np.zeros((0, len(run.panel.models)), np.int64)
     position = {int(row): i for i, row in enumerate(run.llm_rows)}
     abstained = set(run.abstained.tolist())
     row_labels: list[RowLabel] = []

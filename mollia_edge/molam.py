@@ -133,12 +133,12 @@ def molam_features(scores: Any, consistency: Any, invalid: Any = None) -> np.nda
     the paper's columns followed by, per annotator, [invalid share, entropy of its
     normalised scores]. Leave ``invalid`` out to reproduce the paper exactly.
     """
-    z = _array3("scores", scores)
+    scores = _array3("scores", scores)
     c = _array3("consistency", consistency)
-    if z.shape != c.shape:
-        raise DataError(f"scores {z.shape} and consistency {c.shape} must have the same shape (n, N, K)")
-    n, n_ann, k = z.shape
-    out = np.concatenate([z, c], axis=2).reshape(n, 2 * n_ann * k)
+    if scores.shape != c.shape:
+        raise DataError(f"scores {scores.shape} and consistency {c.shape} must have the same shape (n, N, K)")
+    n, n_ann, k = scores.shape
+    out = np.concatenate([scores, c], axis=2).reshape(n, 2 * n_ann * k)
     if invalid is None:
         return out
     inv = np.asarray(invalid, dtype=np.float64)
@@ -146,7 +146,7 @@ def molam_features(scores: Any, consistency: Any, invalid: Any = None) -> np.nda
         raise DataError(f"invalid must have shape ({n}, {n_ann}) (rows, annotators), got {inv.shape}")
     if not np.all(np.isfinite(inv)) or np.any(inv < 0) or np.any(inv > 1):
         raise DataError("invalid must hold shares in [0, 1]")
-    p = _normalise(z)
+    p = _normalise(scores)
     entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=2)
     extra = np.stack([inv, entropy], axis=2).reshape(n, 2 * n_ann)
     return np.concatenate([out, extra], axis=1)
@@ -168,13 +168,13 @@ def negative_labels(scores: Any, delta: float = 0.001, rule: str = "every") -> n
     every label would be ruled out (the LLMs put their mass on no label at all) rules out none:
     that is no evidence against any one label.
     """
-    z = _array3("scores", scores)
+    scores = _array3("scores", scores)
     if not 0 < delta < 1:
         raise ConfigError(f"delta must be in (0, 1), got {delta}")
     if rule == "every":
-        out = np.all(z < delta, axis=1)
+        out = np.all(scores < delta, axis=1)
     elif rule == "mean":
-        out = z.mean(axis=1) <= delta
+        out = scores.mean(axis=1) <= delta
     else:
         raise ConfigError(f"rule must be 'every' or 'mean', got {rule!r}")
     out[out.all(axis=1)] = False
@@ -189,10 +189,10 @@ def score_average(scores: Any) -> np.ndarray:
 
 def single(scores: Any, i: int) -> np.ndarray:
     """Annotator ``i`` alone: its row-normalised scores, (n, N, K) -> (n, K)."""
-    z = _array3("scores", scores)
-    if not -z.shape[1] <= i < z.shape[1]:
-        raise DataError(f"annotator index {i} out of range: there are {z.shape[1]} annotators")
-    return _normalise(z[:, i])
+    scores = _array3("scores", scores)
+    if not -scores.shape[1] <= i < scores.shape[1]:
+        raise DataError(f"annotator index {i} out of range: there are {scores.shape[1]} annotators")
+    return _normalise(scores[:, i])
 
 
 def vote(consistency: Any, scores: Any = None) -> np.ndarray:
@@ -205,10 +205,10 @@ def vote(consistency: Any, scores: Any = None) -> np.ndarray:
     c = _array3("consistency", consistency)
     total = c.sum(axis=1)
     if scores is not None:
-        z = _array3("scores", scores)
-        if z.shape != c.shape:
-            raise DataError(f"scores {z.shape} and consistency {c.shape} must have the same shape")
-        tie = score_average(z)
+        scores = _array3("scores", scores)
+        if scores.shape != c.shape:
+            raise DataError(f"scores {scores.shape} and consistency {c.shape} must have the same shape")
+        tie = score_average(scores)
     else:
         tie = np.full(total.shape, 1.0 / total.shape[1])
     # tie-break below the smallest vote step (1/T with T <= 1e4 samples)

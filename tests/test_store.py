@@ -141,14 +141,14 @@ def test_stack_shapes_and_values() -> None:
 def test_stack_of_no_rows_has_k_columns() -> None:
     stacked = AnnotationSignals.stack(("a", "b"), [])
     assert stacked.label_logprob.shape == (0, 2)
-    assert stacked.label_prob.shape == (0, 2)
+    assert stacked.scores.shape == (0, 2)
 
 
-def test_label_prob_is_softmax_of_logprobs() -> None:
+def test_scores_are_the_softmax_of_label_logprobs() -> None:
     rng = np.random.default_rng(0)
     logprob = rng.normal(scale=20, size=(6, 4)) - 500.0  # far below 0: naive exp underflows
     rows = [TextSignals(label_logprob=r, consistency=np.zeros(4), invalid=1.0) for r in logprob]
-    prob = AnnotationSignals.stack(("a", "b", "c", "d"), rows).label_prob
+    prob = AnnotationSignals.stack(("a", "b", "c", "d"), rows).scores
     expected = softmax(logprob, axis=1)
     np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     np.testing.assert_allclose(prob, expected, rtol=1e-12, atol=1e-300)

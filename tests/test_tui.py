@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from test_label_job import write_input
 from tui.app import LabelApp, tui_job
 from tui.review import ReviewScreen
 from tui.run import RunScreen
-from tui.seed import SeedScreen
+from tui.seed_rows import SeedScreen
 from mollia_edge.task import load_task
 from tui.setup import SetupScreen, descriptions_text, parse_descriptions
 
@@ -175,7 +176,33 @@ def ran(tiny_model_path, tmp_path_factory) -> tuple[Path, LabelJob]:
     fixed.update(session=report["session"], al_run=report["al_run"])
     report_path.write_text(json.dumps(fixed), encoding="utf-8")
     (folder / job.beside_output(".report.txt")).write_text(_summary(fixed), encoding="utf-8")
+    _fix_machine_outputs(folder / (job.session or job.beside_output(".session.sqlite")), report["session"], report["al_run"])
     return folder, job
+
+
+def _fix_machine_outputs(store: Path, session_id: str, run_id: str) -> None:
+    """What the machines decided, overwritten with fixed values (the Run screen's rounds, the
+    Seed and Review screens' machine labels and queue): the snapshots show the layout on fixed
+    data, and the algorithms' numbers are asserted where they are computed."""
+    with sqlite3.connect(store) as db:
+        labels = json.loads(db.execute("SELECT labels FROM sessions WHERE session_id=?", (session_id,)).fetchone()[0])
+        k = len(labels)
+        for number, metrics in db.execute("SELECT round, metrics FROM al_rounds WHERE run_id=?", (run_id,)).fetchall():
+            fixed = dict(json.loads(metrics), queried=10 * (number < 3), disagreed=number + 1, abstained=0,
+                         stop_kappa=None, micro_f1=None, macro_f1=None)
+            db.execute("UPDATE al_rounds SET metrics=? WHERE run_id=? AND round=?", (json.dumps(fixed), run_id, number))
+        db.execute("UPDATE al_labels SET label = position % ?, weight = 1.0 WHERE run_id=?", (k, run_id))
+        machine = [r for (r,) in db.execute("SELECT row_index FROM session_labels WHERE session_id=? AND "
+                                            "source IN ('llm_mixture', 'classifier')", (session_id,))]
+        for row in machine:
+            db.execute("UPDATE session_labels SET label=?, source=?, confidence=?, negatives='', votes=?, needs_review=? "
+                       "WHERE session_id=? AND row_index=?",
+                       (labels[row % k], "llm_mixture" if row % 3 == 0 else "classifier", 0.5 + (row % 5) / 10,
+                        "|".join(labels[(row + j) % k] for j in range(2)) if row % 3 == 0 else "", int(row % 4 == 0),
+                        session_id, row))
+        db.execute("DELETE FROM session_review WHERE session_id=?", (session_id,))
+        db.executemany("INSERT INTO session_review (session_id, row_index, reason, priority) VALUES (?, ?, ?, ?)",
+                       [(session_id, row, "low confidence (fixed test data)", row / 100) for row in machine if row % 4 == 0])
 
 
 async def label_two_rows_and_run(job: LabelJob) -> None:

@@ -20,7 +20,7 @@ from .export import ExportScreen
 from .models import ModelsScreen
 from .review import ReviewScreen
 from .run import RunScreen
-from .seed import SeedScreen
+from .seed_rows import SeedScreen
 from .setup import SetupScreen, default_output
 from .state import TuiState, job_record, saved_job, state_path
 from .widgets import SCREEN_KEYS

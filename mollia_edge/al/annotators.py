@@ -31,10 +31,10 @@ from ..errors import DataError
 
 def _signals(scores: Any, consistency: Any) -> tuple[np.ndarray, np.ndarray]:
     """Scores and consistency as float64 (n, N, K) arrays of the same shape."""
-    z, c = np.asarray(scores, dtype=np.float64), np.asarray(consistency, dtype=np.float64)
-    if z.ndim != 3 or z.shape != c.shape:
-        raise DataError(f"scores and consistency must both be (rows, LLMs, classes), got {z.shape} and {c.shape}")
-    return z, c
+    scores, c = np.asarray(scores, dtype=np.float64), np.asarray(consistency, dtype=np.float64)
+    if scores.ndim != 3 or scores.shape != c.shape:
+        raise DataError(f"scores and consistency must both be (rows, LLMs, classes), got {scores.shape} and {c.shape}")
+    return scores, c
 
 
 def _row_indices(name: str, value: Any, n_rows: int) -> np.ndarray:
@@ -116,8 +116,8 @@ class VoteAnnotator(PrecomputedAnnotator):
     """The vote ensemble of all LLMs (:func:`mollia_edge.molam.vote`; ties to the score average)."""
 
     def __init__(self, scores: Any, consistency: Any, name: str = "vote") -> None:
-        z, c = _signals(scores, consistency)
-        super().__init__(name, molam.vote(c, z).argmax(axis=1), z.shape[2])
+        scores, c = _signals(scores, consistency)
+        super().__init__(name, molam.vote(c, scores).argmax(axis=1), scores.shape[2])
 
 
 class SingleLLMAnnotator(PrecomputedAnnotator):
@@ -125,11 +125,11 @@ class SingleLLMAnnotator(PrecomputedAnnotator):
     (how the paper counts a single LLM: Yi .768 on TREC)."""
 
     def __init__(self, scores: Any, consistency: Any, llm: int, name: str) -> None:
-        z, c = _signals(scores, consistency)
-        if not 0 <= llm < z.shape[1]:
-            raise DataError(f"LLM index {llm} out of range: the signals come from {z.shape[1]} LLMs")
+        scores, c = _signals(scores, consistency)
+        if not 0 <= llm < scores.shape[1]:
+            raise DataError(f"LLM index {llm} out of range: the signals come from {scores.shape[1]} LLMs")
         one = slice(llm, llm + 1)
-        super().__init__(name, molam.vote(c[:, one], z[:, one]).argmax(axis=1), z.shape[2])
+        super().__init__(name, molam.vote(c[:, one], scores[:, one]).argmax(axis=1), scores.shape[2])
 
 
 class LabelModelAnnotator(Annotator):
@@ -150,9 +150,9 @@ class LabelModelAnnotator(Annotator):
         self.negatives = negatives
 
     def _annotate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z, c = self.signals(rows)
-        negatives = np.array(self.model.negative_labels(z) if self.negatives is None else self.negatives(rows), bool)
-        labels = abstaining_labels(self.model.predict_proba(z, c), self.abstain_below_)
+        scores, c = self.signals(rows)
+        negatives = np.array(self.model.negative_labels(scores) if self.negatives is None else self.negatives(rows), bool)
+        labels = abstaining_labels(self.model.predict_proba(scores, c), self.abstain_below_)
         sure = labels >= 0
         negatives[np.flatnonzero(sure), labels[sure]] = False  # the label given is never also ruled out
         return labels, negatives
@@ -184,14 +184,14 @@ class MolamAnnotator(LabelModelAnnotator):
     ) -> None:
         self.scores, self.consistency = _signals(scores, consistency)
         n_rows = self.scores.shape[0]
-        seeds = _row_indices("seed_rows", seed_rows, n_rows)
+        seed_rows = _row_indices("seed_rows", seed_rows, n_rows)
         if unlabelled_rows is None:
-            unlabelled = np.setdiff1d(np.arange(n_rows), seeds)
+            unlabelled = np.setdiff1d(np.arange(n_rows), seed_rows)
         else:
             unlabelled = _row_indices("unlabelled_rows", unlabelled_rows, n_rows)
         started = time.perf_counter()
         model = molam.fit_annotation_model(
-            self.scores[seeds], self.consistency[seeds], seed_labels,
+            self.scores[seed_rows], self.consistency[seed_rows], seed_labels,
             self.scores[unlabelled], self.consistency[unlabelled], n_classes,
             config=config, seed=seed, text_annotator=text_annotator,
         )

@@ -191,15 +191,15 @@ def _check_task(task: ActiveLearningTask, seed_rows: np.ndarray, config: ActiveL
         raise DataError(f"gold must be (rows,) integer labels in -1..{task.n_classes - 1} (-1: unknown)")
     n_rows = len(gold)
     pool = _index_array("pool", task.pool, n_rows)
-    seeds = _index_array("seed_rows", seed_rows, n_rows)
-    if not np.all(np.isin(seeds, pool)):
+    seed_rows = _index_array("seed_rows", seed_rows, n_rows)
+    if not np.all(np.isin(seed_rows, pool)):
         raise DataError("every seed row must be a pool row")
-    if np.any(gold[seeds] < 0):
+    if np.any(gold[seed_rows] < 0):
         raise DataError("every seed row needs a gold label (the seed set is labelled by a person)")
-    needed = len(seeds) + config.rounds * config.query_size
+    needed = len(seed_rows) + config.rounds * config.query_size
     if needed > len(pool):
         raise ConfigError(
-            f"{config.rounds} rounds of {config.query_size} queries after {len(seeds)} seed rows need a pool "
+            f"{config.rounds} rounds of {config.query_size} queries after {len(seed_rows)} seed rows need a pool "
             f"of {needed} rows, it has {len(pool)}: lower al.rounds or al.query_size"
         )
     if task.test is not None:
@@ -371,11 +371,11 @@ def _query_batch(
     return batch
 
 
-def _data_digest(task: ActiveLearningTask, seeds: np.ndarray) -> dict[str, Any]:
+def _data_digest(task: ActiveLearningTask, seed_rows: np.ndarray) -> dict[str, Any]:
     """What identifies a run's data in its settings: sizes and digests of the rows and inputs."""
     n = len(task.gold)
     return {"n_classes": task.n_classes, "rows": n, "pool": _rows_digest(task.pool), "test": _rows_digest(task.test),
-            "seed_rows": _rows_digest(seeds), "inputs": _fingerprint(task.inputs, n)}
+            "seed_rows": _rows_digest(seed_rows), "inputs": _fingerprint(task.inputs, n)}
 
 
 def _test_f1(clf: Any, task: ActiveLearningTask) -> tuple[float | None, float | None]:
@@ -513,20 +513,20 @@ def run_active_learning(
         raise ConfigError(f"annotator {annotator.name!r} has {annotator.n_classes} classes, the task {task.n_classes}")
     gold = np.asarray(task.gold)
     task = dataclasses.replace(task, gold=gold)
-    seeds = draw_seed_rows(task.pool, config.seed_size, seed) if seed_rows is None else np.asarray(seed_rows)
-    _check_task(task, seeds, config)
+    seed_rows = draw_seed_rows(task.pool, config.seed_size, seed) if seed_rows is None else np.asarray(seed_rows)
+    _check_task(task, seed_rows, config)
     query = make_strategy(strategy, seed)
     options = _checked_options(classifier_options)
     classifier = {"mode": mode, "init_layers": init_layers, "threads": threads, **options}
-    labelled = LabelledSet(seeds.astype(np.int64), gold[seeds], np.ones(len(seeds), np.float32),
-                           np.zeros((len(seeds), task.n_classes), bool))
+    labelled = LabelledSet(seed_rows.astype(np.int64), gold[seed_rows], np.ones(len(seed_rows), np.float32),
+                           np.zeros((len(seed_rows), task.n_classes), bool))
 
     results: list[RoundMetrics] = []
     set_aside = np.empty(0, np.int64)
     if store is not None:
         settings = {
             "config": dataclasses.asdict(config), "strategy": strategy, "annotator": annotator.name, "seed": seed,
-            "mode": mode, "init_layers": sorted(init_layers or ()), **_data_digest(task, seeds),
+            "mode": mode, "init_layers": sorted(init_layers or ()), **_data_digest(task, seed_rows),
             **({"classifier_options": options} if options else {}),  # run ids recorded without options stay valid
         }
         run_id = run_id or "al-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -85,7 +85,7 @@ def load_bench_texts(request: QuantBenchRequest) -> BenchTexts:
     assert table.gold is not None
     labelled = [(t, g) for t, g in zip(table.texts, table.gold) if g is not None]
     labels = wanted or check_label_set(sorted({g for _, g in labelled}))
-    n, seeds = request.bench.n, request.bench.seed_size
+    n, n_seed_rows = request.bench.n, request.bench.seed_size
     if len(labels) < 2:
         raise DataError(f"{request.data}: column {quoted(request.label_column)} needs at least 2 distinct labels")
     if len(labelled) < n:
@@ -99,8 +99,8 @@ def load_bench_texts(request: QuantBenchRequest) -> BenchTexts:
         texts=[labelled[i][0] for i in order],
         gold=np.array([index[labelled[i][1]] for i in order], dtype=np.int64),
         labels=labels,
-        seed_rows=np.arange(seeds),
-        eval_rows=np.arange(seeds, n),
+        seed_rows=np.arange(n_seed_rows),
+        eval_rows=np.arange(n_seed_rows, n),
     )
 
 
@@ -125,14 +125,14 @@ def mixture_metrics(signals: Sequence[AnnotationSignals], data: BenchTexts, conf
     the models' signals (one :class:`AnnotationSignals` per model, each n rows)."""
     from ..molam import fit_annotation_model
 
-    z = np.stack([s.label_prob for s in signals], axis=1)
+    scores = np.stack([s.scores for s in signals], axis=1)
     c = np.stack([s.consistency for s in signals], axis=1)
-    seeds, rest = data.seed_rows, data.eval_rows
+    seed_rows, rest = data.seed_rows, data.eval_rows
     model = fit_annotation_model(
-        z[seeds], c[seeds], data.gold[seeds], z[rest], c[rest], len(data.labels),
+        scores[seed_rows], c[seed_rows], data.gold[seed_rows], scores[rest], c[rest], len(data.labels),
         config=config.molam, seed=config.seed,
     )
-    accuracy, macro = f1_scores(data.gold[rest], model.predict(z[rest], c[rest]), len(data.labels))
+    accuracy, macro = f1_scores(data.gold[rest], model.predict(scores[rest], c[rest]), len(data.labels))
     return {"accuracy": accuracy, "macro_f1": macro}
 
 
@@ -203,10 +203,10 @@ def _bench_model(
             load_s=cost.load_s, peak_rss_mib=cost.peak_rss_mib, memory_mib=cost.memory_mib, s_per_text=cost.s_per_text,
         )
     fastest = min(c["s_per_text"] for c in cells.values() if c["status"] == "measured")
-    reference = signals[source.quant].label_prob[data.eval_rows]
+    reference = signals[source.quant].scores[data.eval_rows]
     for key, s in signals.items():
         cells[key]["speed_ratio"] = cells[key]["s_per_text"] / fastest
-        cells[key].update(label_metrics(s.label_prob[data.eval_rows], data.gold[data.eval_rows], reference))
+        cells[key].update(label_metrics(s.scores[data.eval_rows], data.gold[data.eval_rows], reference))
     return cells, signals
 
 

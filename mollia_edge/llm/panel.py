@@ -122,7 +122,7 @@ class LLMPanel:
         label mass (each label's sequence probability, the paper's z of Eq. 5), each
         (len(rows), K), under ``plan``."""
         k = len(model.prompt.labels)
-        z, c, mass = np.zeros((len(rows), k)), np.zeros((len(rows), k)), np.zeros((len(rows), k))
+        scores, c, mass = np.zeros((len(rows), k)), np.zeros((len(rows), k)), np.zeros((len(rows), k))
         annotator = self._annotator(model)
         report = (lambda d, t: self.progress(f"llm {model.name}", d, t)) if self.progress else None
         for prompt, positions in plan.split(rows):
@@ -131,10 +131,10 @@ class LLMPanel:
             s = annotator.annotate([self.texts[i] for i in rows[positions]], report)
             self.seconds[model.name] += time.perf_counter() - started
             self.computed[model.name] += annotator.computed - before
-            z[positions], c[positions], mass[positions] = s.label_prob, s.consistency, np.exp(s.label_logprob)
+            scores[positions], c[positions], mass[positions] = s.scores, s.consistency, np.exp(s.label_logprob)
             self.truncated.update(int(r) for r, cut in zip(rows[positions], s.truncated) if cut)
             self.chunked.update(int(r) for r, n in zip(rows[positions], s.chunks) if n > 1)
-        return z, c, mass
+        return scores, c, mass
 
     def _fits(self, model: PanelModel, plan: PromptPlan) -> bool:
         annotator = self._annotator(model)
@@ -155,7 +155,7 @@ class LLMPanel:
     def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and consistency (len(rows), N, K) of ``rows``, each model under its plan."""
         each = self._in_turn(np.asarray(rows, np.int64))
-        return np.stack([z for z, _, _ in each], axis=1), np.stack([c for _, c, _ in each], axis=1)
+        return np.stack([scores for scores, _, _ in each], axis=1), np.stack([c for _, c, _ in each], axis=1)
 
     def label_mass(self, rows: np.ndarray) -> np.ndarray:
         """Raw label mass (len(rows), N, K) of ``rows``, each model under its plan (from the store
@@ -190,9 +190,9 @@ class LLMPanel:
                 if len(options) == 1:
                     best = ((0.0, 0.0), plan)
                     break
-                z, _, _ = self.model_signals(model, rows, plan)
-                right = z[np.arange(len(truth)), truth]
-                score = (float(np.mean(z.argmax(axis=1) == truth)), float(np.mean(np.log(np.clip(right, 1e-9, 1)))))
+                scores, _, _ = self.model_signals(model, rows, plan)
+                right = scores[np.arange(len(truth)), truth]
+                score = (float(np.mean(scores.argmax(axis=1) == truth)), float(np.mean(np.log(np.clip(right, 1e-9, 1)))))
                 accuracy[shots] = round(score[0], 4)
                 if best is None or score > best[0]:
                     best = (score, plan)

@@ -46,8 +46,9 @@ class AnnotationSignals:
     """shape (n,): chunks each text was read in (1: whole)."""
 
     @property
-    def label_prob(self) -> np.ndarray:
-        """Distribution over the K labels, shape (n, K): the label probabilities renormalised."""
+    def scores(self) -> np.ndarray:
+        """The label scores the label model takes, shape (n, K): the label sequence
+        probabilities (the paper's z) renormalised over the K labels."""
         shifted = self.label_logprob - self.label_logprob.max(axis=1, keepdims=True)
         weights = np.exp(shifted)
         return weights / weights.sum(axis=1, keepdims=True)
