@@ -227,6 +227,10 @@ class MolamConfig:
     text_annotator: bool = True
     """The text's own annotator (a logistic regression on the embeddings, fitted on the seeds)
     joins the LLMs in the label model's features (:mod:`mollia_edge.text_annotator`)."""
+    refresh_text_annotator: bool = False
+    """The rows each round of the loop queries get the text's own annotator refitted on the seed
+    rows and the loop's labels of the rounds before (MoLAM's inputs updated during the loop, the
+    paper's open question); the label model itself stays as fitted on the seeds."""
     max_abstain_share: float = 0.3
     """MoLAM abstains on at most this share of the unlabelled rows it was fitted on: with weak
     LLMs (confidence rarely reaching abstain_below) the threshold drops to that quantile."""

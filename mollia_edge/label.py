@@ -81,7 +81,7 @@ from .session import RowLabel, Session, open_session_store
 from .store import Store
 from .task import Task, load_task, with_task
 from .teaching import TeachingCheck, check_teaching
-from .text_annotator import embedding_model_proba, text_annotator_proba
+from .text_annotator import embedding_model_proba, refitted_proba, text_annotator_fit
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total): stages ``encoding``, ``llm <model>``, ``rounds``, ``labelling``."""
@@ -251,6 +251,8 @@ class _Run:
     encoder: Any = None
     text_proba: np.ndarray | None = None
     """(n, K) the text's own annotator (out-of-fold on the seed rows), or None."""
+    text_strength: float = 0.0
+    """The text annotator's C (chosen on the seed rows); kept for its refits in the loop."""
     shots: dict[str, Any] = field(default_factory=dict)
     label_model: LabelModel | None = None
     sample: np.ndarray | None = None
@@ -428,7 +430,8 @@ def _annotate_seeds(run: _Run) -> None:
     if not can_fit_molam(y):
         return
     if config.molam.text_annotator:
-        run.text_proba = text_annotator_proba(run.x, seed_rows, y, run.k, seed=derived_seed(run.prep.seed, 11))
+        run.text_proba, run.text_strength = text_annotator_fit(run.x, seed_rows, y, run.k,
+                                                               seed=derived_seed(run.prep.seed, 11))
     words = demo_words(config.llm, run.k)
     ahead = _draw_sample(run) if run.job.annotate_ahead else None
     choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, words, choice_rows, config.llm.max_shots, ahead)
@@ -511,7 +514,7 @@ def _active_learning(run: _Run) -> None:
         return
     config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
     task = ActiveLearningTask(inputs=inputs, pool=pool, n_classes=k, gold=train_label)
-    annotator = LabelModelAnnotator(run.signals, run.label_model, run.abstain_below, run.n, k,
+    annotator = LabelModelAnnotator(lambda rows: _loop_signals(run, rows), run.label_model, run.abstain_below, run.n, k,
                                     name=f"llm-{run.label_model.kind}", negatives=run.negatives)
     if run.progress:
         done = len(run.store.al_rounds(run.run_id))
@@ -529,6 +532,38 @@ def _active_learning(run: _Run) -> None:
         if run.progress:
             run.progress("rounds", r + 1, r + 1)
     run.abstained = add_recorded_labels(run.store, run.run_id, run.labelled)
+    _refresh_recorded_rows(run)
+
+
+def _refreshing(run: _Run) -> bool:
+    return run.text_proba is not None and run.job.config.molam.refresh_text_annotator and run.text_strength > 0
+
+
+def _refresh_text_proba(run: _Run, targets: np.ndarray, earlier: list[tuple[int, int]]) -> None:
+    """``targets`` get the text annotator refitted on the seed rows and ``earlier`` (row, label)."""
+    rows = np.concatenate([run.seed_rows, np.array([i for i, _ in earlier], np.int64)])
+    y = np.concatenate([run.seed_label[run.seed_rows], np.array([lab for _, lab in earlier], np.int64)])
+    run.text_proba[targets] = refitted_proba(run.x, rows, y, run.k, run.text_strength, targets)
+
+
+def _loop_signals(run: _Run, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label model's inputs for rows the loop queries: with ``molam.refresh_text_annotator``,
+    the text annotator refitted on the labels of the rounds recorded so far."""
+    if _refreshing(run):
+        earlier = [(i, y) for i, _, y, _, _ in run.store.al_labels(run.run_id) if y >= 0]
+        _refresh_text_proba(run, np.asarray(rows, np.int64), earlier)
+    return run.signals(rows)
+
+
+def _refresh_recorded_rows(run: _Run) -> None:
+    """The loop's rows as :func:`_loop_signals` saw them when queried (round g's rows: the labels
+    of the rounds before g), also for rounds a resumed job read from the store."""
+    if not _refreshing(run):
+        return
+    recorded = run.store.al_labels(run.run_id)
+    for g in sorted({r for _, r, _, _, _ in recorded}):
+        earlier = [(i, y) for i, r, y, _, _ in recorded if r < g and y >= 0]
+        _refresh_text_proba(run, np.array([i for i, r, _, _, _ in recorded if r == g], np.int64), earlier)
 
 
 def _loop_size(run: _Run, pool: np.ndarray, init: np.ndarray) -> tuple[int, int]:

@@ -86,14 +86,31 @@ def embedding_model_proba(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int
 def text_annotator_proba(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, seed: int = 0,
                          folds: int = 5) -> np.ndarray:
     """Probabilities (n, K) of every row: out-of-fold on the seed ``rows``, else from all seeds."""
+    return text_annotator_fit(x, rows, y, k, seed, folds)[0]
+
+
+def text_annotator_fit(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, seed: int = 0,
+                       folds: int = 5) -> tuple[np.ndarray, float]:
+    """(:func:`text_annotator_proba`'s probabilities (n, K), the C chosen; 0.0: one class only)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
     out, strength = embedding_model_proba(x, rows, y, k, seed, folds)
     if not strength:
-        return out
+        return out, strength
     for train, test in _folds(y, min(folds, len(y)), seed + 1):
         if len(np.unique(y[train])) < 2:
             out[rows[test]] = _single_class(x[rows[test]], y[train], k)
         else:
             out[rows[test]] = _proba(_fit(x[rows[train]], y[train], strength), x[rows[test]], k)
-    return out
+    return out, strength
+
+
+def refitted_proba(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, strength: float,
+                   targets: np.ndarray) -> np.ndarray:
+    """Probabilities (len(targets), K) of the regression (C = ``strength``) fitted on ``rows``
+    with labels ``y``: the annotator refreshed with the loop's labels, for rows not among them."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.int64)
+    if len(np.unique(y)) < 2 or not strength:
+        return _single_class(x[targets], y, k)
+    return _proba(_fit(x[rows], y, strength), x[targets], k)

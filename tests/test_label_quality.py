@@ -173,3 +173,33 @@ def test_demonstrations_too_long_for_the_context_are_passed_over(tmp_path, tiny_
         long_demos = PromptSpec(labels=BASE.labels, item="review", chat_format=BASE.chat_format,
                                 demonstrations=(("word " * 2000, "pos"),))
         assert annotator.prefix_fits(BASE) and not annotator.prefix_fits(long_demos)
+
+
+def test_the_loop_refreshes_the_text_annotator_honestly(tiny_model_path, tmp_path, monkeypatch):
+    """molam.refresh_text_annotator: each round's queried rows get the text annotator refitted
+    on the seed rows and the earlier rounds' labels; no row's value comes from a model fitted on
+    its own label, and the values rebuilt after the loop (what a resumed job uses) are the ones
+    the loop saw."""
+    import mollia_edge.label as label_module
+
+    calls = []
+    real = label_module.refitted_proba
+
+    def spy(x, rows, y, k, strength, targets):
+        out = real(x, rows, y, k, strength, targets)
+        calls.append((set(rows.tolist()), tuple(targets.tolist()), out))
+        return out
+
+    monkeypatch.setattr(label_module, "refitted_proba", spy)
+    data = write_input(tmp_path / "in.csv", n=60)
+    (tmp_path / "c.toml").write_text("[molam]\nrefresh_text_annotator = true\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    assert main([*args(data, out, tiny_model_path, "--config", str(tmp_path / "c.toml"), "--rounds", "3")]) == 0
+    assert calls and all(not (fitted & set(targets)) for fitted, targets, _ in calls)
+    assert max(len(fitted) for fitted, _, _ in calls) > 12  # later rounds learn from the loop's labels
+    seen = {}
+    for _, targets, out_proba in calls:
+        if targets in seen:  # the rebuild after the loop: the same values
+            np.testing.assert_array_equal(seen[targets], out_proba)
+        seen[targets] = out_proba
+    assert len(seen) < len(calls)  # the rebuild happened
