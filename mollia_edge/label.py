@@ -613,7 +613,7 @@ def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, 
     if choice is None:
         choice = choose_classifier(run.job.classifier or run.job.config.al.classifier, run.encoder, run.prep.texts,
                                    final_rows, run.job.config.al, run.job.threads)
-        run.session.put_stage("classifier", choice, choice.get("seconds", 0.0))
+        run.session.put_stage("classifier", choice, 0.0)  # an estimate: no time spent
     run.classifier_choice = choice
     if choice["mode"] == "head":
         run.classifier_inputs = ("head", run.x, {})
