@@ -11,6 +11,10 @@ LLM output is reused), one after the other on the same machine:
 * ``ray-local-2``: ``--ray local --ray-actors 2`` (each actor 1 CPU: one llama.cpp model per actor);
 * ``largest-only``: the third model alone (the peak RSS one resident model should stay near).
 
+With ``--repeats R`` the variants run R times, interleaved (all-resident, one-resident, all-resident,
+...), each time in a fresh folder: job seconds are the median, the ratio is the median of each
+repeat's ratio to the ``all-resident`` run beside it, and every repeat's ratio is listed.
+
 Columns: job seconds and their ratio to ``all-resident`` (measured in the same run), the job's
 peak RSS (the driver process; Ray's actors are other processes and not counted), the models'
 loads, and whether the labelled file is byte-identical to ``all-resident``'s (it must be for
@@ -29,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -78,14 +83,32 @@ def run_variant(task: Path, folder: Path, models: str, extra: list[str], seed: i
 
 def table(results: dict[str, dict], title: str) -> Table:
     out = Table(title=title)
-    for column in ("variant", "job s", "x all-resident", "peak RSS MiB", "loads", "same output", "accuracy"):
-        out.add_column(column, justify="left" if column in ("variant", "loads") else "right")
-    base = results["all-resident"]
+    columns = ("variant", "job s", "x all-resident", "each repeat", "peak RSS MiB", "loads", "same output", "accuracy")
+    for column in columns:
+        out.add_column(column, justify="left" if column in ("variant", "loads", "each repeat") else "right")
     for name, r in results.items():
-        out.add_row(name, f"{r['seconds']:.0f}", f"{r['seconds'] / base['seconds']:.2f}", f"{r['peak_rss_mib']:.0f}",
-                    " ".join(f"{m.split('-')[0]} {v}" for m, v in r["loads"].items()),
+        out.add_row(name, f"{r['seconds']:.0f}", f"{r['ratio']:.2f}", " ".join(f"{x:.2f}" for x in r["ratios"]),
+                    f"{r['peak_rss_mib']:.0f}", " ".join(f"{m.split('-')[0]} {v}" for m, v in r["loads"].items()),
                     "yes" if r["same_output"] else "no", f"{r['accuracy']:.3f}")
     return out
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per variant: the median seconds of its repeats, the median and each of its per-repeat
+    ratios to the all-resident run of the same repeat, the largest peak RSS, and whether every
+    repeat's output equals the first all-resident output."""
+    base, reference = runs["all-resident"], runs["all-resident"][0]["output"]
+    results = {}
+    for name, each in runs.items():
+        ratios = [r["seconds"] / b["seconds"] for r, b in zip(each, base)]
+        results[name] = {**{k: v for k, v in each[0].items() if k != "output"},
+                         "seconds": round(float(np.median([r["seconds"] for r in each])), 1),
+                         "runs": [r["seconds"] for r in each], "ratio": round(float(np.median(ratios)), 3),
+                         "ratios": [round(x, 3) for x in ratios],
+                         "peak_rss_mib": max(r["peak_rss_mib"] for r in each),
+                         "same_output": all(r["output"] == reference for r in each),
+                         "stage_seconds": [r["stage_seconds"] for r in each]}
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--budget-words", type=int, help="llm.budget_words for every variant (default: the job's)")
+    parser.add_argument("--repeats", type=int, default=1, help="run the variants this many times, interleaved")
     parser.add_argument("--work", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -110,17 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         (work / "budget.toml").write_text(f"[llm]\nbudget_words = {args.budget_words}\n", encoding="utf-8")
         extra = ["--config", str(work / "budget.toml")]
     variants = ["all-resident", *[v for v in args.variants if v != "all-resident"]]
-    results: dict[str, dict] = {}
-    for name in variants:
-        chosen = str(args.third.resolve()) if name == "largest-only" else models
-        results[name] = run_variant(task, work / name, chosen, [*VARIANTS[name], *extra], args.seed)
-        print(f"{name}: {results[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
-    reference = results["all-resident"]["output"]
-    for r in results.values():
-        r["same_output"] = r.pop("output") == reference
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for repeat in range(args.repeats):
+        for name in variants:
+            chosen = str(args.third.resolve()) if name == "largest-only" else models
+            folder = work / name if args.repeats == 1 else work / f"{name}-{repeat}"
+            runs[name].append(run_variant(task, folder, chosen, [*VARIANTS[name], *extra], args.seed))
+            print(f"{name} ({repeat + 1}/{args.repeats}): {runs[name][-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    results = summarise(runs)
     title = (f"label job at scale: {args.n} rotten-tomatoes rows, {args.seeds} seed rows, seed {args.seed}, "
              f"3 models (SmolLM2-135M, Gemma-3-270M, {args.third.name}), "
-             f"{'defaults' if args.budget_words is None else f'llm.budget_words = {args.budget_words}'}, one process per variant")
+             f"{'defaults' if args.budget_words is None else f'llm.budget_words = {args.budget_words}'}, one process per variant"
+             f"{f', {args.repeats} repeats interleaved (medians)' if args.repeats > 1 else ''}")
     report = {"settings": vars(args) | {"work": str(work), "out": str(args.out), "third": str(args.third)},
               "results": results}
     print_and_save(Console(width=160), table(results, title), report, args.out)
