@@ -122,6 +122,10 @@ def test_the_word_budget_plans_seeds_sample_and_loop():
     del budget.spent["loop"]
     assert budget.rounds(10, 5, np.arange(40, 100), keep_batch=True) == (4, 5)  # --rounds auto: fewer rounds
     assert WordBudget(0, costs).rounds(10, 5, np.arange(100)) == (10, 5)  # no limit
+    spent = WordBudget(100, costs)  # the seed rows alone cost more than the budget: no rounds
+    spent.spent["seed rows"] = 300
+    assert spent.rounds(10, 5, np.arange(40, 100)) == (0, 5)
+    assert spent.rounds(10, 5, np.arange(40, 100), keep_batch=True) == (0, 5)
 
 
 def test_the_default_candidate_wins_unless_another_is_clearly_better():

@@ -85,7 +85,7 @@ class WordBudget:
         if not rounds or not len(candidates):
             return rounds, batch
         mean = float(self.costs[candidates].mean())
-        affordable = int(self.left // mean) if np.isfinite(self.left) else rounds * batch
+        affordable = max(0, int(self.left // mean)) if np.isfinite(self.left) else rounds * batch  # seed rows past the budget: none
         if affordable >= rounds * batch:
             planned = (rounds, batch)
         elif keep_batch and affordable >= batch:
