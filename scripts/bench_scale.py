@@ -13,7 +13,9 @@ LLM output is reused), one after the other on the same machine:
 
 With ``--repeats R`` the variants run R times, interleaved (all-resident, one-resident, all-resident,
 ...), each time in a fresh folder: job seconds are the median, the ratio is the median of each
-repeat's ratio to the ``all-resident`` run beside it, and every repeat's ratio is listed.
+repeat's ratio to the ``all-resident`` run beside it, and every repeat's ratio is listed. The
+same for CPU seconds (user + system of the job's process and the children it waits for; Ray's
+actors are not among them): other tenants of a shared machine stretch wall time far more.
 
 Columns: job seconds and their ratio to ``all-resident`` (measured in the same run), the job's
 peak RSS (the driver process; Ray's actors are other processes and not counted), the models'
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -69,25 +72,33 @@ def run_variant(task: Path, folder: Path, models: str, extra: list[str], seed: i
     out = folder / "labelled.csv"
     argv = [sys.executable, "-m", "mollia_edge", "label", str(task), "--item", "review", "--gold-column", "gold",
             "--models", models, "--chat-format", "chatml", "--seed", str(seed), "--quiet", "-o", str(out), *extra]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"label job failed ({' '.join(extra)}): {done.stderr.strip()[-500:]}")
     report = json.loads(out.with_name(out.name + ".report.json").read_text())
-    return {"seconds": round(seconds, 1), "peak_rss_mib": report["peak_rss_mib"],
+    return {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "peak_rss_mib": report["peak_rss_mib"],
             "loads": report["llm_residency"]["loads"], "resident": report["llm_residency"]["resident"],
             "accuracy": report["gold"]["final"]["accuracy"], "stage_seconds": report["seconds"],
             "output": out.read_bytes()}
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children: on a shared machine
+    whose other tenants slow every stage alike, less noisy than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def table(results: dict[str, dict], title: str) -> Table:
     out = Table(title=title)
-    columns = ("variant", "job s", "x all-resident", "each repeat", "peak RSS MiB", "loads", "same output", "accuracy")
+    columns = ("variant", "job s", "x all-resident", "each repeat", "CPU s", "x CPU", "peak RSS MiB", "loads", "same output", "accuracy")
     for column in columns:
         out.add_column(column, justify="left" if column in ("variant", "loads", "each repeat") else "right")
     for name, r in results.items():
         out.add_row(name, f"{r['seconds']:.0f}", f"{r['ratio']:.2f}", " ".join(f"{x:.2f}" for x in r["ratios"]),
+                    f"{r['cpu_seconds']:.0f}", f"{r['cpu_ratio']:.2f}",
                     f"{r['peak_rss_mib']:.0f}", " ".join(f"{m.split('-')[0]} {v}" for m, v in r["loads"].items()),
                     "yes" if r["same_output"] else "no", f"{r['accuracy']:.3f}")
     return out
@@ -101,10 +112,14 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
     results = {}
     for name, each in runs.items():
         ratios = [r["seconds"] / b["seconds"] for r, b in zip(each, base)]
+        cpu_ratios = [r["cpu_seconds"] / b["cpu_seconds"] for r, b in zip(each, base)]
         results[name] = {**{k: v for k, v in each[0].items() if k != "output"},
                          "seconds": round(float(np.median([r["seconds"] for r in each])), 1),
                          "runs": [r["seconds"] for r in each], "ratio": round(float(np.median(ratios)), 3),
                          "ratios": [round(x, 3) for x in ratios],
+                         "cpu_seconds": round(float(np.median([r["cpu_seconds"] for r in each])), 1),
+                         "cpu_runs": [r["cpu_seconds"] for r in each], "cpu_ratio": round(float(np.median(cpu_ratios)), 3),
+                         "cpu_ratios": [round(x, 3) for x in cpu_ratios],
                          "peak_rss_mib": max(r["peak_rss_mib"] for r in each),
                          "same_output": all(r["output"] == reference for r in each),
                          "stage_seconds": [r["stage_seconds"] for r in each]}
