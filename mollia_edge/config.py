@@ -319,9 +319,10 @@ class ActiveLearningConfig:
     classifier: str = "auto"
     """The classifier trained in the loop: ``head`` (an MLP on the frozen sentence embeddings),
     ``top-layers`` (MiniLM's top ``top_layers`` layers fine-tuned with the head) or ``auto``:
-    ``top-layers`` when its rounds are estimated (from the texts' lengths, not timed) to fit ``round_seconds``."""
+    ``top-layers`` when its largest training, the final classifier's on every row, is estimated
+    (from the texts' lengths, not timed) to fit ``round_seconds``."""
     round_seconds: float = 30.0
-    """``classifier = "auto"``: the most seconds one round's training may take (estimated)."""
+    """``classifier = "auto"``: the most seconds the job's largest training may take (estimated)."""
     pseudo_weight: float = 0.3
     """The final classifier also trains on every row no one labelled, with the label of a
     logistic regression on the embeddings fitted on the labelled rows, at this weight (0: off):

@@ -509,7 +509,7 @@ def _active_learning(run: _Run) -> None:
     r, b = run.rounds = _loop_size(run, pool, init)
     run.labelled = LabelledSet(init, train_label[init], np.ones(len(init), np.float32), np.zeros((len(init), k), bool))
     run.run_id = al_run_id(run.session)
-    mode, inputs, options = _classifier_inputs(run, len(init) + r * b)
+    mode, inputs, options = _classifier_inputs(run, _final_training_size(run, len(init) + r * b))
     if r == 0:
         return
     config = dataclasses.replace(job.config.al, rounds=r, query_size=b, seed_size=len(init))
@@ -602,6 +602,13 @@ def _stopping_rule(run: _Run, pool: np.ndarray) -> StoppingRule | None:
                         threshold=al.stop_kappa, window=al.stop_window, stable=auto, minutes=minutes)
 
 
+def _final_training_size(run: _Run, labelled_rows: int) -> int:
+    """Rows the final classifier trains on (see :func:`_training_rows`): every row of the input
+    when pseudo-labelled rows fill the rest (``al.pseudo_weight`` > 0), else the labelled rows
+    and the sample's."""
+    return run.n if run.job.config.al.pseudo_weight > 0 else labelled_rows + len(run.sample)
+
+
 def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, Any]]:
     """(mode, inputs, classifier options) of the job's classifier; the mode is decided once per
     session (``auto``: by the estimated seconds of a top-layers round) and kept for resumed runs."""
@@ -626,7 +633,7 @@ def _classifier_inputs(run: _Run, final_rows: int) -> tuple[str, Any, dict[str, 
 def _train_final(run: _Run) -> None:
     """The classifier on every labelled row (seeds, the loop's and the sample's labels) and, at
     ``al.pseudo_weight``, every other row with the label of a regression on the embeddings."""
-    mode, inputs, options = _classifier_inputs(run, len(run.labelled.rows))
+    mode, inputs, options = _classifier_inputs(run, _final_training_size(run, len(run.labelled.rows)))
     training = _training_rows(run)
     run.clf = _final_classifier(inputs, training, run.k, run.job, run.rounds[0], run.prep.seed, mode, options)
     run.clf_proba = run.clf.predict_proba(inputs)

@@ -1,8 +1,9 @@
 """Which classifier a job trains: ``head`` (an MLP on frozen sentence embeddings) or
 ``top-layers`` (MiniLM's top layers fine-tuned with the head, on cached hidden states).
 
-``auto`` estimates the seconds of one round of the job (its largest, the final training) with
-top-layers and takes ``top-layers`` when they fit ``al.round_seconds``; the choice, the
+``auto`` estimates the seconds of the job's largest training with top-layers, the final
+classifier's (every row of the input when pseudo-labelled rows fill the rest), and takes
+``top-layers`` when they fit ``al.round_seconds``; the choice, the
 estimate and the reason go into the job's report. The estimate is a cost model of the texts'
 lengths, the trained layers and the threads, not a timing: a timing on a busy machine (three
 LLMs resident, another job running) varied by 2x and flipped the choice between two runs of
@@ -53,6 +54,6 @@ def choose_classifier(setting: str, encoder: Encoder, texts: Sequence[str], fina
     per_row = top_layers_row_seconds(encoder, texts, config.top_layers, threads)
     estimate = per_row * final_rows * EXPECTED_EPOCHS
     fits = estimate <= config.round_seconds
-    why = (f"top-layers rounds estimated at {estimate:.0f} s ({final_rows} rows x {EXPECTED_EPOCHS} epochs x "
+    why = (f"top-layers training estimated at {estimate:.0f} s ({final_rows} rows x {EXPECTED_EPOCHS} epochs x "
            f"{per_row * 1000:.1f} ms), {'within' if fits else 'over'} al.round_seconds = {config.round_seconds:g}")
     return {"mode": "top-layers" if fits else "head", "why": why, "estimated_round_seconds": round(estimate, 1)}
