@@ -316,6 +316,11 @@ class ActiveLearningConfig:
     """Weight alpha for rows where the AL model disagreed with the annotator (Eq. 8); off for B
     and D. ``auto``: as ``negative_learning``."""
     max_length: int = 128
+    encoder: str = ""
+    """The sentence encoder: "" (the shipped all-MiniLM-L6-v2, int8), or a folder exported by
+    ``scripts/export_encoder.py``: its name under ``models/encoders/`` or a path. The folder
+    holds ``model.onnx`` and ``tokenizer.json`` (``config.json`` and ``top_layers.npz`` too for
+    the ``top-layers`` classifier)."""
     classifier: str = "auto"
     """The classifier trained in the loop: ``head`` (an MLP on the frozen sentence embeddings),
     ``top-layers`` (MiniLM's top ``top_layers`` layers fine-tuned with the head) or ``auto``:

@@ -602,6 +602,12 @@ def _stopping_rule(run: _Run, pool: np.ndarray) -> StoppingRule | None:
                         threshold=al.stop_kappa, window=al.stop_window, stable=auto, minutes=minutes)
 
 
+def _check_encoder_folder(setting: str) -> None:
+    from .al.encoder import encoder_folder  # onnxruntime is imported when the job needs it
+
+    encoder_folder(setting)
+
+
 def _final_training_size(run: _Run, labelled_rows: int) -> int:
     """Rows the final classifier trains on (see :func:`_training_rows`): every row of the input
     when pseudo-labelled rows fill the rest (``al.pseudo_weight`` > 0), else the labelled rows
@@ -726,6 +732,7 @@ def _prepare(job: LabelJob, settings: tuple[int, int, int]) -> _Prepared:
         raise DataError(f"{job.input}: the file has 1 row; labelling needs at least 2 (the classifier trains on them)")
     aliases = sum(map(len, task.aliases)) if task else 0
     fit_sequences(job.config.llm, len(labels), aliases)  # too many labels for llama.cpp: now, not after the encoder
+    _check_encoder_folder(job.config.al.encoder)  # an encoder folder that is not there: now, not after the LLMs
     input_seeds = {i: g for i, g in enumerate(table.gold or ()) if g is not None}
     truth = None
     if job.gold_column is not None:
@@ -814,14 +821,14 @@ def open_job_session(job: LabelJob) -> JobSession:
 def encode_texts(job: LabelJob, texts: Sequence[str],
                  progress: Callable[[int, int], None] | None = None) -> tuple[Any, np.ndarray]:
     """The encoder and the sentence embeddings (n, 384) of ``texts``, cached beside the session store."""
-    from .al.encoder import EmbeddingCache, Encoder, encode_cached
+    from .al.encoder import EmbeddingCache, Encoder, encode_cached, encoder_folder
 
     cache_dir = job.session_path.with_name(job.session_path.name + ".embeddings")
     make_private_folder(cache_dir)
     cache = EmbeddingCache(cache_dir)
     cache.remove_partial_shards()  # the job holds the session's lock
     encoder = Encoder(max_length=job.config.al.max_length, intra_op_threads=max(1, job.threads),
-                      long_texts=job.config.al.long_texts)
+                      long_texts=job.config.al.long_texts, folder=encoder_folder(job.config.al.encoder))
     return encoder, encode_cached(encoder, texts, cache, progress=progress)
 
 
@@ -922,6 +929,7 @@ def _report(run: _Run, warnings: list[str]) -> dict[str, Any]:
         "al_stop": _stop_report(run),
         "truncated_for_llms": len(run.panel.truncated), "chunked_for_llms": len(run.panel.chunked),
         "long_texts_for_encoder": run.encoder_long or None, "warnings": warnings,
+        "encoder": {"folder": str(run.encoder.folder) if run.encoder.folder else None, "sha256": run.encoder.sha256},
         "seconds": {stage: round(s, 3) for stage, s in run.times.items()},
     }
     if run.prep.truth is not None:

@@ -74,7 +74,7 @@ def export_classifier(clf: Any, encoder: Any, path: Path, labels: Sequence[str])
         below_top = 0
     else:
         layers = clf.spec_.encoder.layers
-        total = bert_config().num_hidden_layers
+        total = bert_config(encoder.files_dir).num_hidden_layers
         if tuple(layers) != tuple(range(total - len(layers), total)):
             raise ConfigError(f"the trained encoder layers {list(layers)} are not the top ones of {total}: cannot export them")
         below_top = len(layers)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from bench_report import print_and_save
 
 from mollia_edge.al.encoder import EmbeddingCache, Encoder, encode_cached
+from mollia_edge.config import ActiveLearningConfig
 from mollia_edge.data import write_table_atomic
 from mollia_edge.datasets import load_dataset
 from mollia_edge.text_annotator import text_annotator_proba
@@ -66,8 +67,10 @@ def run_job(task: Path, out: Path, item: str, extra: list[str]) -> tuple[dict, f
 
 
 def seed_only_accuracy(texts: list[str], gold: np.ndarray, seeds: int, k: int, cache: Path) -> float:
-    """Logistic regression on the embeddings, C by CV on the seed rows, scored on the others."""
-    x = encode_cached(Encoder(), texts, EmbeddingCache(cache))
+    """Logistic regression on the job's embeddings (long texts read as the job reads them,
+    ``al.long_texts``), C by CV on the seed rows, scored on the others."""
+    al = ActiveLearningConfig()
+    x = encode_cached(Encoder(max_length=al.max_length, long_texts=al.long_texts), texts, EmbeddingCache(cache))
     rows = np.arange(seeds)
     p = text_annotator_proba(x, rows, gold[rows], k)
     rest = np.arange(seeds, len(texts))

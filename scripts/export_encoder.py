@@ -38,10 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np
 
-from mollia_edge.al.encoder import CONFIG_FILE, TOKENIZER_FILE, TOP_LAYERS_EXTRACTED, TOP_LAYERS_FILE
+from mollia_edge.al.encoder import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TOP_LAYERS_EXTRACTED, TOP_LAYERS_FILE
 from mollia_edge.llm.catalog import models_dir
 
-MODEL_FILE = "model.onnx"
 CHECK_DATASET = "rotten-tomatoes"
 MIN_COSINE = 0.99
 
@@ -110,7 +109,7 @@ def check(target: Path, n: int) -> dict[str, object]:
     from mollia_edge.datasets import load_dataset
 
     texts = load_dataset(CHECK_DATASET).sample(n, 0).texts
-    new = Encoder(target / MODEL_FILE, target / TOKENIZER_FILE).encode(texts)
+    new = Encoder(folder=target).encode(texts)
     shipped = Encoder().encode(texts)
     cosine = np.sum(new * shipped, axis=1)  # both unit length
     return {"texts": f"{n} {CHECK_DATASET} reviews (sample seed 0)", "encoder": f"{target.name}/{MODEL_FILE}",

@@ -36,7 +36,7 @@ EXPECTED_EPOCHS = 12
 
 def top_layers_inputs(encoder: Encoder, texts: Sequence[str], top_layers: int) -> tuple[HiddenStates, dict[str, np.ndarray]]:
     """The hidden states below the trained layers (n, T, D) and those layers' pretrained weights."""
-    return encoder.hidden_states(list(texts), below_top=top_layers), load_top_layers(top_layers)
+    return encoder.hidden_states(list(texts), below_top=top_layers), load_top_layers(top_layers, encoder.files_dir)
 
 
 def top_layers_row_seconds(encoder: Encoder, texts: Sequence[str], top_layers: int, threads: int) -> float:

