@@ -430,8 +430,8 @@ def _annotate_seeds(run: _Run) -> None:
     if not can_fit_molam(y):
         return
     if config.molam.text_annotator:
-        run.text_proba, run.text_strength = text_annotator_fit(run.x, seed_rows, y, run.k,
-                                                               seed=derived_seed(run.prep.seed, 11))
+        run.text_proba, run.text_strength = text_annotator_fit(run.x, seed_rows, y, run.k, derived_seed(run.prep.seed, 11),
+                                                               self_training=config.al.self_training)
     words = demo_words(config.llm, run.k)
     ahead = _draw_sample(run) if run.job.annotate_ahead else None
     choices = run.panel.choose_shots(candidates, run.x, seed_rows, y, words, choice_rows, config.llm.max_shots, ahead)
@@ -491,7 +491,8 @@ def _check_teaching(run: _Run) -> None:
         return abstaining_labels(run.label_model.predict_proba(scores, c), run.abstain_below)
 
     run.teaching = check_teaching(run.x, seed_rows, run.seed_label[seed_rows], run.sample, labels_for, run.k,
-                                  text is not None, seed=derived_seed(run.prep.seed, 17))
+                                  text is not None, seed=derived_seed(run.prep.seed, 17),
+                                  self_training=run.job.config.al.self_training)
 
 
 def _active_learning(run: _Run) -> None:
@@ -543,7 +544,8 @@ def _refresh_text_proba(run: _Run, targets: np.ndarray, earlier: list[tuple[int,
     """``targets`` get the text annotator refitted on the seed rows and ``earlier`` (row, label)."""
     rows = np.concatenate([run.seed_rows, np.array([i for i, _ in earlier], np.int64)])
     y = np.concatenate([run.seed_label[run.seed_rows], np.array([lab for _, lab in earlier], np.int64)])
-    run.text_proba[targets] = refitted_proba(run.x, rows, y, run.k, run.text_strength, targets)
+    run.text_proba[targets] = refitted_proba(run.x, rows, y, run.k, run.text_strength, targets,
+                                             run.job.config.al.self_training)
 
 
 def _loop_signals(run: _Run, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -669,7 +671,8 @@ def _with_pseudo_labels(run: _Run, labelled: LabelledSet, rows: np.ndarray, labe
     k = run.k
     rest = np.setdiff1d(np.arange(run.n), rows)
     if weight and len(rest) and len(np.unique(labels)) >= 2:
-        proba, _ = embedding_model_proba(run.x, rows, labels, k, seed=derived_seed(run.prep.seed, 13))
+        proba, _ = embedding_model_proba(run.x, rows, labels, k, derived_seed(run.prep.seed, 13),
+                                         self_training=run.job.config.al.self_training)
         rows, labels = np.concatenate([rows, rest]), np.concatenate([labels, proba[rest].argmax(axis=1)])
         weights = np.concatenate([weights, np.full(len(rest), weight, np.float32)])
     negatives = np.zeros((len(rows), k), bool)

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from .text_annotator import _fit, _folds, _proba, choose_strength
+from .text_annotator import SELF_TRAINING, _fit, _folds, _proba, choose_strength, refitted_proba
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,14 @@ def _scores(p: np.ndarray, y: np.ndarray) -> tuple[int, float]:
 
 def check_teaching(x: np.ndarray, seed_rows: np.ndarray, seed_y: np.ndarray, extra_rows: np.ndarray,
                    labels_for: Callable[[np.ndarray | None], np.ndarray], k: int, text_annotator: bool,
-                   seed: int = 0, folds: int = 5, repeats: int = 3) -> TeachingCheck:
+                   seed: int = 0, folds: int = 5, repeats: int = 3,
+                   self_training: tuple[int, int] = SELF_TRAINING) -> TeachingCheck:
     """Held-out accuracy on the seed rows of both teachers, ``repeats`` times ``folds``-fold
     (see the module's docstring); both arms use the regularisation chosen on the seed rows.
     The label model teaches when its arm is right more often, or as often with a lower log-loss.
 
     ``text_annotator``: whether the label model has the text's own annotator among its inputs
-    (it is refitted per fold).
+    (it is refitted per fold, self-trained as the job's: ``self_training``).
     """
     x = np.asarray(x, np.float64)
     seed_y = np.asarray(seed_y, np.int64)
@@ -78,7 +79,7 @@ def check_teaching(x: np.ndarray, seed_rows: np.ndarray, seed_y: np.ndarray, ext
     strength = choose_strength(x[seed_rows], seed_y, k, folds, seed)
 
     def labels_without(rows: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return labels_for(_proba(_fit(x[rows], y, strength), x[extra_rows], k) if text_annotator else None)
+        return labels_for(refitted_proba(x, rows, y, k, strength, extra_rows, self_training) if text_annotator else None)
 
     hits, losses, scored = [0, 0], [0.0, 0.0], 0
     for repeat in range(repeats):
