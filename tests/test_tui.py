@@ -191,7 +191,14 @@ def _fix_machine_outputs(store: Path, session_id: str, run_id: str) -> None:
             fixed = dict(json.loads(metrics), queried=10 * (number < 3), disagreed=number + 1, abstained=0,
                          stop_kappa=None, micro_f1=None, macro_f1=None)
             db.execute("UPDATE al_rounds SET metrics=? WHERE run_id=? AND round=?", (json.dumps(fixed), run_id, number))
-        db.execute("UPDATE al_labels SET label = position % ?, weight = 1.0 WHERE run_id=?", (k, run_id))
+        # the loop's labels, fixed: 14 rows in round 0, 5 in each later round (a round's top-up
+        # queries vary with the algorithms), labels in turn
+        rounds = sorted(r for (r,) in db.execute("SELECT round FROM al_rounds WHERE run_id=?", (run_id,)))
+        (blob,) = db.execute("SELECT negatives FROM al_labels WHERE run_id=? LIMIT 1", (run_id,)).fetchone()
+        db.execute("DELETE FROM al_labels WHERE run_id=?", (run_id,))
+        plan = [0] * 14 + [r for r in rounds if r > 0 for _ in range(5)]
+        db.executemany("INSERT INTO al_labels (run_id, position, row_index, round, label, weight, negatives) "
+                       "VALUES (?, ?, ?, ?, ?, 1.0, ?)", [(run_id, i, i, r, i % k, blob) for i, r in enumerate(plan)])
         machine = [r for (r,) in db.execute("SELECT row_index FROM session_labels WHERE session_id=? AND "
                                             "source IN ('llm_mixture', 'classifier')", (session_id,))]
         for row in machine:
