@@ -287,7 +287,12 @@ def test_setup_snapshot(models, tiny_model_path, tmp_path, snap_compare, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("mollia_edge.llm.engine.backend_info", lambda: "CPU")
     draft = dataclasses.replace(make_job(tmp_path, tiny_model_path), input=Path(""), output=Path(""))
-    assert snap_compare(LabelApp(draft, author="tester", setup=True), terminal_size=SIZE, press=["i", "n"])
+    async def type_in(pilot) -> None:  # settled before the shot: under load it was once taken mid-render
+        await pilot.press("i", "n")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(LabelApp(draft, author="tester", setup=True), terminal_size=SIZE, run_before=type_in)
 
 
 def test_the_form_chooses_annotating_ahead(tiny_model_path, tmp_path):
