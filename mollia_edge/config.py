@@ -341,6 +341,7 @@ class ActiveLearningConfig:
     development datasets, not on those `bench_label.py` reports (50 seeds: stackoverflow
     .525 -> .656, 20newsgroups .369 -> .551, imdb .680 -> .689)."""
     self_training_per_label: int = 10
+    """Rows added per label in each round of ``self_training_rounds``."""
     final_heads: int = 3
     """In ``head`` mode the final classifier is the mean of this many heads trained with other
     seeds (:func:`~mollia_edge.al.classifier.average_heads`): one head's seed alone moved a
