@@ -337,9 +337,8 @@ class ActiveLearningConfig:
     """Rounds of self-training of every regression on the embeddings (the text's own annotator,
     the pseudo-labels above, the seed-only teacher): each round adds the
     ``self_training_per_label`` unlabelled rows the regression is surest of, per label, with that
-    label (:func:`~mollia_edge.text_annotator.self_trained_proba`; 0: off). Chosen on
-    development datasets, not on those `bench_label.py` reports (50 seeds: stackoverflow
-    .525 -> .656, 20newsgroups .369 -> .551, imdb .680 -> .689)."""
+    label (:func:`~mollia_edge.text_annotator.self_trained_proba`, whose docstring says how
+    this was chosen; 0: off)."""
     self_training_per_label: int = 10
     """Rows added per label in each round of ``self_training_rounds``."""
     final_heads: int = 3

@@ -33,9 +33,11 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-SELF_TRAINING = (5, 10)
-"""(rounds, rows added per label per round) of :func:`self_trained_proba`: ``al.self_training_rounds``
-and ``al.self_training_per_label``."""
+from .config import ActiveLearningConfig
+
+SELF_TRAINING = ActiveLearningConfig().self_training
+"""(rounds, rows added per label per round) of :func:`self_trained_proba` by default: the
+defaults of ``al.self_training_rounds`` and ``al.self_training_per_label``."""
 
 STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0)
 """Candidate inverse regularisation strengths C (scikit-learn's), chosen by CV on the seeds."""

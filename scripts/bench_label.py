@@ -76,7 +76,7 @@ def seed_only_accuracy(texts: list[str], gold: np.ndarray, seeds: int, k: int, c
     x = encode_cached(Encoder(max_length=al.max_length, long_texts=al.long_texts), texts, EmbeddingCache(cache))
     rows, rest = np.arange(seeds), np.arange(seeds, len(texts))
     out = {}
-    for key, setting in (("seed_only", (0, 1)), ("seed_only_self_trained", al.self_training)):
+    for key, setting in (("seed_only", (0, al.self_training_per_label)), ("seed_only_self_trained", al.self_training)):
         p = text_annotator_proba(x, rows, gold[rows], k, self_training=setting)
         out[key] = float(np.mean(p[rest].argmax(axis=1) == gold[rest]))
     return out
