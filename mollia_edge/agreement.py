@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, quoted
 from .molam import single, vote
 
 
@@ -30,7 +30,8 @@ def cohen_kappa(a: Any, b: Any, n_classes: int) -> float:
 
 def confusion_text(confused: Sequence[dict[str, Any]]) -> str:
     """``AnnotatorReport.most_confused`` in words: "negative as positive 12/25, ..."."""
-    return ", ".join(f"{c['label']} as {c['answered']} {c['rows']}/{c['of']}" for c in confused)
+    return ", ".join(f"{quoted(c['label'], quote=False)} as {quoted(c['answered'], quote=False)} {c['rows']}/{c['of']}"
+                     for c in confused)
 
 
 @dataclass(frozen=True)

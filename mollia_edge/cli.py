@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.progress import Progress
@@ -24,8 +26,8 @@ from . import __version__
 from .config import CLASSIFIERS, MAX_THREADS, SEED_MAX, load_config
 from .data import check_label_set, check_writable_format, read_texts, write_table_atomic
 from .datasets import load_dataset
-from .errors import ConfigError, ModelError, MolliaError, quoted
-from .files import check_job_paths, make_private_folder
+from .errors import QUOTE_LIMIT, ConfigError, ModelError, MolliaError, quoted
+from .files import NO_SPACE, check_job_paths, make_private_folder
 from .llm.catalog import MODELS_DIR_ENV, SETUP_COMMAND, Catalog, ModelFile, inspect_gguf, load_catalog, verify
 from .session import open_session_store
 from .store import Store
@@ -231,6 +233,9 @@ def _run_annotate(args: argparse.Namespace) -> int:
         llm = dataclasses.replace(llm, consistency=args.consistency)
     if args.shots is not None:
         llm = dataclasses.replace(llm, shots=args.shots)
+    if args.n is not None and (not args.dataset or args.n < 1):
+        raise ConfigError(f"--n must be >= 1, got {quoted(args.n)}" if args.dataset
+                          else "--n samples a --dataset; for a file, give the rows to annotate in the file")
     if args.dataset:
         data = load_dataset(args.dataset)
         if args.n:
@@ -252,7 +257,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
         labels=tuple(labels),
         gold=gold,
         item=args.item,
-        models=[m.strip() for m in args.models.split(",")] if args.models else None,
+        models=_model_names(args.models),
         chat_format=args.chat_format,
         llm=llm,
         seed=config.seed,
@@ -350,7 +355,19 @@ def _rounds(text: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number or auto, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a whole number or auto, got {quoted(text)}") from None
+
+
+def _model_names(models: str | None) -> tuple[str, ...] | None:
+    """``--models``: the comma-separated names; None when not given (the starters). An empty
+    list is refused: it is a mistake (an empty shell variable), not a wish for the starters."""
+    if models is None:
+        return None
+    names = tuple(name.strip() for name in models.split(",") if name.strip())
+    if not names:
+        raise ConfigError("--models is empty; give comma-separated catalog names or .gguf paths, "
+                          "or leave --models out for the starter models")
+    return names
 
 
 def _label_names(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -384,7 +401,7 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
         gold_column=args.gold_column,
-        labels=_label_names(args), task_file=args.task, models=tuple(m.strip() for m in args.models.split(",")) if args.models else None,
+        labels=_label_names(args), task_file=args.task, models=_model_names(args.models),
         chat_format=args.chat_format, item=args.item, strategy=args.strategy, classifier=args.classifier,
         rounds=args.rounds, batch=args.batch, llm_budget=args.llm_budget,
         seed=args.seed, llm_sample=args.llm_sample, annotate_ahead=args.annotate_ahead, review_threshold=args.review_threshold, strict=strict,
@@ -460,7 +477,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     with Progress(*Progress.get_default_columns(), console=console, transient=True, disable=not console.is_terminal) as bar:
         update = _stage_bars(bar)  # on a terminal only: piped or captured, stderr gets the result line alone
         result = run_predict(job, lambda done, total: update("predicting", done, total))
-    counts = ", ".join(f"{label} {n}" for label, n in result.labels.items())
+    counts = ", ".join(f"{quoted(label, quote=False)} {n}" for label, n in result.labels.items())
     print(f"wrote {result.output}: {result.rows} rows ({counts})", file=sys.stderr)
     if result.cut:
         print(f"{result.cut} row(s) longer than the classifier reads at once: it labelled their beginning",
@@ -592,8 +609,19 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+_LONG_QUOTE = re.compile(r"'([^'\n]{%d})[^'\n]+'" % QUOTE_LIMIT)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its error messages' quoted user values cut at :data:`QUOTE_LIMIT` characters,
+    as the job's own messages are (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_LONG_QUOTE.sub(lambda m: f"'{m.group(1)}…'", message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mollia-edge", description="Offline text labelling with a mixture of local LLMs."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -623,6 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an internal error: one line, no traceback, no input text
         if _debug(args):
             raise
+        if _no_space(exc):  # a full disk where no file of ours names it (the session store...)
+            where = f": {quoted(str(exc.filename), 200, quote=False)}" if getattr(exc, "filename", None) else ""
+            print(f"error: no space left on device{where}; free some space and run the command again "
+                  "(a job resumes from its session store)", file=sys.stderr)
+            return MolliaError.exit_code
         how = "rerun with --debug" if hasattr(args, "debug") else f"rerun with {DEBUG_ENV}=1"
         print(f"error: internal error ({type(exc).__name__}); {how} for details and report it", file=sys.stderr)
         return MolliaError.exit_code
@@ -635,6 +668,13 @@ def main(argv: list[str] | None = None) -> int:
 
 DEBUG_ENV = "MOLLIA_EDGE_DEBUG"
 """Set to 1: internal errors show their traceback (which may include input text), for every command."""
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full (an OSError's errno, or SQLite's own words)."""
+    if isinstance(exc, OSError):
+        return exc.errno in NO_SPACE
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
 
 
 def _debug(args: argparse.Namespace) -> bool:

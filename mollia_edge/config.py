@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError, quoted
+from .errors import ConfigError, quoted, quoted_list
 
 ConsistencyMode = Literal["exact", "sampled"]
 NegativeRule = Literal["every", "mean"]
@@ -145,7 +145,8 @@ def model_llm(llm: LLMConfig, settings: Mapping[str, Any], where: str) -> LLMCon
     """``llm`` with one model's own ``settings`` (keys of :data:`MODEL_SETTINGS`), checked."""
     _check(isinstance(settings, Mapping), f"{where} must be a table")
     bad = set(settings) - set(MODEL_SETTINGS)
-    _check(not bad, f"unknown key(s) in {where}: {', '.join(sorted(bad))}; a model may set {', '.join(MODEL_SETTINGS)}")
+    _check(not bad, f"unknown key(s) in {where}: {quoted_list(sorted(map(str, bad)), quote=False)}; "
+                    f"a model may set {', '.join(MODEL_SETTINGS)}")
     for key, value in settings.items():
         _check(isinstance(value, int) and not isinstance(value, bool), f"{where}.{key} must be of type int, got {quoted(value)}")
     try:
@@ -438,7 +439,7 @@ class Config:
     def llm_for(self, name: str, catalog_settings: Mapping[str, int] | None = None) -> LLMConfig:
         """The ``[llm]`` settings for model ``name``: its catalog entry's own, then this file's."""
         llm = model_llm(self.llm, catalog_settings or {}, f"the catalog entry of {name}")
-        return model_llm(llm, self.models.get(name, {}), f'[models."{name}"]')
+        return model_llm(llm, self.models.get(name, {}), f'[models."{quoted(name, quote=False)}"]')
 
 
 _SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
@@ -472,7 +473,8 @@ def _checked_value(where: str, value: Any, default: Any, annotation: str = "") -
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a :class:`Config` from nested dicts, rejecting unknown keys by name."""
     unknown = set(data) - set(_SECTIONS) - {"seed", "models"}
-    _check(not unknown, f"unknown configuration section(s): {', '.join(sorted(unknown))}")
+    _check(not unknown, f"unknown configuration section(s): {quoted_list(sorted(map(str, unknown)), quote=False)}; "
+                        f"the sections are {', '.join(sorted(_SECTIONS))}, models and the key seed")
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         values = data.get(name, {})
@@ -480,7 +482,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         bad = set(values) - set(defaults)
-        _check(not bad, f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
+        _check(not bad, f"unknown key(s) in [{name}]: {quoted_list(sorted(bad), quote=False)}")
         sections[name] = cls(**{key: _checked_value(f"{name}.{key}", value, defaults[key], types[key])
                                 for key, value in values.items()})
     seed = _checked_value("seed", data.get("seed", 50), 50)
@@ -489,7 +491,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     _check(isinstance(models, dict), "[models] must be a table of tables, one per model: [models.\"NAME\"]")
     llm = sections.get("llm", LLMConfig())
     for name, settings in models.items():
-        model_llm(llm, settings, f'[models."{name}"]')
+        model_llm(llm, settings, f'[models."{quoted(name, quote=False)}"]')
     return Config(seed=seed, models=models, **sections)
 
 
@@ -498,7 +500,7 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     if path.exists() and not path.is_file():  # a folder, or a pipe that would block the read
         raise ConfigError(f"{what} {path} is not a regular file; give a .toml file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is read as CSV files' is
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -372,10 +372,29 @@ def _no_constant(name: str) -> Any:
     raise _NonFinite(name)
 
 
+class _HugeInteger(ValueError):
+    """An integer too long for Python to turn into a number (or back into text)."""
+
+
+MAX_INTEGER_DIGITS = 4000
+"""Digits of a JSON integer at most (Python refuses to convert more than 4,300)."""
+
+
+def _integer(text: str) -> int:
+    if len(text) > MAX_INTEGER_DIGITS:
+        raise _HugeInteger(text)
+    return int(text)
+
+
 def _json_line(path: Path, line: str, line_no: int) -> Any:
     """One JSONL line parsed; a :class:`DataError` naming the line if it is not strict JSON."""
     try:
-        return json.loads(line, parse_float=_finite_float, parse_constant=_no_constant)
+        return json.loads(line, parse_float=_finite_float, parse_int=_integer, parse_constant=_no_constant)
+    except _HugeInteger as exc:
+        raise DataError(
+            f"{path}: line {line_no} holds an integer of {len(str(exc)):,} digits, too long to read as a number; "
+            "write it as a string (in quotes)"
+        ) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {line_no} is not valid JSON ({exc.msg}); fix or remove it") from None
     except _NonFinite:

@@ -21,7 +21,9 @@ import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
@@ -36,19 +38,71 @@ def _temporary_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` with a binary file object, then put what it wrote at ``path`` in one step.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
-    The file is flushed to disk before the rename; its mode is 0600 (minus the umask).
+
+def write_error(path: Path, exc: OSError) -> DataError:
+    """The one line for a write to ``path`` that failed: a full disk, or another reason."""
+    if exc.errno in NO_SPACE:
+        return DataError(f"no space left on device: {path}; free some space and run the command again "
+                         "(nothing was half-written; a job resumes from its session store)")
+    return DataError(f"cannot write {path} ({exc.strerror or exc}); check the folder and run the command again")
+
+
+_staged: ContextVar[list[tuple[str, Path]] | None] = ContextVar("staged_writes", default=None)
+
+
+@contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Inside it, :func:`atomic_write` and :func:`atomic_write_from` write every file to its
+    temporary copy and rename them all only when the block ends without an error: a job's outputs
+    appear together or not at all (a full disk at the last file leaves the earlier ones unchanged)."""
+    staged: list[tuple[str, Path]] = []
+    token = _staged.set(staged)
+    try:
+        yield
+        for name, path in staged:  # renames need no space
+            os.replace(name, path)
+        staged.clear()
+    finally:
+        _staged.reset(token)
+        for name, _ in staged:
+            Path(name).unlink(missing_ok=True)
+
+
+def _finish(name: str, path: Path) -> None:
+    staged = _staged.get()
+    if staged is None:
+        os.replace(name, path)
+    else:
+        staged.append((name, path))
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write`` with a binary file object, then put what it wrote at ``path`` in one step
+    (at the end of an :func:`all_or_nothing` block when inside one).
+
+    The file is flushed to disk before the rename; its mode is 0600 (minus the umask). A full
+    disk is a :class:`DataError` naming ``path``, and no temporary file is left.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+    fd, name = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as out:
             write(out)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(name, path)
+        _finish(name, path)
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
@@ -57,11 +111,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
 def atomic_write_from(path: str | Path, write_path: Callable[[Path], None]) -> None:
     """:func:`atomic_write` for writers that want a file name (``onnx.save``, pyarrow)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+    fd, name = _temporary(path)
     os.close(fd)
     try:
         write_path(Path(name))  # into the file mkstemp made 0600: the writer keeps its mode
-        os.replace(name, path)
+        _finish(name, path)
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
@@ -121,11 +178,27 @@ def check_output_file(path: Path, what: str) -> None:
     check_writable_folder(path, what)
 
 
+SESSION_COMPANIONS = ("-wal", "-shm", "-journal", ".lock", ".embeddings")
+"""Files (and the embeddings folder) SQLite and the job keep beside a session store ``S``: ``S-wal``..."""
+
+
+def refuse_link(path: Path, what: str) -> None:
+    """A :class:`DataError` if ``path`` is a symbolic link: a job never writes through one (the
+    link's target, perhaps the user's input, would be overwritten)."""
+    if path.is_symlink():
+        raise DataError(f"{path}: the {what} is a symbolic link; mollia-edge never writes through one "
+                        "(it could overwrite the file it points to): remove the link or choose another path")
+
+
 def check_session_file(path: Path) -> None:
-    """A session store path: absent, empty, or an SQLite database (never a table or a folder).
-    A missing folder is fine: the store's folder is created with it."""
+    """A session store path: absent, empty, or an SQLite database (never a table or a folder),
+    with no symbolic link at it or at a companion (:data:`SESSION_COMPANIONS`). A missing folder
+    is fine: the store's folder is created with it."""
     if not path.parent.exists():
         return
+    refuse_link(path, "session store")
+    for suffix in SESSION_COMPANIONS:
+        refuse_link(path.with_name(path.name + suffix), f"session store's {suffix.lstrip('-.')} file")
     check_output_file(path, "session store")
     if path.is_file() and path.stat().st_size > 0:
         with path.open("rb") as f:
@@ -193,9 +266,12 @@ class SessionLock:
     leaves a session locked. Re-entrant within one process.
     """
 
-    def __init__(self, session: Path) -> None:
+    def __init__(self, session: Path, output: Path | None = None) -> None:
+        """``output``: this lock guards a job's output instead (its default session's lock, so two
+        jobs writing one output collide whatever their ``--session``)."""
         self.path = session.with_name(session.name + ".lock")
         self.session = session
+        self.output = output
 
     def __enter__(self) -> SessionLock:
         key = str(self.path.resolve())
@@ -203,18 +279,26 @@ class SessionLock:
             fd, depth = _held[key]
             _held[key] = (fd, depth + 1)
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        if not self.path.parent.is_dir():
+            make_private_folder(self.path.parent)  # as for -o: the store's folder is made with it
+        try:  # never through a link (its target would be truncated), never a pipe that would block
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, PRIVATE_FILE)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                refuse_link(self.path, "session store's lock file")
             raise StoreError(f"cannot lock session store {self.session}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"{self.path}: the session store's lock file is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
+            what = f"output {self.output} is being written" if self.output else f"session store {self.session} is in use"
             raise StoreError(
-                f"session store {self.session} is in use by process {holder} (another mollia-edge job); "
-                "wait for it to finish, or give this job another -o or --session"
+                f"{what} by process {holder} (another mollia-edge job); "
+                "wait for it to finish, or give this job another -o" + ("" if self.output else " or --session")
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

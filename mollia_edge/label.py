@@ -65,6 +65,7 @@ from .data import (
 from .errors import ConfigError, DataError, quoted, quoted_list
 from .files import (
     SessionLock,
+    all_or_nothing,
     atomic_write_text,
     check_job_paths,
     make_private_folder,
@@ -86,6 +87,11 @@ from .text_annotator import embedding_model_proba, refitted_proba, text_annotato
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total): stages ``encoding``, ``llm <model>``, ``rounds``, ``labelling``."""
 Warn = Callable[[str], None]
+
+MAX_ROUNDS = 10_000
+"""``--rounds`` at most, as ``al.rounds`` in a configuration file."""
+MAX_BATCH = 1_000_000
+"""``--batch`` at most, as ``al.query_size``."""
 
 NEW_COLUMNS = ("label", "label_source", "confidence", "negative_labels", "needs_review", "llm_votes")
 
@@ -142,7 +148,19 @@ class LabelJob:
 
     @property
     def session_path(self) -> Path:
-        return self.session or self.output.with_name(self.output.name + ".session.sqlite")
+        return self.session or self.default_session
+
+    @property
+    def default_session(self) -> Path:
+        return self.output.with_name(self.output.name + ".session.sqlite")
+
+    def locks(self) -> list[SessionLock]:
+        """One job per session, and one per output: a job with another ``--session`` writing the
+        same output also takes the output's default session lock."""
+        locks = [SessionLock(self.session_path)]
+        if self.session_path != self.default_session:
+            locks.append(SessionLock(self.default_session, output=self.output))
+        return locks
 
     def beside_output(self, suffix: str) -> Path:
         return self.output.with_name(self.output.name + suffix)
@@ -175,10 +193,10 @@ def _check_settings(job: LabelJob) -> tuple[int, int, int]:
     parse_llm_budget(job.llm_budget)
     batch = job.config.al.query_size if job.batch is None else job.batch
     seed = job.config.seed if job.seed is None else job.seed
-    if rounds < 0:
-        raise ConfigError(f"--rounds must be >= 0, got {rounds}")
-    if batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    if not 0 <= rounds <= MAX_ROUNDS:  # as in a configuration file (al.rounds), and 0: no active learning
+        raise ConfigError(f"--rounds must be in [0, {MAX_ROUNDS}] or auto, got {quoted(rounds)}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ConfigError(f"--batch must be in [1, {MAX_BATCH}], got {quoted(batch)}")
     if not 0 <= seed <= SEED_MAX:
         raise ConfigError(f"--seed must be in [0, {SEED_MAX}], got {quoted(seed)}")
     if job.llm_sample < 0:
@@ -801,11 +819,12 @@ class JobSession:
     labels: tuple[str, ...]
     input_seeds: dict[int, str]
     models: list[str]
-    lock: SessionLock
+    locks: list[SessionLock]
 
     def close(self) -> None:
         self.store.close()
-        self.lock.__exit__(None, None, None)
+        for lock in reversed(self.locks):
+            lock.__exit__(None, None, None)
 
 
 def open_job_session(job: LabelJob) -> JobSession:
@@ -813,12 +832,12 @@ def open_job_session(job: LabelJob) -> JobSession:
     the session stays locked for this process until :meth:`JobSession.close`."""
     settings = _check_settings(job)
     with ExitStack() as stack:
-        lock = stack.enter_context(SessionLock(job.session_path))
+        locks = [stack.enter_context(lock) for lock in job.locks()]
         prep = _prepare(job, settings)
         store = stack.enter_context(open_session_store(job.session_path))
         session = _open_session(job, prep, store)
         stack.pop_all()
-    return JobSession(store, session, prep.texts, prep.labels, prep.input_seeds, prep.display, lock)
+    return JobSession(store, session, prep.texts, prep.labels, prep.input_seeds, prep.display, locks)
 
 
 def encode_texts(job: LabelJob, texts: Sequence[str],
@@ -984,13 +1003,14 @@ def _write_outputs(run: _Run, warnings: list[str]) -> LabelResult:
             "llm_votes": lab.votes,
         })
     classifier_path = job.beside_output(".classifier.onnx")
-    _export_classifier(run.clf, classifier_path, prep.labels, run.encoder)
     report = _report(run, warnings)
     summary = _summary(report)
     report_path, summary_path = job.beside_output(".report.json"), job.beside_output(".report.txt")
-    atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(summary_path, summary)
-    write_table_atomic(job.output, out_rows, out_columns, formula_guard=job.formula_guard)
+    with all_or_nothing():  # the five files appear together or not at all (a full disk: none)
+        _export_classifier(run.clf, classifier_path, prep.labels, run.encoder)
+        atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(summary_path, summary)
+        write_table_atomic(job.output, out_rows, out_columns, formula_guard=job.formula_guard)
     run.session.set_state("done")
     return LabelResult(job.output, job.session_path, classifier_path, report_path, summary_path, summary,
                        warnings, run.session.session_id)
@@ -1019,7 +1039,8 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
 
     settings = _check_settings(job)
     with ExitStack() as stack:
-        stack.enter_context(SessionLock(job.session_path))  # one job per session: a second one stops here
+        for lock in job.locks():  # one job per session and output: a second one stops here
+            stack.enter_context(lock)
         run = _start(job, _prepare(job, settings), stack, say, progress)
         for name, stage in STAGES:
             started = time.perf_counter()
@@ -1057,21 +1078,22 @@ def _summary(report: dict[str, Any]) -> str:
     lines = [
         f"mollia-edge label: {report['rows']} rows, {len(report['labels'])} labels, "
         f"{report['seed_rows']} seed rows, label model {report['label_model']}",
-        f"LLM-annotated rows: {report['llm_rows']} ({', '.join(report['models'])}); "
-        f"active learning: {report['rounds']} round(s) of {report['batch']}"
+        f"LLM-annotated rows: {report['llm_rows']} ({quoted_list(report['models'], 10, quote=False)}); "
+        + (f"active learning: {report['rounds']} round(s) of {report['batch']}" if report["rounds"] else
+         "no active learning (0 rounds): the classifier learns from the seed rows and the LLM sample")
         + (f" (stopped: {report['al_stop']['stopped']})" if (report.get("al_stop") or {}).get("stopped") else ""),
         f"abstained: {report['abstained_rows']} queried rows below confidence {report['abstain_below']:.3f} "
         "(for review, not trained on)",
     ]
     for model, accuracy in report["llm_accuracy_on_seeds"].items():
         confused = confusion_text(report["llm_agreement_on_seeds"][model].get("confused", []))
-        lines.append(f"  {model}: accuracy on seeds {accuracy:.3f}" + (f"; confuses {confused}" if confused else ""))
+        lines.append(f"  {quoted(model, quote=False)}: accuracy on seeds {accuracy:.3f}" + (f"; confuses {confused}" if confused else ""))
     teacher = report["classifier_teacher"]
     lines.append(f"classifier learns from: {teacher['teacher']} ({teacher['why']})")
     residency = report["llm_residency"]
     lines.append(f"LLMs in memory: {residency['resident']} of {residency['models']} at a time; loads: "
-                 + ", ".join(f"{m} {v}" for m, v in residency["loads"].items()))
-    lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in report["label_distribution"].items()))
+                 + ", ".join(f"{quoted(m, quote=False)} {v}" for m, v in residency["loads"].items()))
+    lines.append("labels: " + ", ".join(f"{quoted(k, quote=False)} {v}" for k, v in report["label_distribution"].items()))
     lines.append("sources: " + ", ".join(f"{k} {v}" for k, v in report["label_sources"].items()))
     lines.append(f"needs review: {report['needs_review']}")
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
+from .errors import quoted
+
 
 def _scores(truth: np.ndarray, predicted: np.ndarray, k: int) -> dict[str, Any]:
     return {
@@ -65,7 +67,7 @@ def quality_lines(quality: Mapping[str, Any]) -> list[str]:
     parts = [f"{source} {s['accuracy']:.3f} ({s['rows']})" for source, s in quality["by_source"].items()]
     lines.append("  by label source: " + ", ".join(parts))
     if quality["by_llm"]:
-        parts = [f"{name} {s['accuracy']:.3f}" for name, s in quality["by_llm"].items()]
+        parts = [f"{quoted(name, quote=False)} {s['accuracy']:.3f}" for name, s in quality["by_llm"].items()]
         lines.append(f"  each LLM alone on the {next(iter(quality['by_llm'].values()))['rows']} sampled for it: "
                      + ", ".join(parts))
     return lines

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import check_label_set
 from .errors import ConfigError, quoted, quoted_list
 from .llm.prompts import DEMONSTRATION_FORMAT, PAPER_INSTRUCTION, PromptSpec
 
@@ -70,7 +71,7 @@ def with_task(prompt: PromptSpec, task: Task | None) -> PromptSpec:
 def load_task(path: Path) -> Task:
     """Read and check a task file; a :class:`ConfigError` naming the key on any problem."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"cannot read the task file {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -105,7 +106,11 @@ def _task(data: dict[str, Any]) -> Task:
             raise ConfigError(f"unknown key {quoted(where + '.' + extra[0])}; a label has description and aliases")
         descriptions.append(" ".join(_string(entry, "description", where).split()) if "description" in entry else "")
         aliases.append(_strings(entry.get("aliases", []), f"{where}.aliases"))
-    task = Task(labels=tuple(labels), descriptions=tuple(descriptions), aliases=tuple(aliases),
+    try:  # the same checks as --labels and a label column: one rule however the labels arrive
+        names = check_label_set(labels)
+    except ConfigError as exc:
+        raise ConfigError(f"labels: {exc}") from None
+    task = Task(labels=names, descriptions=tuple(descriptions), aliases=tuple(aliases),
                 item=texts.get("item"), instruction=texts.get("instruction", PAPER_INSTRUCTION),
                 demonstration=demonstration)
     PromptSpec(labels=task.labels, item=task.item or "text", descriptions=task.descriptions, aliases=task.aliases,

@@ -19,7 +19,7 @@ from .catalog import file_sha256
 from .engine import ENGINE_VERSION, JobResult, LlamaEngine, PrefixStates, ScoringJob
 from .prompts import PromptSpec
 from .scoring import answer_shares, answer_variants, normalise_answer
-from .signals import AnnotationSignals, TextSignals, combine_chunks
+from .signals import NO_LABEL, AnnotationSignals, TextSignals, combine_chunks
 
 Progress = Callable[[int, int], None]
 """Called with (texts done, texts to do) as work advances."""
@@ -296,12 +296,16 @@ class LLMAnnotator:
                 truncated=cut,
             )
         answers = tuple(self._answer_text(tokens) for tokens in result.samples)
-        shares, invalid = answer_shares(answers, self.prompt.labels, self.prompt.answer_index())
+        index = self.prompt.answer_index()
+        shares, invalid = answer_shares(answers, self.prompt.labels, index)
+        # what consistency needs, never the raw answer (a model may repeat the text): the label, or "" for none
+        kept = tuple(self.prompt.labels[j] if (j := index.get(normalise_answer(a))) is not None else NO_LABEL
+                     for a in answers)
         return TextSignals(
             label_logprob=result.label_logprob[:k],
             consistency=shares,
             invalid=invalid,
-            answers=answers,
+            answers=kept,
             truncated=cut,
         )
 

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+NO_LABEL = ""
+"""A sampled answer that matched no label (label names are never empty)."""
+
+
 @dataclass(frozen=True)
 class TextSignals:
     """One model's signals for one text over K labels.
@@ -15,7 +19,9 @@ class TextSignals:
     consistency: shape (K,), expected (exact) or observed (sampled) share of answers equal to
         each label; ``consistency.sum() + invalid == 1`` up to rounding.
     invalid: share of answers (or probability mass) that is no label.
-    answers: the sampled answers, normalised, in sample order (empty in exact mode).
+    answers: the label each sampled answer gave (:data:`NO_LABEL` for an answer that is no
+        label), in sample order; empty in exact mode. Never the raw answer: a model may repeat
+        the text, and these are stored.
     truncated: the text was cut (to ``max_text_tokens``, or to ``max_chunks`` chunks).
     chunks: the text was read in this many chunks (:mod:`mollia_edge.chunks`), whose signals
         these combine; 1 for a text that fits.
