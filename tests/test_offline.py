@@ -10,11 +10,14 @@ with them the test would pass whatever mollia-edge does.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,9 +50,16 @@ def _namespace_problem() -> str | None:
     return None
 
 
-def _network_calls(trace: str) -> list[str]:
-    calls = [line for line in trace.splitlines() if re.search(r"\b(connect|sendto|sendmsg)\(", line)]
-    return [line for line in calls if "AF_UNIX" not in line and "AF_NETLINK" not in line]
+LOOPBACK = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|inet_pton\(AF_INET6, "::ffff:127\.')
+
+
+def _network_calls(trace: str, loopback: bool = False) -> list[str]:
+    """connect/send calls to a network address (with ``loopback``: to one not on this machine)."""
+    calls = [line for line in trace.splitlines() if re.search(r"\b(connect|sendto|sendmsg|sendmmsg)\(", line)]
+    calls = [line for line in calls if "AF_UNIX" not in line and "AF_NETLINK" not in line]
+    if loopback:  # a send on a connected socket names no address: its connect was checked
+        calls = [line for line in calls if "AF_INET" in line and not LOOPBACK.search(line)]
+    return calls
 
 
 def _written_paths(trace: str) -> set[str]:
@@ -85,7 +95,7 @@ def test_label_job_makes_no_network_call_and_writes_only_its_own_files(tiny_mode
     argv = ["label", "in.csv", "--labels", "pos,neg", "--models", str(tiny_model_path), "--chat-format", "chatml",
             "--rounds", "2", "--batch", "5", "--llm-sample", "15", "--quiet", "-o", "out.csv"]
     command = ["unshare", "-n", "strace", "-f", "-qq", "-o", str(trace_file),
-               "-e", "trace=connect,sendto,sendmsg,openat,mkdir,mkdirat,rename,renameat,renameat2,creat",
+               "-e", "trace=connect,sendto,sendmsg,sendmmsg,openat,mkdir,mkdirat,rename,renameat,renameat2,creat",
                sys.executable, "-c", DRIVER.format(linger=LINGER_SECONDS), *argv]
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -102,3 +112,51 @@ def test_label_job_makes_no_network_call_and_writes_only_its_own_files(tiny_mode
         "new in $HOME": sorted(p for p in new_in_home if p != ".cache" and not p.startswith(".cache/mollia-edge")),
     }
     assert not any(problems.values()), problems
+
+
+RAY_DRIVER = """
+import sys
+from mollia_edge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(_namespace_problem() is not None, reason=str(_namespace_problem()))
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (the cluster extra)")
+def test_a_ray_local_job_talks_to_nothing_but_loopback(tiny_model_path, tmp_path):
+    """Every process Ray starts (raylet, GCS, the dashboard process, workers) inherits the job's
+    settings: with loopback up and a resolver and a network left out, strace sees no call to an
+    address off this machine (Ray would ask 8.8.8.8 and cloud metadata servers otherwise)."""
+    if shutil.which("ip") is None:
+        pytest.skip("`ip` is not installed (Debian: apt-get install iproute2)")
+    work = tmp_path / "work"
+    work.mkdir()
+    write_input(work / "in.csv", n=30, seeds=12)
+    env = {k: v for k, v in os.environ.items() if k not in CI_SUPPRESSORS and not k.startswith(("XDG_", "MPL"))}
+    env |= {"HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    trace_file = tmp_path / "trace.txt"
+    argv = ["label", "in.csv", "--labels", "pos,neg", "--models", str(tiny_model_path), "--chat-format", "chatml",
+            "--rounds", "1", "--batch", "5", "--llm-sample", "10", "--classifier", "head", "--quiet", "-o", "out.csv",
+            "--ray", "local", "--ray-actors", "1"]
+    traced = shlex.join(["strace", "-f", "-qq", "-o", str(trace_file), "-e", "trace=connect,sendto,sendmsg,sendmmsg",
+                         sys.executable, "-c", RAY_DRIVER, *argv])
+    done = subprocess.run(["unshare", "-n", "sh", "-c", f"ip link set lo up && {traced}"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (work / "out.csv").is_file()
+    trace = trace_file.read_text(errors="replace")
+    assert "127.0.0.1" in trace  # Ray did talk, over loopback
+    assert _network_calls(trace, loopback=True) == []
+
+
+@pytest.mark.skipif(_namespace_problem() is not None, reason=str(_namespace_problem()))
+def test_ray_local_without_loopback_is_one_line_at_once(tiny_model_path, tmp_path):
+    write_input(tmp_path / "in.csv", n=30, seeds=12)
+    argv = ["label", "in.csv", "--labels", "pos,neg", "--models", str(tiny_model_path), "--chat-format", "chatml",
+            "--quiet", "-o", "out.csv", "--ray", "local"]
+    started = time.monotonic()
+    done = subprocess.run(["unshare", "-n", sys.executable, "-c", RAY_DRIVER, *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and lines[-1].startswith("error: --ray local needs the loopback interface"), done.stderr
+    assert "Traceback" not in done.stderr and time.monotonic() - started < 30
