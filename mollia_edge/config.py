@@ -25,6 +25,8 @@ SEED_MAX = 2**32 - 1
 """Seeds are unsigned 32-bit integers (numpy, XGBoost and llama.cpp samplers take no more)."""
 MAX_THREADS = 512
 """llama.cpp's GGML_MAX_N_THREADS: more threads crash the process."""
+MIN_TOKENS = 16
+"""``al.max_length`` at least: [CLS], [SEP] and 14 word pieces (2 read nothing of a text)."""
 
 
 def _check(condition: bool, message: str) -> None:
@@ -360,7 +362,7 @@ class ActiveLearningConfig:
         "learning_rate": "(0, 1]", "top_layers": "[1, 6]", "length_buckets": "[0, 10000]",
         "head_learning_rate": "(0, 1]", "hidden": "[1, 8192]", "epochs": "[1, 10000]", "patience": "[1, 10000]",
         "head_patience": "[1, 10000]", "batch_size": "[1, 65536]", "validation_fraction": "(0, 1)",
-        "max_length": "[2, 512]",
+        "max_length": f"[{MIN_TOKENS}, 512]",
     }
     """Sizes stay where memory holds them (MiniLM has 6 layers and 512 positions)."""
 

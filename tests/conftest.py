@@ -1,10 +1,18 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures; and every test runs offline, as mollia-edge does.
+
+The offline environment (:mod:`mollia_edge.offline`: onnxruntime's telemetry and its events
+database under ~/.cache/Microsoft, Hugging Face, Ray...) is set here, before any test module
+imports onnxruntime on its own (``tests/test_offline.py`` checks it).
+"""
 
 from pathlib import Path
 
 import pytest
 
+from mollia_edge.offline import keep_offline
 from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
+
+keep_offline()
 
 
 @pytest.fixture(scope="session")

@@ -227,3 +227,38 @@ def test_a_second_job_on_the_same_output_with_another_session_is_refused(tiny_mo
     finally:
         os.close(held)
     assert not out.exists()
+
+
+def test_a_damaged_encoder_file_is_one_line_before_any_work(tiny_model_path, tmp_path, capsys, monkeypatch):
+    from mollia_edge.al.encoder import SHIPPED_ENCODER_FILES, encoder_files_dir
+
+    folder = tmp_path / "models" / "encoders" / encoder_files_dir().name
+    folder.mkdir(parents=True)
+    for name in (*SHIPPED_ENCODER_FILES, "manifest.json"):
+        (folder / name).write_bytes((encoder_files_dir() / name).read_bytes())
+    damaged = folder / "top_layers.npz"
+    damaged.write_bytes(damaged.read_bytes()[:100_000])  # cut short, as a full disk or a killed copy leaves it
+    data = write_input(tmp_path / "in.csv")
+    out = tmp_path / "out.csv"
+    code = main(["--models-dir", str(tmp_path / "models"), *args(data, out, tiny_model_path)])
+    one_error_line(capsys, code, "top_layers.npz is damaged", "mollia-edge setup")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "models"]  # nothing made, not even a lock
+
+
+def test_al_max_length_too_short_to_read_a_text_is_refused(tiny_model_path, tmp_path, capsys):
+    data = write_input(tmp_path / "in.csv")
+    config = tmp_path / "c.toml"
+    config.write_text("[al]\nmax_length = 2\n")
+    code = main(args(data, tmp_path / "out.csv", tiny_model_path, "--config", str(config)))
+    one_error_line(capsys, code, "al.max_length must be in [16, 512]")
+
+
+def test_sampled_answers_are_stored_as_labels_never_as_text(tiny_model_path, tmp_path):
+    data = write_input(tmp_path / "in.csv", n=12)
+    store = tmp_path / "s.sqlite"
+    assert main(["annotate", str(data), "--labels", "pos,neg", "--models", str(tiny_model_path), "--chat-format",
+                 "chatml", "--consistency", "sampled", "--store", str(store)]) == 0
+    with sqlite3.connect(store) as db:
+        stored = [json.loads(a) for (a,) in db.execute("SELECT answers FROM llm_outputs")]
+    assert len(stored) == 12 and all(len(answers) > 1 for answers in stored)
+    assert {a for answers in stored for a in answers} <= {"pos", "neg", ""}

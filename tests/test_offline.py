@@ -160,3 +160,31 @@ def test_ray_local_without_loopback_is_one_line_at_once(tiny_model_path, tmp_pat
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and lines[-1].startswith("error: --ray local needs the loopback interface"), done.stderr
     assert "Traceback" not in done.stderr and time.monotonic() - started < 30
+
+
+TELEMETRY_TEST = """
+import onnxruntime as ort  # first, as a test module may import it before mollia_edge
+from onnx import TensorProto, helper
+
+
+def test_a_session():
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    ort.InferenceSession(helper.make_model(graph).SerializeToString())
+"""
+
+
+def test_a_test_run_writes_nothing_under_the_home_folder(tmp_path):
+    """A test module that imports onnxruntime before mollia-edge, run with this folder's conftest:
+    no telemetry database, no device id, nothing new under $HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "test_first.py").write_text(TELEMETRY_TEST)
+    env = {k: v for k, v in os.environ.items() if k not in CI_SUPPRESSORS and not k.startswith(("XDG_", "MPL"))}
+    env |= {"HOME": str(home), "PYTHONPATH": str(Path(__file__).parent), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+                           str(tmp_path / "test_first.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -38,6 +39,7 @@ from google.protobuf.message import DecodeError
 from tokenizers import Encoding, Tokenizer
 
 from ..chunks import chunk_spans, pack_chunks
+from ..config import MIN_TOKENS
 from ..data import text_sha256
 from ..errors import ConfigError, DataError, ModelError, quoted
 from ..files import atomic_write, make_private_folder, remove_matching
@@ -65,6 +67,49 @@ _LAYER_OUTPUT_NORM = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.output\.LayerNo
 def encoder_files_dir() -> Path:
     """Where set-up puts the tokenizer, config and top-layer weights: ``models/encoders/all-minilm-l6-v2``."""
     return models_dir() / "encoders" / ENCODER_NAME
+
+
+SHIPPED_ENCODER_FILES = (TOKENIZER_FILE, CONFIG_FILE, TOP_LAYERS_FILE)
+"""What set-up extracts into :func:`encoder_files_dir` and records in its manifest."""
+
+
+def encoder_files_problem(directory: Path, files: Sequence[str] | None = SHIPPED_ENCODER_FILES) -> str | None:
+    """Why the encoder files in ``directory`` cannot be trusted (no manifest, a file missing or
+    changed since it was recorded), or None when each has the sha256 its manifest records.
+    ``files``: the names the manifest must list (None: whatever it lists)."""
+    try:
+        recorded = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))["sha256"]
+        if not isinstance(recorded, dict) or (files is not None and set(recorded) != set(files)):
+            return f"{directory / MANIFEST_FILE} does not list {', '.join(files or ())}"
+    except FileNotFoundError:
+        return f"{directory} has no {MANIFEST_FILE}"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"cannot read {directory / MANIFEST_FILE} ({exc})"
+    for name, digest in recorded.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            if file_sha256(path) != digest:
+                return f"{path} is damaged (its sha256 is not the one set-up recorded)"
+        except ModelError as exc:
+            return str(exc)
+    return None
+
+
+def check_encoder_files(setting: str) -> Path | None:
+    """:func:`encoder_folder`, and for the shipped encoder its set-up files checked against their
+    manifest (a :class:`ModelError` now, before any work, not a crash minutes into a job)."""
+    folder = encoder_folder(setting)
+    if folder is None:
+        problem = encoder_files_problem(encoder_files_dir())
+        if problem:
+            raise ModelError(f"encoder files: {problem}; run `{SETUP_COMMAND}` again")
+    elif (folder / MANIFEST_FILE).is_file():  # an exported folder with a manifest: what it lists
+        problem = encoder_files_problem(folder, None)
+        if problem:
+            raise ModelError(f"al.encoder: {problem}; export the encoder again")
+    return folder
 
 
 def encoder_folder(setting: str) -> Path | None:
@@ -154,7 +199,7 @@ def load_top_layers(n_layers: int = 1, directory: Path | None = None) -> dict[st
             weights = {name: archive[name] for name in archive.files if name.startswith(prefixes)}
     except FileNotFoundError:
         raise _missing_setup_file(path) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelError(f"cannot read {path} ({exc}); run `{SETUP_COMMAND}` again") from None
     if not all(any(name.startswith(prefix) for name in weights) for prefix in prefixes):
         raise ModelError(f"{path} lacks some of the top {n_layers} layers; run `{SETUP_COMMAND}` again")
@@ -316,8 +361,8 @@ class Encoder:
         if long_texts not in ("chunk", "truncate"):
             raise ConfigError(f"encoder long_texts must be 'chunk' or 'truncate', not {long_texts!r}")
         self.long_texts = long_texts
-        if not 2 <= max_length <= MAX_POSITIONS:
-            raise ConfigError(f"encoder max_length must be 2..{MAX_POSITIONS}, not {max_length}")
+        if not MIN_TOKENS <= max_length <= MAX_POSITIONS:
+            raise ConfigError(f"encoder max_length must be {MIN_TOKENS}..{MAX_POSITIONS}, not {max_length}")
         if intra_op_threads < 1:
             raise ConfigError(f"encoder threads must be at least 1, not {intra_op_threads}")
         self.folder = Path(folder) if folder else None
