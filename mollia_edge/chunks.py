@@ -28,6 +28,22 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
+def _split_long_word(word: str, tokens: int, count: Callable[[str], int], budget: int) -> list[str]:
+    """A word of ``tokens`` tokens, over the budget, cut between characters: into runs of as many
+    characters as its tokens per character allow (counted once, not once per cut: a
+    100,000-character word took minutes), each run shortened until it fits."""
+    size = max(1, len(word) * budget // max(tokens, 1))
+    out = []
+    start = 0
+    while start < len(word):
+        end = min(len(word), start + size)
+        while end - start > 1 and count(word[start:end]) > budget:
+            end = start + max(1, (end - start) * 3 // 4)
+        out.append(word[start:end])
+        start = end
+    return out
+
+
 def _split_words(sentence: str, count: Callable[[str], int], budget: int) -> list[str]:
     """A sentence longer than the budget, cut between words (a word longer than the budget is
     cut between characters)."""
@@ -37,20 +53,21 @@ def _split_words(sentence: str, count: Callable[[str], int], budget: int) -> lis
         if current and count(current + word) > budget:
             out.append(current)
             current = ""
-        while count(word) > budget and len(word) > 1:  # one word over the budget: by characters
-            cut = max(1, len(word) * budget // max(count(word), 1))
-            out.append(word[:cut])
-            word = word[cut:]
+        tokens = count(word) if len(word) > 1 else 0
+        if tokens > budget:  # one word over the budget: by characters
+            *whole, word = _split_long_word(word, tokens, count, budget)
+            out.extend(whole)
         current += word
     if current:
         out.append(current)
     return out
 
 
-def pack_chunks(text: str, count: Callable[[str], int], budget: int) -> list[str]:
+def pack_chunks(text: str, count: Callable[[str], int], budget: int, most: int | None = None) -> list[str]:
     """``text`` in chunks of at most ``budget`` tokens (``count`` counts a string's tokens):
     whole sentences packed greedily, a longer sentence cut between words. One chunk, the
-    text itself, when it fits. Joined, the chunks give the text back."""
+    text itself, when it fits. Joined, the chunks give the text back. ``most``: stop once
+    there are more than ``most`` chunks (the first ``most`` are the same; the rest is not read)."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1 token, got {budget}")
     if count(text) <= budget:
@@ -63,6 +80,8 @@ def pack_chunks(text: str, count: Callable[[str], int], budget: int) -> list[str
             if current and count(current + piece) > budget:
                 chunks.append(current)
                 current = ""
+                if most is not None and len(chunks) > most:
+                    return chunks
             current += piece
     if current:
         chunks.append(current)

@@ -1,18 +1,55 @@
-"""Shared pytest fixtures; and every test runs offline, as mollia-edge does.
+"""Shared pytest fixtures, the test markers and Hypothesis profiles; and every test runs
+offline, as mollia-edge does.
 
 The offline environment (:mod:`mollia_edge.offline`: onnxruntime's telemetry and its events
 database under ~/.cache/Microsoft, Hugging Face, Ray...) is set here, before any test module
 imports onnxruntime on its own (``tests/test_offline.py`` checks it).
+
+Markers (``make test-fast`` runs the tests that carry none of them):
+
+* ``job``: runs a label job (or ``annotate``/``bench quant``) end to end on tiny models, every
+  test of a module in :data:`JOB_MODULES`;
+* ``system``: subprocesses, network namespaces, a Ray runtime, a wheel build (:data:`SYSTEM_MODULES`);
+* ``snapshot``: a TUI screen compared with its stored SVG.
+
+Hypothesis: the ``dev`` profile (the default) draws few examples, ``ci`` (where ``CI`` is set,
+or ``HYPOTHESIS_PROFILE=ci``) more; a property test whose every example is a whole label job
+draws :func:`jobs.job_examples` of them.
 """
 
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from jobs import PROFILE
 from mollia_edge.offline import keep_offline
 from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
 
 keep_offline()
+
+JOB_MODULES = {
+    "test_label_job", "test_hostile_input", "test_hostile_paths", "test_label_bad_input", "test_predict",
+    "test_encoder_folder", "test_residency", "test_file_safety", "test_label_quality", "test_classifier_choice",
+    "test_task", "test_teaching", "test_quant", "test_tui", "test_scripts",
+}
+SYSTEM_MODULES = {"test_offline", "test_install", "test_cluster"}
+
+_QUIET = {"deadline": None, "derandomize": True, "suppress_health_check": list(HealthCheck)}
+settings.register_profile("dev", max_examples=30, **_QUIET)
+settings.register_profile("ci", max_examples=100, **_QUIET)
+settings.load_profile(PROFILE)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        if module in SYSTEM_MODULES:
+            item.add_marker(pytest.mark.system)
+        elif "snap_compare" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.snapshot)
+        elif module in JOB_MODULES:
+            item.add_marker(pytest.mark.job)
 
 
 @pytest.fixture(scope="session")

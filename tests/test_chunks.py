@@ -121,3 +121,22 @@ def test_the_encoder_averages_the_chunks_of_a_long_text():
     np.testing.assert_allclose(a[1], mean / np.linalg.norm(mean), atol=1e-5)
     assert float(a[1] @ b[1]) < 0.999
     assert cache_namespace(chunked, True) != cache_namespace(cut, True)
+
+
+def test_a_huge_word_is_cut_in_time_linear_in_its_length():
+    """A 100,000-character word (a pasted hash, base64...) was cut by counting what was left of
+    it again for each cut: minutes of tokenizing for one text. Each character is counted a few
+    times now, and with ``most`` the chunks past it are not made at all."""
+    counted = []
+
+    def count(piece: str) -> int:  # one token per character
+        counted.append(len(piece))
+        return len(piece)
+
+    word = "y" * 100_000
+    chunks = pack_chunks(word, count, 1_000)
+    assert "".join(chunks) == word and all(len(c) <= 1_000 for c in chunks)
+    assert sum(counted) <= 10 * len(word), sum(counted)  # cut by recounting the rest: 100 times more
+    counted.clear()
+    first = pack_chunks(word + " and more. " * 2_000, count, 1_000, most=16)
+    assert first[:16] == chunks[:16] and len(first) == 17 and sum(counted) <= 10 * len(word)

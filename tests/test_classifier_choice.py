@@ -44,7 +44,7 @@ def test_auto_is_decided_on_the_rows_the_final_classifier_trains_on(tiny_model_p
     """The final classifier trains on every row (pseudo-labels fill the rest at al.pseudo_weight):
     a job of 60 rows with 12 seed rows and 2 rounds of 5 must be estimated on 60 rows, not 22
     (a 1,000-row job chose top-layers from 80 rows and then trained on 1,000 for two minutes)."""
-    from test_label_job import args, write_input
+    from jobs import args, write_input
 
     from mollia_edge.al import classifier_choice
     from mollia_edge.cli import main

@@ -15,7 +15,7 @@ import pytest
 from mollia_edge.cli import main
 from mollia_edge.llm import cluster
 from mollia_edge.llm.cluster import batches_of_groups
-from test_label_job import args, write_input
+from jobs import args, write_input
 from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mollia-edge[cluster]'); CI installs it")

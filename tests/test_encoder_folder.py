@@ -8,7 +8,7 @@ import shutil
 
 import onnx
 import pytest
-from test_label_job import args, write_input
+from jobs import args, write_input
 
 from mollia_edge.al.encoder import CONFIG_FILE, TOKENIZER_FILE, TOP_LAYERS_FILE, default_model_path, encoder_files_dir
 from mollia_edge.cli import main

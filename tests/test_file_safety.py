@@ -18,7 +18,7 @@ import pytest
 from mollia_edge.cli import main
 from mollia_edge.files import SessionLock
 from mollia_edge.llm import engine
-from test_label_job import args, write_input
+from jobs import args, write_input
 
 SLOW_DRIVER = """
 import sys, time

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import gguf
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from jobs import job_examples
 from mollia_edge.cli import main
 from mollia_edge.data import FORMULA_PREFIXES, normalise_label, spreadsheet_safe
-from test_label_bad_input import write_csv
+from jobs import write_csv
 
 LONG = 40
 """User text longer than this must never appear whole in a message."""
@@ -382,10 +383,10 @@ def no_work(monkeypatch):
     def work(*args, **kwargs):
         raise AssertionError("expensive work started before the input was refused")
 
-    from mollia_edge import label as label_module
+    from mollia_edge.label import llm_stages
     from mollia_edge.llm import engine
 
-    monkeypatch.setattr(label_module, "encode_texts", work)
+    monkeypatch.setattr(llm_stages, "encode_texts", work)
     monkeypatch.setattr(engine.LlamaEngine, "__init__", work)
 
 
@@ -558,7 +559,7 @@ def test_random_tables_and_label_sets_keep_the_invariants(tiny_model_path):
             event(outcome)
             outcomes[outcome] += 1
 
-    examples = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    examples = settings(max_examples=job_examples(6))
     examples(given(table=tables(valid=True))(check))()  # acceptable by construction: each must succeed
     examples(given(table=tables(valid=False))(check))()  # anything: success or one clean error line
     assert outcomes["accepted"] >= 0.5 * sum(outcomes.values()), outcomes

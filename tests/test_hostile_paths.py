@@ -19,7 +19,7 @@ from mollia_edge.cli import main
 from mollia_edge.data import load_table
 from mollia_edge.errors import DataError
 from mollia_edge.files import SessionLock
-from test_label_job import args, write_input
+from jobs import args, write_input
 
 VICTIM_TEXT = "the user's own file, which no job may change\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_label_job import write_input
+from jobs import write_input
 
 ROOT = Path(__file__).resolve().parents[1]
 

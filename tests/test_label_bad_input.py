@@ -11,21 +11,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobs import job_examples, write_csv
 from mollia_edge.cli import main
 from tiny_gguf import corrupt_copy
 
 GOOD_ROWS = [{"text": f"text number {i}", "label": "pos" if i % 2 else "neg"} for i in range(4)]
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns or list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def fails_cleanly(capsys, argv: list[str], out: Path, *expected: str) -> str:
@@ -203,7 +196,7 @@ def _label_argv(data: Path, out: Path, model: Path, labels: str) -> list[str]:
 def test_malformed_files_never_crash(tiny_model_path):
     accepted = []
 
-    @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=job_examples(30))
     @given(content=st.one_of(st.binary(max_size=200), _CSVISH.map(lambda s: s.encode("utf-8")),
                              _ROWS.map(lambda rows: ("text\n" + "\n".join(rows) + "\n").encode("utf-8"))),
            suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
@@ -222,7 +215,7 @@ def test_malformed_files_never_crash(tiny_model_path):
 def test_any_label_list_is_accepted_or_refused_in_one_line(tiny_model_path):
     accepted = []
 
-    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=job_examples(25))
     @given(labels=st.one_of(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), max_size=4),
                             st.lists(st.sampled_from(["pos", "neg", "=x", "@y", "-z", "caf\u00e9"]), min_size=2,
                                      max_size=4, unique=True)))

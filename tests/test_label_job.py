@@ -16,26 +16,7 @@ import pytest
 from mollia_edge.cli import main
 from mollia_edge.label import NEW_COLUMNS, LabelJob, run_label_job
 from mollia_edge.session import Session, open_session_store
-
-WORDS = "good bad great awful fine terrible lovely poor".split()
-
-
-def write_input(path: Path, n: int = 60, seeds: int = 12) -> Path:
-    rng = random.Random(0)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "text", "label", "note"])
-        for i in range(n):
-            text = " ".join(rng.choice(WORDS) for _ in range(5)) + f" #{i}"
-            label = ("pos" if "good" in text or "great" in text else "neg") if i < seeds else ""
-            writer.writerow([i, text, label, f"n{i}"])
-    return path
-
-
-def args(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return ["label", str(data), "--labels", "pos,neg", "--models", str(model), "--chat-format", "chatml",
-            "--rounds", "2", "--batch", "5", "--llm-sample", "15", "--classifier", "head", "--quiet", "-o", str(out), *extra]
-
+from jobs import WORDS, args, write_input  # noqa: F401 - WORDS and args for the tests below
 
 @pytest.fixture(scope="module")
 def done(tiny_model_path, tmp_path_factory):

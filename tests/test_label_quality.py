@@ -17,7 +17,7 @@ from mollia_edge.llm.panel import LLMPanel, PanelModel
 from mollia_edge.llm.prompts import PromptSpec
 from mollia_edge.molam import _clearly_best
 from mollia_edge.text_annotator import embedding_model_proba, self_trained_rows, text_annotator_proba
-from test_label_job import args, write_input
+from jobs import args, write_input
 
 BASE = PromptSpec(labels=("pos", "neg"), item="review", chat_format="chatml")
 
@@ -215,7 +215,7 @@ def test_the_loop_refreshes_the_text_annotator_honestly(tiny_model_path, tmp_pat
     on the seed rows and the earlier rounds' labels; no row's value comes from a model fitted on
     its own label, and the values rebuilt after the loop (what a resumed job uses) are the ones
     the loop saw."""
-    import mollia_edge.label as label_module
+    from mollia_edge.label import loop as label_module  # the loop stage refits the text annotator
 
     calls = []
     real = label_module.refitted_proba

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from test_label_job import write_input
+from jobs import write_input
 
 LINGER_SECONDS = 40
 CI_SUPPRESSORS = ("CI", "GITHUB_ACTIONS", "TF_BUILD", "ORT_RUNNING_UNIT_TESTS", "ORT_DISABLE_TELEMETRY")

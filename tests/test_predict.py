@@ -14,9 +14,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import mollia_edge.label as label_module
 from mollia_edge.cli import main
-from test_label_job import args, write_input
+from mollia_edge.label import LabelJob, run_label_job
+from mollia_edge.predict import export_classifier
+from jobs import write_input
 
 LABELS = ["pos", "neg"]
 
@@ -36,22 +37,14 @@ def predict(model: Path, data: Path, out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def job(tiny_model_path, tmp_path_factory):
-    """A head-mode `label` job; its final classifier and that classifier's inputs are kept."""
+    """A head-mode `label` job, and its final classifier's probabilities of every row."""
     folder = tmp_path_factory.mktemp("predict")
     data = write_input(folder / "in.csv")
     out = folder / "out.csv"
-    kept = {}
-    final_classifier = label_module._final_classifier
-
-    def keep(x, *rest, **options):
-        kept["x"], kept["clf"] = x, final_classifier(x, *rest, **options)
-        return kept["clf"]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(label_module, "_final_classifier", keep)
-        assert main(args(data, out, tiny_model_path)) == 0
-    assert kept["clf"].mode == "head"
-    return data, out, kept["clf"].predict_proba(kept["x"])
+    result = run_label_job(LabelJob(input=data, output=out, labels=("pos", "neg"), models=(str(tiny_model_path),),
+                                    chat_format="chatml", rounds=2, batch=5, llm_sample=15, classifier="head"))
+    assert result.final_classifier.mode == "head"
+    return data, out, result.classifier_proba
 
 
 def test_predict_gives_the_job_classifier_labels_and_probabilities(job, tmp_path):
@@ -101,7 +94,7 @@ def test_top_layers_export_predicts_as_the_classifier(tmp_path):
     clf = OnnxClassifier("top-layers", n_classes=2, hidden=16, epochs=2, batch_size=20, learning_rate=1e-2,
                          encoder_learning_rate=2e-4, init_layers=load_top_layers(1)).fit(states, y)
     model = tmp_path / "job.csv.classifier.onnx"
-    label_module._export_classifier(clf, model, LABELS, encoder)
+    export_classifier(clf, encoder, model, LABELS)
     meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
     assert meta["mode"] == "top-layers"
     assert predict(model, data, tmp_path / "pred.csv") == 0

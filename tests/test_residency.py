@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from test_label_job import args, write_input
+from jobs import args, write_input
 from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
 
 from mollia_edge.cli import main

@@ -130,7 +130,7 @@ def test_the_tuis_task_file_reads_back(tmp_path):
 
 def test_the_label_job_prompts_every_model_with_the_task_files_wording(tmp_path, tiny_model_path, monkeypatch):
     import mollia_edge.llm.panel as panel_module
-    from test_label_job import args, write_input
+    from jobs import args, write_input
 
     prompts = []
     real = panel_module.LLMAnnotator

@@ -8,7 +8,7 @@ import numpy as np
 
 from mollia_edge.cli import main
 from mollia_edge.teaching import check_teaching
-from test_label_job import args, write_input
+from jobs import args, write_input
 
 
 def topic_data(n: int = 400, k: int = 4, seed: int = 0):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import tui.run
-from mollia_edge.label import LabelJob, _summary, run_label_job
-from test_label_job import write_input
+from mollia_edge.label import LabelJob, run_label_job, summary
+from jobs import write_input
 from tui.app import LabelApp, tui_job
 from tui.review import ReviewScreen
 from tui.run import RunScreen
@@ -175,7 +175,7 @@ def ran(tiny_model_path, tmp_path_factory) -> tuple[Path, LabelJob]:
     assert set(fixed) == set(report), "the report's keys changed: update tests/data/tui_report.json"
     fixed.update(session=report["session"], al_run=report["al_run"])
     report_path.write_text(json.dumps(fixed), encoding="utf-8")
-    (folder / job.beside_output(".report.txt")).write_text(_summary(fixed), encoding="utf-8")
+    (folder / job.beside_output(".report.txt")).write_text(summary(fixed), encoding="utf-8")
     _fix_machine_outputs(folder / (job.session or job.beside_output(".session.sqlite")), report["session"], report["al_run"])
     return folder, job
 

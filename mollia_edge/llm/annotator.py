@@ -207,7 +207,7 @@ class LLMAnnotator:
         budget = self.llm.max_text_tokens
         if self.llm.long_texts == "truncate" or len(engine.tokenize(text)) <= budget:
             return [text], False
-        chunks = pack_chunks(text, lambda piece: len(engine.tokenize(piece)), budget)
+        chunks = pack_chunks(text, lambda piece: len(engine.tokenize(piece)), budget, most=self.llm.max_chunks)
         return chunks[: self.llm.max_chunks], len(chunks) > self.llm.max_chunks
 
     def _jobs(self, texts: Sequence[str], hashes: Sequence[str]) -> tuple[list[ScoringJob], list[bool], list[int]]:
