@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotators", default=",".join(ANNOTATORS))
     parser.add_argument("--test-size", type=int, default=500)
     default = "(default: the config's)"
+    parser.add_argument("--seed-size", type=int, help=f"seed rows with gold labels {default}")
+    parser.add_argument("--query-size", type=int, help=f"B: rows queried per round {default}")
     parser.add_argument("--epochs", type=int, help=f"training epochs per round {default}")
     parser.add_argument("--patience", type=int, help=f"top-layers early-stopping patience in epochs {default}")
     parser.add_argument("--head-patience", type=int, help=f"head-mode early-stopping patience in epochs {default}")
@@ -269,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         data = load_replay(args.data, args.dataset, tuple(args.labels.split(",")) if args.labels else None)
     except DataError as exc:
         parser.error(str(exc))
-    overrides = {"epochs": args.epochs, "patience": args.patience, "head_patience": args.head_patience, "learning_rate": args.learning_rate,
+    overrides = {"seed_size": args.seed_size, "query_size": args.query_size, "epochs": args.epochs,
+                 "patience": args.patience, "head_patience": args.head_patience, "learning_rate": args.learning_rate,
                  "head_learning_rate": args.head_learning_rate, "length_buckets": args.length_buckets,
                  "early_stopping": args.early_stopping, "top_layers": args.top_layers, "alpha": args.alpha}
     base = ActiveLearningConfig(rounds=args.rounds, **{k: v for k, v in overrides.items() if v is not None})

@@ -113,7 +113,8 @@ def prompt_rate(model: Path, prefix: list[int], block: list[int], cfg: LLMConfig
     for logits_all in (False, True):
         llm = Llama(
             model_path=str(model), n_ctx=len(prefix) + len(block) + 8, n_batch=cfg.n_batch, logits_all=logits_all,
-            flash_attn=cfg.flash_attn, n_threads=cfg.n_threads, n_gpu_layers=cfg.n_gpu_layers, verbose=False,
+            flash_attn=cfg.flash_attn, n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads,
+            n_gpu_layers=cfg.n_gpu_layers, verbose=False,
         )
         best = float("inf")
         for _ in range(3):
@@ -183,7 +184,7 @@ def bench_model(name: str, texts: list[str], gold: np.ndarray, spec: PromptSpec,
     prompts, continuations, prefix = m.pop("prompts"), m.pop("continuations"), m["prefix_tokens"]
     stop_mask, halt = m.pop("stop_mask"), m.pop("halt")
     llm = Llama(model_path=str(model.path), n_ctx=max(map(len, prompts)) + cfg.max_new_tokens + 8,
-                n_batch=cfg.n_batch, flash_attn=cfg.flash_attn, n_threads=cfg.n_threads,
+                n_batch=cfg.n_batch, flash_attn=cfg.flash_attn, n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads,
                 n_gpu_layers=cfg.n_gpu_layers, verbose=False)
     seeds = list(range(0, cfg.samples * len(prompts), cfg.samples))
     for mode in ("exact", "sampled"):
@@ -220,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-chars", type=int, default=300, help="longest demonstration text")
     parser.add_argument("--models", default="smollm2-135m-instruct,gemma3-270m")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs after one warm-up, for every contender")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads of every contender, prompt batches included (default: the engine's "
+                             "and llama-cpp-python's own defaults)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the configuration's, every core)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     data = load_dataset(args.dataset).sample(args.n + args.seeds, args.seed)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "retrieved": [retrieved_prompt(base, x, i, seeds, gold[seeds], texts, args.shots, args.words)
                           for i in evaluated],
         }
-        with LLMAnnotator(model.path, base, LLMConfig()) as annotator:
+        with LLMAnnotator(model.path, base, LLMConfig(n_threads=args.threads)) as annotator:
             annotator.annotate(texts[:1])  # load the model before timing
             for setting, prompts in settings.items():
                 z, seconds = measure(annotator, prompts, [texts[i] for i in evaluated])

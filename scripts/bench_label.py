@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,7 @@ def bench_dataset(name: str, args: argparse.Namespace, work: Path) -> dict:
     item = ITEMS.get(name, "text")
     (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")  # seeds may miss a label
     shared = ["--seed", str(args.seed), "--labels-file", str(folder / "labels.txt"),
-              "--session", str(folder / "session.sqlite")]  # one LLM cache for both jobs
+              "--session", str(folder / "session.sqlite"), *shlex.split(args.job_args)]  # one LLM cache for both jobs
     report, seconds = run_job(task, folder / "job" / "labelled.csv", item, shared)
     result = {"dataset": name, "rows": args.n, "seeds": args.seeds, "job": report["gold"], "job_seconds": seconds,
               "stage_seconds": report["seconds"], "peak_rss_mib": report["peak_rss_mib"],
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-before", action="store_true", help="do not run the `before` job")
     parser.add_argument("--work", type=Path, help="folder for the tasks, outputs and sessions (default: a temporary one)")
+    parser.add_argument("--job-args", default="",
+                        help="more `mollia-edge label` arguments for every job (e.g. '--classifier head')")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-label-"))

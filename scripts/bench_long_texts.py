@@ -19,6 +19,7 @@ Also: a logistic regression on the embeddings trained on the seed rows alone, cu
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--work", type=Path, help="folder for the task, outputs and session (default: temporary)")
+    parser.add_argument("--job-args", default="",
+                        help="more `mollia-edge label` arguments for every job (e.g. '--classifier head')")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-long-"))
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                               for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label", "gold"))
     (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     shared = ["--seed", str(args.seed), "--labels-file", str(folder / "labels.txt"),
-              "--session", str(folder / "session.sqlite")]
+              "--session", str(folder / "session.sqlite"), *shlex.split(args.job_args)]
     results = []
     for variant in args.variants:
         name = variant.split()[0] + ("-max" if "max" in variant else "")

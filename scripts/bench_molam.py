@@ -32,6 +32,8 @@ from mollia_edge.agreement import annotator_report
 from mollia_edge.calibration import expected_calibration_error, temper
 from mollia_edge.molam import (
     DEFAULT_CANDIDATES,
+    SelectedMoLAM,
+    StackedMoLAM,
     dawid_skene,
     fit_annotation_model,
     log_margin,
@@ -55,10 +57,15 @@ SEED_ROWS = 50
 LLMS = ["gemma", "llama", "mistral", "qwen", "yi"]
 
 
-def load(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores (n, N, K), consistency (n, N, K), gold labels (n,)) of one dataset."""
+def load(folder: Path, name: str, rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores (n, N, K), consistency (n, N, K), gold labels (n,)) of one dataset; ``rows``: a
+    random sample of that many rows (seed 0, in file order) instead of all."""
     scores, consistency = split_meta(np.load(folder / f"{name}_meta_x.npy"))
-    return scores, consistency, np.load(folder / f"{name}_meta_y.npy").argmax(axis=1)
+    gold = np.load(folder / f"{name}_meta_y.npy").argmax(axis=1)
+    if rows is not None and rows < len(gold):
+        kept = np.sort(np.random.default_rng(0).choice(len(gold), size=rows, replace=False))
+        scores, consistency, gold = scores[kept], consistency[kept], gold[kept]
+    return scores, consistency, gold
 
 
 def accuracy(probabilities: np.ndarray, gold: np.ndarray) -> float:
@@ -71,6 +78,14 @@ def negative_shares(scores: np.ndarray, gold: np.ndarray, rule: str) -> tuple[fl
     n, k = negative.shape
     false_negative = negative[np.arange(n), gold]
     return float((negative.sum() - false_negative.sum()) / (n * k)), float(false_negative.sum() / (n * k))
+
+
+def members(selection: SelectedMoLAM | StackedMoLAM) -> list[tuple[float, SelectedMoLAM]]:
+    """(weight, fitted MoLAM) of each model behind the annotation model's output: the members
+    of a stack (``molam.combine = "stack"``, the default) or the one selected model, weight 1."""
+    if isinstance(selection, StackedMoLAM):
+        return [(float(w), m) for w, m in zip(selection.weights, selection.members)]
+    return [(1.0, selection)]
 
 
 def one_draw(scores, consistency, gold, draw: int) -> dict[str, float]:
@@ -97,16 +112,19 @@ def one_draw(scores, consistency, gold, draw: int) -> dict[str, float]:
         p = model.predict_proba(scores[rest], consistency[rest])
         out[key] = accuracy(p, gold[rest])
         out[f"{key}_ece"] = expected_calibration_error(p, gold[rest])
-        out[f"{key}_ece_raw"] = expected_calibration_error(temper(p, 1 / model.selection.temperature), gold[rest])
-        out[f"{key}_base_dawid_skene"] = float(model.selection.base == "dawid_skene")
-    # the final MoLAM fit alone (selection excluded), with pseudo-labelling on all rows
+        # uncalibrated: each member's output temperature undone before the members are mixed
+        x_rest, ens_rest = molam_features(scores[rest], consistency[rest]), model.ensembles(scores[rest], consistency[rest])
+        raw = sum(w * temper(m.predict_proba(x_rest, ens_rest), 1 / m.temperature) for w, m in members(model.selection))
+        out[f"{key}_ece_raw"] = expected_calibration_error(raw, gold[rest])
+        out[f"{key}_base_dawid_skene"] = sum(w for w, m in members(model.selection) if m.base == "dawid_skene")
+    # the final MoLAM fit alone (selection excluded), with pseudo-labelling on all rows (each member's)
     started = time.perf_counter()
-    model.selection.model.fit(
-        molam_features(scores[seed_rows], consistency[seed_rows]), gold[seed_rows],
-        molam_features(scores[rest], consistency[rest]), k,
-        *(log_margin(temper(model.ensembles(scores[rows], consistency[rows])[model.selection.base],
-                            model.selection.base_temperature)) for rows in (seed_rows, rest)),
-    )
+    parts = {"seed": seed_rows, "rest": rest}
+    x = {part: molam_features(scores[rows], consistency[rows]) for part, rows in parts.items()}
+    ens = {part: model.ensembles(scores[rows], consistency[rows]) for part, rows in parts.items()}
+    for _, m in members(model.selection):
+        margins = [None if m.base is None else log_margin(temper(ens[part][m.base], m.base_temperature)) for part in parts]
+        m.model.fit(x["seed"], gold[seed_rows], x["rest"], k, *margins)
     out["final_fit_seconds"] = time.perf_counter() - started
     report = annotator_report(scores[seed_rows], consistency[seed_rows], gold[seed_rows], LLMS[:n_models])
     out |= {f"seed_accuracy_{i}": float(a) for i, a in enumerate(report.accuracy_scores)}
@@ -136,7 +154,7 @@ def leave_one_out(args: argparse.Namespace) -> int:
     console = Console(width=150)
     grid: dict[str, list[float]] = {}
     for name in names:
-        scores, consistency, gold = load(args.data, name)
+        scores, consistency, gold = load(args.data, name, args.rows)
         grid[name] = [grid_accuracy(scores, consistency, gold, candidate, args.draws) for candidate in GRID]
         console.print(f"{name}: grid done", style="dim")
     default = GRID.index(DEFAULT_CANDIDATES[0])
@@ -164,18 +182,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", type=Path, help="folder with *_meta_x.npy and *_meta_y.npy")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--rows", type=int, help="a random sample of this many rows of each dataset (default: all)")
     parser.add_argument("--leave-one-out", action="store_true",
                         help="choose MoLAM's settings on three datasets and report them on the fourth")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"{args.data} is not a folder")
+    if args.rows is not None and args.rows <= 2 * SEED_ROWS:
+        parser.error(f"--rows must be more than {2 * SEED_ROWS}: {SEED_ROWS} seed rows per draw and the rest to score")
     if args.leave_one_out:
         return leave_one_out(args)
 
     report: dict[str, dict] = {"draws": args.draws, "seed_rows": SEED_ROWS, "datasets": {}}
     for name in args.datasets.split(","):
-        scores, consistency, gold = load(args.data, name)
+        scores, consistency, gold = load(args.data, name, args.rows)
         draws = [one_draw(scores, consistency, gold, d) for d in range(args.draws)]
         mean = {key: float(np.mean([d[key] for d in draws])) for key in draws[0]}
         sd = {key: float(np.std([d[key] for d in draws])) for key in draws[0]}

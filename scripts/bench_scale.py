@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-words", type=int, help="llm.budget_words for every variant (default: the job's)")
     parser.add_argument("--repeats", type=int, default=1, help="run the variants this many times, interleaved")
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--job-args", default="",
+                        help="more `mollia-edge label` arguments for every job (e.g. '--classifier head')")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if not args.third.is_file():
@@ -144,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     task = write_task(work, args.n, args.seeds, args.seed)
     models = f"smollm2-135m-instruct,gemma3-270m,{args.third.resolve()}"
-    extra: list[str] = []
+    extra = shlex.split(args.job_args)
     if args.budget_words is not None:
         (work / "budget.toml").write_text(f"[llm]\nbudget_words = {args.budget_words}\n", encoding="utf-8")
-        extra = ["--config", str(work / "budget.toml")]
+        extra += ["--config", str(work / "budget.toml")]
     variants = ["all-resident", *[v for v in args.variants if v != "all-resident"]]
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for repeat in range(args.repeats):

@@ -75,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-text-tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the configuration's, every core)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    llm = dataclasses.replace(LLMConfig(), shots=0, long_texts="truncate", max_text_tokens=args.max_text_tokens)
+    llm = dataclasses.replace(LLMConfig(), shots=0, long_texts="truncate", max_text_tokens=args.max_text_tokens,
+                              n_threads=args.threads)
     rows = [row for name in args.datasets for row in bench_dataset(name, args, llm)]
     report = {"n": args.n, "seed": args.seed, "max_text_tokens": args.max_text_tokens, "rows": rows}
     title = (f"zero-shot accuracy, {args.n} texts per dataset (seed {args.seed}), texts cut to "

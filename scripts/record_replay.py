@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--item", default="text")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", type=Path, help="session store (outputs reused on a rerun)")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the configuration's, every core)")
     parser.add_argument("--out", type=Path, required=True, help="the replay folder to write")
     args = parser.parse_args(argv)
     data = load_dataset(args.dataset).sample(args.n + args.demo_pool, args.seed)
     labels = tuple(data.label_names)
     gold = [labels[g] for g in data.labels]
-    llm = LLMConfig(consistency="sampled", samples=args.samples, shots=args.shots, seed=args.seed)
+    llm = LLMConfig(consistency="sampled", samples=args.samples, shots=args.shots, seed=args.seed, n_threads=args.threads)
     request = AnnotationRequest(texts=list(data.texts), labels=labels, item=args.item,
                                 gold=[None] * args.n + gold[args.n:], models=args.models.split(","),
                                 llm=llm, seed=args.seed)
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         tasks: dict[str, int] = {}
 
         def progress(model: str, done: int, total: int) -> None:
-            tasks.setdefault(model, bar.add_task(model, total=total))
+            if model not in tasks:  # one bar per model (setdefault would add a bar on every call)
+                tasks[model] = bar.add_task(model, total=total)
             bar.update(tasks[model], completed=done, total=total)
 
         report = annotate_with_models(request, store, progress)

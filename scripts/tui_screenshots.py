@@ -3,7 +3,8 @@
 The script plays a person with the input's ``gold`` column: it opens the session from the
 new-session form (prefilled as by the command line), labels ``--seeds`` rows with the number
 keys, runs the job, answers ``--reviews`` items of the review queue, re-runs to export, and
-reports the keys pressed. SVG -> PNG needs cairosvg (build time only: pip install cairosvg).
+reports the keys pressed. SVG -> PNG needs cairosvg (build time only: pip install cairosvg);
+``--svg`` keeps the SVGs instead.
 
     python scripts/tui_screenshots.py results/ex.csv -o results/ex-tui.csv --labels negative,positive \\
         --llm-sample 60 --rounds 2 --batch 10
@@ -84,7 +85,7 @@ def to_png(docs: Path, font: str) -> None:
         svg.unlink()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", type=Path, help="a table with a 'text' and a 'gold' column")
     parser.add_argument("-o", "--output", type=Path, required=True)
@@ -95,20 +96,24 @@ def main() -> None:
     parser.add_argument("--llm-sample", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--classifier", choices=("auto", "head", "top-layers"), help="(default: the configuration's)")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     parser.add_argument("--font", default="DejaVu Sans Mono", help="an installed monospace font for the PNGs")
-    args = parser.parse_args()
+    parser.add_argument("--svg", action="store_true", help="keep the SVG screenshots, no PNGs (needs no cairosvg)")
+    args = parser.parse_args(argv)
     with args.input.open(encoding="utf-8") as f:
         gold = [row["gold"] for row in csv.DictReader(f)]
     job = LabelJob(input=args.input, output=args.output, labels=tuple(args.labels.split(",")),
                    models=tuple(args.models.split(",")) if args.models else None,
-                   llm_sample=args.llm_sample, rounds=args.rounds, batch=args.batch)
+                   llm_sample=args.llm_sample, rounds=args.rounds, batch=args.batch, classifier=args.classifier)
     started = time.perf_counter()
     app = LabelApp(job, author="screenshots", setup=True)
     keys = asyncio.run(session(app, gold, args.seeds, args.reviews, args.docs))
     print(f"{keys} keys pressed, {time.perf_counter() - started:.0f} s (machine time, no human thinking)")
-    to_png(args.docs, args.font)
+    if not args.svg:
+        to_png(args.docs, args.font)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
