@@ -55,34 +55,16 @@ def _stored(session: Path) -> int:
         return 0
 
 
-def test_ray_local_gives_the_in_process_output(task, tmp_path, monkeypatch):
-    folder, data, models, reference = task
-    monkeypatch.setattr(cluster, "BATCH_TEXTS", 4)  # several batches per call, spread over both actors
-    sent = []
-
-    def spy(sizes, most=4):
-        runs = batches_of_groups(sizes, most)
-        sent.append((list(sizes), runs))
-        return runs
-
-    monkeypatch.setattr(cluster, "batches_of_groups", spy)
-    out = tmp_path / "out.csv"
-    assert main(_argv(folder, data, out, models, "--ray", "local", "--ray-actors", "2")) == 0
-    assert not ray.is_initialized()  # the runtime the job started is stopped with it
-    assert out.read_bytes() == reference
-    # the actors got runs of whole groups, as the engine cuts them (the tiny models' numbers do not
-    # move with their batch mates, the starter models' do), several runs per call
-    assert sent and max(len(runs) for _, runs in sent) > 1
-    for sizes, runs in sent:
-        boundaries = set(np.cumsum([0, *sizes]).tolist())
-        assert all(start in boundaries and stop in boundaries for start, stop in runs)
-
-
-def test_a_killed_ray_job_resumes_to_the_same_output(task, tmp_path):
+def test_a_killed_ray_job_resumes_on_ray_to_the_in_process_output(task, tmp_path, monkeypatch):
+    """A ``--ray local`` job killed (-9) once its first results are stored, then resumed on Ray:
+    the in-process job's output, byte for byte; the actors got runs of whole groups, as the
+    engine cuts them (the tiny models' numbers do not move with their batch mates, the starter
+    models' do), several runs per call; the runtime the job started is stopped with it. (One
+    test, not two: each Ray runtime costs some 10 s to start.)"""
     folder, data, models, reference = task
     out = tmp_path / "out.csv"
     session = out.with_name(out.name + ".session.sqlite")
-    argv = _argv(folder, data, out, models, "--ray", "local")
+    argv = _argv(folder, data, out, models, "--ray", "local", "--ray-actors", "2")
     child = subprocess.Popen([sys.executable, "-m", "mollia_edge", *argv], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
@@ -93,8 +75,22 @@ def test_a_killed_ray_job_resumes_to_the_same_output(task, tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert child.returncode == -signal.SIGKILL and not out.exists()
+    monkeypatch.setattr(cluster, "BATCH_TEXTS", 4)  # several batches per call, spread over both actors
+    sent = []
+
+    def spy(sizes, most=4):
+        runs = batches_of_groups(sizes, most)
+        sent.append((list(sizes), runs))
+        return runs
+
+    monkeypatch.setattr(cluster, "batches_of_groups", spy)
     assert main(argv) == 0
+    assert not ray.is_initialized()
     assert out.read_bytes() == reference
+    assert sent and max(len(runs) for _, runs in sent) > 1
+    for sizes, runs in sent:
+        boundaries = set(np.cumsum([0, *sizes]).tolist())
+        assert all(start in boundaries and stop in boundaries for start, stop in runs)
 
 
 def test_without_a_cluster_one_clear_line(task, tmp_path, capsys):
