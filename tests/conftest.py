@@ -42,6 +42,9 @@ settings.load_profile(PROFILE)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the long tests first (subprocesses, Ray, then jobs): with both cores busy from the start,
+    # the suite does not end on one long test while the other core idles
+    items.sort(key=lambda item: 0 if item.path.stem in SYSTEM_MODULES else 1 if item.path.stem in JOB_MODULES else 2)
     for item in items:
         module = item.path.stem
         if module in SYSTEM_MODULES:
