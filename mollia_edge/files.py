@@ -78,11 +78,24 @@ def _finish(name: str, path: Path) -> None:
         staged.append((name, path))
 
 
-def _temporary(path: Path) -> tuple[int, str]:
+@contextmanager
+def _temporary(path: Path) -> Iterator[tuple[int, str]]:
+    """(fd, name) of a new private temporary file beside ``path``, put at ``path`` when the block
+    ends (:func:`_finish`); removed on any error, and a failed write (a full disk) a
+    :class:`DataError` naming ``path``."""
     try:
-        return tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
     except OSError as exc:
         raise write_error(path, exc) from None
+    try:
+        yield fd, name
+        _finish(name, path)
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -93,35 +106,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     disk is a :class:`DataError` naming ``path``, and no temporary file is left.
     """
     path = Path(path)
-    fd, name = _temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        _finish(name, path)
-    except OSError as exc:
-        Path(name).unlink(missing_ok=True)
-        raise write_error(path, exc) from None
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with _temporary(path) as (fd, _), os.fdopen(fd, "wb") as out:
+        write(out)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def atomic_write_from(path: str | Path, write_path: Callable[[Path], None]) -> None:
     """:func:`atomic_write` for writers that want a file name (``onnx.save``, pyarrow)."""
     path = Path(path)
-    fd, name = _temporary(path)
-    os.close(fd)
-    try:
+    with _temporary(path) as (fd, name):
+        os.close(fd)
         write_path(Path(name))  # into the file mkstemp made 0600: the writer keeps its mode
-        _finish(name, path)
-    except OSError as exc:
-        Path(name).unlink(missing_ok=True)
-        raise write_error(path, exc) from None
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
