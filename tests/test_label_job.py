@@ -251,3 +251,36 @@ def test_negative_labels_are_the_labels_every_llm_gives_almost_no_mass(tiny_mode
     assert [r["negative_labels"] for r in mixture] == expected
     assert expected.count("c") >= 5  # raw mass about .0005 (out); renormalised about .005 (not out)
 
+
+
+def test_a_rerun_takes_the_recorded_final_classifier(tiny_model_path, tmp_path, monkeypatch):
+    """The final classifier is recorded in the session with the digest of what it was trained
+    on: a rerun (after a kill, or a full disk at the outputs) trains nothing again and writes the
+    same files; other training rows (a human label from the TUI) train a new one."""
+    from mollia_edge.label import final as final_stage
+
+    data = write_input(tmp_path / "in.csv")
+    out = tmp_path / "out.csv"
+    classifier = out.with_name(out.name + ".classifier.onnx")
+    calls = []
+    real = final_stage.train_classifier
+
+    def spy(*args_, **kwargs):
+        calls.append(1)
+        return real(*args_, **kwargs)
+
+    monkeypatch.setattr(final_stage, "train_classifier", spy)
+    assert main(args(data, out, tiny_model_path)) == 0
+    assert calls
+    first = out.read_bytes(), classifier.read_bytes()
+    out.unlink()
+    classifier.unlink()
+    calls.clear()
+    assert main(args(data, out, tiny_model_path)) == 0
+    assert calls == [] and (out.read_bytes(), classifier.read_bytes()) == first
+    session = Session(open_session_store(out.with_name(out.name + ".session.sqlite")),
+                      json.loads(out.with_name(out.name + ".report.json").read_text())["session"])
+    session.set_human_label(20, "pos", author="tester")
+    session.store.close()
+    assert main(args(data, out, tiny_model_path)) == 0
+    assert calls  # the human label changed the training rows: a new classifier

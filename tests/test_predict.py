@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from mollia_edge.al.classifier import fitted_state, from_fitted_state
 from mollia_edge.cli import main
 from mollia_edge.label import LabelJob, run_label_job
 from mollia_edge.predict import export_classifier
@@ -102,6 +103,13 @@ def test_top_layers_export_predicts_as_the_classifier(tmp_path):
     p_clf = clf.predict_proba(states)
     np.testing.assert_allclose(probabilities(predicted), p_clf, atol=1e-4)
     assert [row["label"] for row in predicted] == [LABELS[k] for k in p_clf.argmax(axis=1)]
+    # as a resumed job takes it from the session: the same probabilities, the same exported file
+    restored = from_fitted_state(*fitted_state(clf))
+    np.testing.assert_array_equal(restored.predict_proba(states), p_clf)
+    again = tmp_path / "again" / model.name  # the same name: the file's metadata names its tokenizer
+    again.parent.mkdir()
+    export_classifier(restored, encoder, again, LABELS)
+    assert again.read_bytes() == model.read_bytes()
 
 
 # ---------------------------------------------------------------------------- bad inputs

@@ -503,6 +503,34 @@ class OnnxClassifier:
         onnx.save(model, str(path))
 
 
+def fitted_state(clf: OnnxClassifier) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """What a fitted classifier needs to predict and export again: its settings (JSON-able) and
+    its parameters (name -> float32 array); :func:`from_fitted_state` rebuilds it."""
+    clf._fitted_feeds()
+    encoder = clf.spec_.encoder
+    meta = {
+        "mode": clf.mode, "n_classes": clf.n_classes_, "hidden": clf.hidden_width, "threads": clf.threads,
+        "n_heads": clf.n_heads, "layer_norm_eps": clf.layer_norm_eps, "best_epoch": int(getattr(clf, "best_epoch_", 0)),
+        "spec": {"n_features": clf.spec_.n_features, "n_classes": clf.spec_.n_classes, "hidden": clf.spec_.hidden,
+                 "encoder": dataclasses.asdict(encoder) if encoder else None},
+    }
+    return meta, dict(clf.params_)
+
+
+def from_fitted_state(meta: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> OnnxClassifier:
+    """The classifier :func:`fitted_state` described: the same predictions and the same export."""
+    encoder = meta["spec"]["encoder"]
+    spec = ModelSpec(meta["spec"]["n_features"], meta["spec"]["n_classes"], meta["spec"]["hidden"],
+                     EncoderSpec(**{**encoder, "layers": tuple(encoder["layers"])}) if encoder else None)
+    layers = {name: value for name, value in params.items() if name.startswith("encoder.")}
+    clf = OnnxClassifier(meta["mode"], n_classes=meta["n_classes"], hidden=meta["hidden"], threads=meta["threads"],
+                         n_heads=meta["n_heads"], layer_norm_eps=meta["layer_norm_eps"], init_layers=layers or None)
+    clf.spec_, clf.n_classes_, clf.best_epoch_ = spec, meta["n_classes"], meta["best_epoch"]
+    clf.params_ = {name: np.asarray(value, np.float32) for name, value in params.items()}
+    clf._param_feeds = {name: _ort(value) for name, value in clf.params_.items()}
+    return clf
+
+
 def average_heads(members: Sequence[OnnxClassifier]) -> OnnxClassifier:
     """Head-mode classifiers fitted on the same task as one head of their hidden layers side by
     side, its output layer the mean of theirs: its logits are the members' mean logits, and it

@@ -3,7 +3,12 @@ and, at ``al.pseudo_weight``, every other row with the label of a regression on 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import io
+import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +34,58 @@ class FinalModel:
     proba: np.ndarray
 
 
+STAGE = "final_classifier"
+"""The session stage that records the final classifier, keyed by what it was trained on."""
+
+
 def train_final(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: LabelModelFit,
                 teaching: TeachingCheck | None, loop: LoopResult) -> FinalModel:
-    """The classifier on :func:`training_rows`, seeded; its probabilities of every row."""
+    """The classifier on :func:`training_rows`, seeded; its probabilities of every row. A
+    classifier the session recorded for the same training rows and settings is taken as it is
+    (a rerun after a kill or a full disk at the outputs trains nothing again)."""
     setup = loop.classifier
     training = training_rows(context, encoded, seeds, fit, teaching, loop.labelled)
-    clf = final_classifier(setup.inputs, training, context.k, context.job, loop.rounds[0], context.prep.seed,
-                           setup.mode, setup.options)
+    key = _training_key(context, encoded, training, setup.mode, loop.rounds[0])
+    clf = _recorded(context, key)
+    if clf is None:
+        began = time.perf_counter()
+        clf = final_classifier(setup.inputs, training, context.k, context.job, loop.rounds[0], context.prep.seed,
+                               setup.mode, setup.options)
+        _record(context, key, clf, time.perf_counter() - began)
     return FinalModel(clf, clf.predict_proba(setup.inputs))
+
+
+def _training_key(context: JobContext, encoded: Encoded, training: LabelledSet, mode: str, rounds: int) -> str:
+    """A digest of everything the final classifier is a function of (its inputs come from the
+    session's texts and the encoder, named by its sha256)."""
+    digest = hashlib.sha256()
+    for array in (training.rows, training.labels, training.weights, training.negatives):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    settings = {"mode": mode, "rounds": rounds, "seed": context.prep.seed, "threads": context.job.threads,
+                "al": dataclasses.asdict(context.config.al.for_mode(mode)), "encoder": encoded.encoder.sha256,
+                "max_length": encoded.encoder.max_length, "k": context.k}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _recorded(context: JobContext, key: str) -> Any:
+    from ..al.classifier import from_fitted_state
+
+    record = context.session.stage(STAGE)
+    if not record or record.get("key") != key:
+        return None
+    with np.load(io.BytesIO(base64.b64decode(record["params"]))) as arrays:
+        return from_fitted_state(record["meta"], {name: arrays[name] for name in arrays.files})
+
+
+def _record(context: JobContext, key: str, clf: Any, seconds: float) -> None:
+    from ..al.classifier import fitted_state
+
+    meta, params = fitted_state(clf)
+    buffer = io.BytesIO()
+    np.savez(buffer, **params)
+    context.session.put_stage(STAGE, {"key": key, "meta": meta, "params": base64.b64encode(buffer.getvalue()).decode()},
+                              seconds)
 
 
 def training_rows(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: LabelModelFit,
