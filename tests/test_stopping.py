@@ -10,9 +10,14 @@ import pytest
 from mollia_edge.al.stopping import StoppingRule, parse_llm_budget, stabilised, stop_set
 from mollia_edge.errors import ConfigError
 from mollia_edge.store import Store
-from test_al_loop import SMALL, RecordingAnnotator, _noisy, _run, problem  # noqa: F401  (fixture)
+from al_problems import SMALL, RecordingAnnotator, _noisy, _run, make_problem
 
 LONG = dataclasses.replace(SMALL, rounds=12, query_size=20)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem()
 
 
 def test_stable_means_the_last_window_of_kappas_all_reach_the_threshold():
