@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Config
 from ..errors import DataError, quoted_list
 from ..files import remove_stale_temporaries
 from ..label_model import MIN_MOLAM_SEEDS
@@ -58,7 +59,7 @@ class JobContext:
         return np.flatnonzero(self.seed_label >= 0)
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self.job.config
 
 
