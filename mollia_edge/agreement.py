@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import cohen_kappa_score
 
 from .errors import DataError, quoted
 from .molam import single, vote
@@ -21,11 +22,9 @@ def cohen_kappa(a: Any, b: Any, n_classes: int) -> float:
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise DataError(f"labellings must be non-empty 1-D arrays of one length, got {a.shape} and {b.shape}")
-    observed = float(np.mean(a == b))
-    expected = float(np.dot(np.bincount(a, minlength=n_classes), np.bincount(b, minlength=n_classes))) / a.size**2
-    if expected >= 1.0:
+    if np.all(a == a[0]) and np.array_equal(a, b):  # chance agreement is 1: scikit-learn says nan
         return 1.0
-    return (observed - expected) / (1.0 - expected)
+    return float(cohen_kappa_score(a, b, labels=np.arange(n_classes)))
 
 
 def confusion_text(confused: Sequence[dict[str, Any]]) -> str:

@@ -45,9 +45,17 @@ def temper(probabilities: Any, temperature: float) -> np.ndarray:
     return out / out.sum(axis=1, keepdims=True)
 
 
+def row_log_losses(p: np.ndarray, y: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Each row's log-loss (n,): -log p[i, y[i]] of probabilities (n, K) on labels (n,), with p
+    floored at ``floor``. The one log-loss of the project. scikit-learn's ``log_loss`` gives only
+    the mean (the paired per-row comparisons of model selection need each row) and floors at
+    machine epsilon; the default floor 1e-6 keeps one confidently wrong seed row (an
+    overconfident boosted model) from outweighing the other 49 in a 50-row choice."""
+    return -np.log(np.clip(p[np.arange(len(y)), y], floor, 1.0))
+
+
 def _nll(p: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    q = temper(p, temperature)
-    return float(-np.mean(np.log(np.maximum(q[np.arange(y.size), y], _FLOOR))))
+    return float(row_log_losses(temper(p, temperature), y, _FLOOR).mean())
 
 
 def fit_temperature(probabilities: Any, y: Any, low: float = 0.05, high: float = 20.0) -> float:

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import fit_temperature, temper
+from .calibration import fit_temperature, row_log_losses, temper
 from .config import MolamConfig
 from .errors import ConfigError, DataError
+from .folds import fold_ids
 
 _EPS = 1e-12
 
@@ -512,19 +513,6 @@ _PARAM_NAMES = (
 
 
 # ----------------------------------------------------------------------------- selection
-def stratified_folds(y: Any, folds: int, seed: int = 50) -> np.ndarray:
-    """Fold index (n,) for labels (n,): each class's rows shuffled and dealt round-robin."""
-    y = np.asarray(y)
-    rng = np.random.default_rng(seed)
-    out = np.empty(y.shape[0], dtype=np.int64)
-    start = 0
-    for cls in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        out[idx] = (start + np.arange(idx.size)) % folds
-        start = (start + idx.size) % folds
-    return out
-
-
 @dataclass
 class SelectedMoLAM:
     """The result of :func:`select_molam`: the refitted winner and how to build its base margin.
@@ -620,7 +608,7 @@ def _row_log_losses(oof: np.ndarray, y: np.ndarray, temperature: float | None) -
     starter models: a near-prior text annotator, 0.693, over MoLAM's 0.917)."""
     if temperature is not None:
         oof = temper(oof, temperature)
-    return -np.log(np.clip(oof[np.arange(y.size), y], 1e-6, 1.0))
+    return row_log_losses(oof, y)
 
 
 def _clearly_best(losses: Sequence[np.ndarray]) -> int:
@@ -706,7 +694,7 @@ def select_molam(
     ens_s = _ensemble_arrays("ensembles_seed", ensembles_seed, xs.shape[0], k)
     ens_u = {} if xu is None else _ensemble_arrays("ensembles_unlabelled", ensembles_unlabelled, xu.shape[0], k)
     _check_selection(candidates, combine, folds, xs.shape[0], ens_s, None if xu is None else ens_u)
-    fold = stratified_folds(ys, folds, seed)
+    fold = fold_ids(ys, folds, seed)
     cv_u, cv_ens_u = _cv_unlabelled(xu, ens_u, max_unlabelled_cv, seed)
 
     def fit(params: dict[str, Any], base: str | None, rows: np.ndarray, x_u: Any, e_u: Mapping[str, Any]):

@@ -29,7 +29,9 @@ from typing import Callable
 
 import numpy as np
 
-from .text_annotator import SELF_TRAINING, _fit, _folds, _proba, choose_strength, refitted_proba
+from .calibration import row_log_losses
+from .folds import stratified_splits
+from .text_annotator import SELF_TRAINING, _fit, _proba, choose_strength, refitted_proba
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class TeachingCheck:
 
 def _scores(p: np.ndarray, y: np.ndarray) -> tuple[int, float]:
     """(right answers, summed log-loss) of probabilities ``p`` (m, K) on labels ``y`` (m,)."""
-    return int(np.sum(p.argmax(axis=1) == y)), float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-6, 1.0)).sum())
+    return int(np.sum(p.argmax(axis=1) == y)), float(row_log_losses(p, y).sum())
 
 
 def check_teaching(x: np.ndarray, seed_rows: np.ndarray, seed_y: np.ndarray, extra_rows: np.ndarray,
@@ -83,7 +85,7 @@ def check_teaching(x: np.ndarray, seed_rows: np.ndarray, seed_y: np.ndarray, ext
 
     hits, losses, scored = [0, 0], [0.0, 0.0], 0
     for repeat in range(repeats):
-        for train, test in _folds(seed_y, min(folds, len(seed_y)), seed + 2 + repeat):
+        for train, test in stratified_splits(seed_y, min(folds, len(seed_y)), seed + 2 + repeat):
             if len(np.unique(seed_y[train])) < 2:
                 continue
             rows, y = seed_rows[train], seed_y[train]

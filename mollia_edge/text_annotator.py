@@ -31,9 +31,10 @@ import warnings
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 from .config import ActiveLearningConfig
+from .calibration import row_log_losses
+from .folds import stratified_splits
 
 SELF_TRAINING = ActiveLearningConfig().self_training
 """(rounds, rows added per label per round) of :func:`self_trained_proba` by default: the
@@ -41,17 +42,6 @@ defaults of ``al.self_training_rounds`` and ``al.self_training_per_label``."""
 
 STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0)
 """Candidate inverse regularisation strengths C (scikit-learn's), chosen by CV on the seeds."""
-
-
-def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds where every class has enough rows, else round-robin folds."""
-    counts = np.bincount(y)
-    smallest = counts[counts > 0].min()
-    if smallest >= folds:
-        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-    order = np.random.default_rng(seed).permutation(len(y))
-    return [(np.sort(order[np.arange(len(y)) % folds != f]), np.sort(order[np.arange(len(y)) % folds == f]))
-            for f in range(folds)]
 
 
 def _fit(x: np.ndarray, y: np.ndarray, strength: float) -> LogisticRegression:
@@ -101,7 +91,7 @@ def self_trained_proba(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, s
 
 def choose_strength(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5, seed: int = 0) -> float:
     """The C of :data:`STRENGTHS` with the lowest cross-validated log-loss on (x, y)."""
-    splits = _folds(y, min(folds, len(y)), seed)
+    splits = stratified_splits(y, min(folds, len(y)), seed)
     losses = []
     for strength in STRENGTHS:
         loss = 0.0
@@ -110,7 +100,7 @@ def choose_strength(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5, seed: 
                 p = _single_class(x[test], y[train], k)
             else:
                 p = _proba(_fit(x[train], y[train], strength), x[test], k)
-            loss -= np.log(np.clip(p[np.arange(len(test)), y[test]], 1e-6, 1.0)).sum()
+            loss += row_log_losses(p, y[test]).sum()
         losses.append(loss)
     return STRENGTHS[int(np.argmin(losses))]
 
@@ -143,7 +133,7 @@ def text_annotator_fit(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, s
     out, strength = embedding_model_proba(x, rows, y, k, seed, folds, self_training)
     if not strength:
         return out, strength
-    for train, test in _folds(y, min(folds, len(y)), seed + 1):
+    for train, test in stratified_splits(y, min(folds, len(y)), seed + 1):
         out[rows[test]] = refitted_proba(x, rows[train], y[train], k, strength, rows[test], self_training)
     return out, strength
 

@@ -30,6 +30,7 @@ import onnx
 import onnxruntime as ort
 from onnx import version_converter
 
+from ..calibration import row_log_losses
 from ..errors import ConfigError, DataError
 from .autodiff import OPSET, adam_state_names, updated_name
 from .encoder import default_providers, session_options
@@ -116,7 +117,7 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, window: int, rng: np.
 
 
 def _cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+    return float(row_log_losses(p, y, 1e-12).mean())
 
 
 def _labels(name: str, y: Any, n: int, n_classes: int) -> np.ndarray:

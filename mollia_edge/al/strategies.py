@@ -27,6 +27,8 @@ successive rounds still draw differently.
 
 from __future__ import annotations
 
+import warnings
+
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -86,7 +88,9 @@ def _nearest(
     """For each point (N, F), its nearest centre (M, F): index (N,) and squared distance (N,).
 
     Squared distances use ||a||^2 + ||b||^2 - 2 a.b (clipped at 0), in blocks of at most
-    ``_BLOCK`` entries; ties go to the lower centre index.
+    ``_BLOCK`` entries; ties go to the lower centre index. Kept beside scikit-learn's
+    ``pairwise_distances_argmin_min`` because CoreSet's greedy k-centre calls it once per picked
+    row with one centre: 0.4 ms against 16 ms for 5,000 x 384 float32 rows (measured 2026-12-07).
     """
     if points_sq is None:
         points_sq = _sq_norms(points)
@@ -174,42 +178,19 @@ def coreset(
     return greedy_k_center(pool_features, n, labelled_features, first)
 
 
-def kmeans(
-    points: np.ndarray, k: int, seed: int, max_iter: int = 100, tol: float = 1e-4
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means with k-means++ seeding: centres (k, F) and labels (N,) of ``points`` (N, F).
+def kmeans(points: np.ndarray, k: int, seed: int, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (k, F) and labels (N,) of ``points`` (N, F): scikit-learn's KMeans (k-means++
+    seeding, one start, Lloyd rounds up to ``max_iter``), seeded. Points without features (every
+    score vector the same) are one cluster."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
-    Stops when no label changes, when the centres move by less than ``tol`` times the mean
-    per-feature variance of the points (squared distance, summed over centres, as scikit-learn
-    does), or after ``max_iter`` centre updates. An empty cluster keeps its centre.
-    """
-    rng = np.random.default_rng(seed)
-    sq = _sq_norms(points)
-    centres = np.empty((k, points.shape[1]), dtype=points.dtype)
-    centres[0] = points[rng.integers(len(points))]
-    d2 = _nearest(points, centres[:1], sq)[1]
-    for j in range(1, k):
-        total = d2.sum()
-        pick = rng.choice(len(points), p=d2 / total) if total > 0 else rng.integers(len(points))
-        centres[j] = points[pick]
-        np.minimum(d2, _nearest(points, centres[j : j + 1], sq)[1], out=d2)
-    stop = tol * float(points.var(axis=0).sum()) / max(1, points.shape[1])
-    labels = _nearest(points, centres, sq)[0]
-    for _ in range(max_iter):
-        counts = np.bincount(labels, minlength=k)
-        sums = np.empty_like(centres)
-        for j, column in enumerate(points.T):
-            sums[:, j] = np.bincount(labels, weights=column, minlength=k)
-        filled = counts > 0
-        moved = sums[filled] / counts[filled, None]
-        shift = float(((moved - centres[filled]) ** 2).sum())
-        centres[filled] = moved
-        new_labels = _nearest(points, centres, sq)[0]
-        converged = shift <= stop or np.array_equal(new_labels, labels)
-        labels = new_labels
-        if converged:
-            break
-    return centres, labels
+    if points.shape[1] == 0:
+        return np.zeros((k, 0), points.dtype), np.zeros(len(points), np.int64)
+    with warnings.catch_warnings():  # rows with one and the same score vector make fewer clusters
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        model = KMeans(k, init="k-means++", n_init=1, max_iter=max_iter, random_state=seed % 2**32).fit(points)
+    return model.cluster_centers_.astype(points.dtype), model.labels_.astype(np.int64)
 
 
 def coremse_scores(

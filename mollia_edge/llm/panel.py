@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration import row_log_losses
 from ..config import LLMConfig
 from ..store import Store
 from .annotator import LLMAnnotator
@@ -191,8 +192,7 @@ class LLMPanel:
                     best = ((0.0, 0.0), plan)
                     break
                 scores, _, _ = self.model_signals(model, rows, plan)
-                right = scores[np.arange(len(truth)), truth]
-                score = (float(np.mean(scores.argmax(axis=1) == truth)), float(np.mean(np.log(np.clip(right, 1e-9, 1)))))
+                score = (float(np.mean(scores.argmax(axis=1) == truth)), -float(row_log_losses(scores, truth, 1e-9).mean()))
                 accuracy[shots] = round(score[0], 4)
                 if best is None or score > best[0]:
                     best = (score, plan)
