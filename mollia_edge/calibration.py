@@ -85,8 +85,15 @@ def expected_calibration_error(probabilities: Any, y: Any, bins: int = 15) -> fl
     """ECE of the top-class confidence: sum over equal-width confidence bins of |accuracy - confidence| x share."""
     p = _probabilities(probabilities)
     gold = _gold(y, p)
-    confidence = p.max(axis=1)
-    correct = p.argmax(axis=1) == gold
+    return confidence_ece(p.max(axis=1), p.argmax(axis=1) == gold, bins)
+
+
+def confidence_ece(confidence: Any, correct: Any, bins: int = 10) -> float:
+    """ECE of stated confidences (n,) against whether each row is right (n,): the share-weighted
+    mean over equal-width confidence bins of |accuracy - mean confidence|."""
+    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
+    if not len(confidence):
+        return 0.0
     which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
     total = 0.0
     for b in np.unique(which):

@@ -77,6 +77,10 @@ class LLMConfig:
     label job chooses per model among 0..``max_shots`` on the seed rows (elsewhere: 0)."""
     max_shots: int = 2
     """The most demonstrations per label ``shots = "auto"`` tries."""
+    prune: str = "auto"
+    """``auto``: the label job releases an LLM whose scores add nothing to the text annotator
+    and the LLMs kept before it on the seed rows (cross-fitted; :mod:`mollia_edge.llm_value`),
+    before it annotates anything else; ``off``: every LLM annotates."""
     demo_words: int = 60
     """Demonstrations are cut to this many words (a long-text task then pays little for them)."""
     budget_words: int = 30000
@@ -135,6 +139,7 @@ class LLMConfig:
                f"llm.long_texts must be 'chunk' or 'truncate', got {quoted(self.long_texts)}")
         _check(self.chunk_combine in ("mean", "max"),
                f"llm.chunk_combine must be 'mean' or 'max', got {quoted(self.chunk_combine)}")
+        _check(self.prune in ("auto", "off"), f"llm.prune must be 'auto' or 'off', got {quoted(self.prune)}")
 
 
 MODEL_SETTINGS = ("n_ctx", "n_batch", "n_threads", "n_gpu_layers")
@@ -348,6 +353,10 @@ class ActiveLearningConfig:
     """In ``head`` mode the final classifier is the mean of this many heads trained with other
     seeds (:func:`~mollia_edge.al.classifier.average_heads`): one head's seed alone moved a
     label job's classifier rows by up to 2 points."""
+    calibrate: bool = True
+    """The label job's final classifier is temperature-scaled on its cross-fitted predictions of
+    the seed rows (5 folds: the classifier is trained 5 more times), so that its ``confidence``
+    means what it says; false: its raw probabilities."""
     teacher: str = "auto"
     """Whose labels the final classifier learns beside the seed rows: ``label_model`` (its labels
     of the rows the LLMs saw), ``seeds`` (none: the seed rows and their regression's

@@ -14,15 +14,20 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
+from .calibration import confidence_ece
 from .errors import quoted
 
 
-def _scores(truth: np.ndarray, predicted: np.ndarray, k: int) -> dict[str, Any]:
-    return {
+def _scores(truth: np.ndarray, predicted: np.ndarray, k: int, confidence: np.ndarray | None = None) -> dict[str, Any]:
+    out = {
         "rows": int(len(truth)),
         "accuracy": round(float(accuracy_score(truth, predicted)), 4),
         "macro_f1": round(float(f1_score(truth, predicted, labels=np.arange(k), average="macro", zero_division=0)), 4),
     }
+    if confidence is not None:
+        out["mean_confidence"] = round(float(np.mean(confidence)), 4)
+        out["ece"] = round(confidence_ece(confidence, truth == predicted, 10), 4)
+    return out
 
 
 def gold_quality(
@@ -33,20 +38,23 @@ def gold_quality(
     llm_rows: np.ndarray,
     llm_labels: Mapping[str, np.ndarray],
     k: int,
+    confidence: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Quality against gold.
 
     truth (n,): gold class index, -1 where there is none; final (n,): final class index;
     sources (n,): each row's label source; scored (n,) bool: rows that count (not seeds);
-    llm_rows (m,): rows the LLMs annotated; llm_labels: each LLM's own class index (m,) there.
+    llm_rows (m,): rows the LLMs annotated; llm_labels: each LLM's own class index (m,) there;
+    confidence (n,): the stated confidence of each final label (its ECE against gold, 10 bins).
     """
     rows = np.flatnonzero(scored & (truth >= 0))
-    report: dict[str, Any] = {"final": _scores(truth[rows], final[rows], k) if len(rows) else None}
+    conf = (lambda chosen: None if confidence is None else np.asarray(confidence, np.float64)[chosen])
+    report: dict[str, Any] = {"final": _scores(truth[rows], final[rows], k, conf(rows)) if len(rows) else None}
     by_source = {}
     source_array = np.asarray(sources)
     for source in sorted(set(source_array[rows].tolist())):
         chosen = rows[source_array[rows] == source]
-        by_source[source] = _scores(truth[chosen], final[chosen], k)
+        by_source[source] = _scores(truth[chosen], final[chosen], k, conf(chosen))
     report["by_source"] = by_source
     position = {int(r): i for i, r in enumerate(llm_rows)}
     on_llm = np.array([r for r in rows if int(r) in position], dtype=np.int64)
@@ -63,7 +71,8 @@ def quality_lines(quality: Mapping[str, Any]) -> list[str]:
     if not final:
         return ["against gold: no non-seed row has a gold label"]
     lines = [f"against gold ({final['rows']} non-seed rows): accuracy {final['accuracy']:.3f}, "
-             f"macro-F1 {final['macro_f1']:.3f}"]
+             f"macro-F1 {final['macro_f1']:.3f}"
+             + (f", mean confidence {final['mean_confidence']:.3f} (ECE {final['ece']:.3f})" if "ece" in final else "")]
     parts = [f"{source} {s['accuracy']:.3f} ({s['rows']})" for source, s in quality["by_source"].items()]
     lines.append("  by label source: " + ", ".join(parts))
     if quality["by_llm"]:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .calibration import row_log_losses
 from .folds import stratified_splits
-from .text_annotator import SELF_TRAINING, _fit, _proba, choose_strength, refitted_proba
+from .text_annotator import SELF_TRAINING, fit_regression, regression_proba, choose_strength, refitted_proba
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def check_teaching(x: np.ndarray, seed_rows: np.ndarray, seed_y: np.ndarray, ext
             keep = extra >= 0
             arms = ((x[rows], y), (np.concatenate([x[rows], x[extra_rows[keep]]]), np.concatenate([y, extra[keep]])))
             for arm, (features, labels) in enumerate(arms):
-                right, loss = _scores(_proba(_fit(features, labels, strength), x[seed_rows[test]], k), seed_y[test])
+                right, loss = _scores(regression_proba(fit_regression(features, labels, strength), x[seed_rows[test]], k), seed_y[test])
                 hits[arm] += right
                 losses[arm] += loss
             scored += len(test)

@@ -44,13 +44,13 @@ STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0)
 """Candidate inverse regularisation strengths C (scikit-learn's), chosen by CV on the seeds."""
 
 
-def _fit(x: np.ndarray, y: np.ndarray, strength: float) -> LogisticRegression:
+def fit_regression(x: np.ndarray, y: np.ndarray, strength: float) -> LogisticRegression:
     with warnings.catch_warnings():  # many labels, few seeds: "more than 50% unique classes" is expected
         warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
         return LogisticRegression(C=strength, max_iter=2000).fit(x, y)
 
 
-def _proba(model: LogisticRegression, x: np.ndarray, k: int) -> np.ndarray:
+def regression_proba(model: LogisticRegression, x: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros((len(x), k))
     out[:, model.classes_] = model.predict_proba(x)
     return out
@@ -72,7 +72,7 @@ def self_trained_rows(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, st
         rest = np.setdiff1d(np.arange(len(x)), rows)
         if not len(rest):
             break
-        p = _proba(_fit(x[rows], y, strength), x[rest], k)
+        p = regression_proba(fit_regression(x[rows], y, strength), x[rest], k)
         best = p.argmax(axis=1)
         added = [rest[best == j][np.argsort(-p[best == j, j], kind="stable")[:per_label]] for j in range(k)]
         rows = np.concatenate([rows, *added])
@@ -86,7 +86,7 @@ def self_trained_proba(x: np.ndarray, rows: np.ndarray, y: np.ndarray, k: int, s
     """Probabilities (len(targets), K) (targets: every row by default) of the regression
     (C = ``strength``) fitted on ``rows`` with labels ``y`` and self-trained on the other rows."""
     rows, y = self_trained_rows(x, rows, y, k, strength, self_training)
-    return _proba(_fit(x[rows], y, strength), x if targets is None else x[targets], k)
+    return regression_proba(fit_regression(x[rows], y, strength), x if targets is None else x[targets], k)
 
 
 def choose_strength(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5, seed: int = 0) -> float:
@@ -99,7 +99,7 @@ def choose_strength(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5, seed: 
             if len(np.unique(y[train])) < 2:
                 p = _single_class(x[test], y[train], k)
             else:
-                p = _proba(_fit(x[train], y[train], strength), x[test], k)
+                p = regression_proba(fit_regression(x[train], y[train], strength), x[test], k)
             loss += row_log_losses(p, y[test]).sum()
         losses.append(loss)
     return STRENGTHS[int(np.argmin(losses))]

@@ -79,7 +79,11 @@ class ModelsScreen(Screen[None]):
             note.update("")
             return
         note.update(f"speed: all runs of this session; peak memory of the latest run: {report['peak_rss_mib']:,.0f} MiB")
-        table.add_columns("model", "quant", "file MiB", "texts", "s/text")
+        table.add_columns("model", "quant", "file MiB", "texts", "s/text", "value on seeds", "decision")
+        value = report.get("llm_value") or {}
         for name, values in speed.items():
             per_text = f"{values['seconds'] / values['texts']:.2f}" if values["texts"] else "-"
-            table.add_row(name, values["quant"], f"{values['file_mib']:,.0f}", str(values["texts"]), per_text)
+            decided = value.get(name)
+            gain = f"{decided['gain']:+.3f} ± {decided['standard_error']:.3f}" if decided else "-"
+            table.add_row(name, values["quant"], f"{values['file_mib']:,.0f}", str(values["texts"]), per_text, gain,
+                          decided["decision"] if decided else "-")

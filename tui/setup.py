@@ -31,6 +31,9 @@ WORDS = {"rounds": "auto"}
 """Number fields that also take a word: ``--rounds auto``."""
 ANNOTATION = [("per round: a sample, then each round's queries", "per round"),
               ("ahead: every row the budget pays for, up front (big GPUs)", "ahead")]
+PRUNE = [("auto: release an LLM that adds nothing on the seed rows", "auto"),
+         ("off: every LLM annotates", "off")]
+"""``llm.prune`` (:mod:`mollia_edge.llm_value`)."""
 
 
 def default_output(input_path: Path) -> Path:
@@ -148,6 +151,9 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
                 yield Label("annotation", classes="setup-label")
                 yield Select(ANNOTATION, value="ahead" if self.draft.annotate_ahead else "per round", allow_blank=False,
                              id="setup-annotation", compact=True)
+            with Horizontal(classes="setup-row"):
+                yield Label("LLM pruning", classes="setup-label")
+                yield Select(PRUNE, value=self.draft.config.llm.prune, allow_blank=False, id="setup-prune", compact=True)
             yield Label(f"models (space selects; llama.cpp backend: {backend_info()})", id="setup-models-title")
             yield SelectionList(*model_choices(self.draft.models), id="setup-models", compact=True)
         yield Static("ctrl+o opens the session (new, or the one these settings had); ctrl+q quits",
@@ -177,7 +183,8 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         models = self.query_one(SelectionList).selected
         if not models:
             raise ValueError("select at least one model")
-        return dataclasses.replace(self.draft, models=tuple(models),
+        llm = dataclasses.replace(self.draft.config.llm, prune=str(self.query_one("#setup-prune", Select).value))
+        return dataclasses.replace(self.draft, models=tuple(models), config=dataclasses.replace(self.draft.config, llm=llm),
                                    strategy=str(self.query_one("#setup-strategy", Select).value),
                                    classifier=str(self.query_one("#setup-classifier", Select).value),
                                    annotate_ahead=self.query_one("#setup-annotation", Select).value == "ahead", **values)

@@ -532,6 +532,30 @@ def from_fitted_state(meta: Mapping[str, Any], params: Mapping[str, np.ndarray])
     return clf
 
 
+def with_temperature(clf: OnnxClassifier, temperature: float) -> OnnxClassifier:
+    """``clf`` with its output layer divided by ``temperature``: its probabilities are
+    softmax(logits / T), what :func:`~mollia_edge.calibration.temper` makes of them, in the
+    classifier itself (its export and ``predict`` included)."""
+    meta, params = fitted_state(clf)
+    params = {**params, "head.out_proj.weight": params["head.out_proj.weight"] / temperature,
+              "head.out_proj.bias": params["head.out_proj.bias"] / temperature}
+    return from_fitted_state(meta, params)
+
+
+def head_from_linear(weight: np.ndarray, bias: np.ndarray, threads: int = 1) -> OnnxClassifier:
+    """A head-mode classifier whose logits are exactly ``weight @ x + bias`` (weight (K, D),
+    bias (K,)): a linear model (a logistic regression on the embeddings) that runs and exports as
+    any head. Its hidden layer holds x and -x (H = 2D) and GELU(z) - GELU(-z) = z."""
+    k, d = weight.shape
+    identity = np.eye(d, dtype=np.float32)
+    meta = {"mode": "head", "n_classes": k, "hidden": 2 * d, "threads": threads, "n_heads": 12, "layer_norm_eps": 1e-12,
+            "best_epoch": 0, "spec": {"n_features": d, "n_classes": k, "hidden": 2 * d, "encoder": None}}
+    params = {"head.dense.weight": np.concatenate([identity, -identity]), "head.dense.bias": np.zeros(2 * d, np.float32),
+              "head.out_proj.weight": np.concatenate([weight, -weight], axis=1).astype(np.float32),
+              "head.out_proj.bias": np.asarray(bias, np.float32)}
+    return from_fitted_state(meta, params)
+
+
 def average_heads(members: Sequence[OnnxClassifier]) -> OnnxClassifier:
     """Head-mode classifiers fitted on the same task as one head of their hidden layers side by
     side, its output layer the mean of theirs: its logits are the members' mean logits, and it

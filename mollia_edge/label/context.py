@@ -169,8 +169,8 @@ def negatives(context: JobContext, text_proba: np.ndarray | None, label_model: A
     """y- (len(rows), K) of paper Eq. 5: the labels every LLM gives a raw label mass below
     ``molam.delta`` (the text's own annotator takes no part)."""
     rows = np.asarray(rows, np.int64)
-    if not len(rows):
-        return np.zeros((0, context.k), bool)
+    if not len(rows) or not context.panel.models:  # no LLM left (all released): none rules a label out
+        return np.zeros((len(rows), context.k), bool)
     mass = context.panel.label_mass(rows)
     if text_proba is not None:  # the label model's column layout; its rule drops this column
         mass = np.concatenate([mass, text_proba[rows][:, None, :]], axis=1)

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 
 from ..al.annotators import abstaining_labels
-from ..al.classifier import average_heads
+from ..al.classifier import average_heads, head_from_linear, with_temperature
 from ..al.loop import LabelledSet, negative_learning_weight, train_classifier
+from ..calibration import expected_calibration_error, fit_temperature, row_log_losses, temper
+from ..folds import stratified_splits
 from ..randomness import derived_seed
 from ..teaching import TeachingCheck
-from ..text_annotator import embedding_model_proba
+from ..text_annotator import embedding_model_proba, fit_regression, text_annotator_fit
 from .context import JobContext
 from .job import LabelJob
 from .llm_stages import Encoded, LabelModelFit, SeedScores
@@ -28,10 +30,16 @@ from .loop import LoopResult
 
 @dataclass(frozen=True)
 class FinalModel:
-    """The final classifier and its probabilities (n, K) of every row."""
+    """The final classifier and its calibrated probabilities (n, K) of every row."""
 
     classifier: Any
     proba: np.ndarray
+    """(n, K) the classifier's probabilities softened or sharpened by ``calibration``'s temperature."""
+    calibration: dict[str, Any] | None = None
+    """The temperature fitted on cross-fitted predictions of the seed rows and the seed ECE
+    before and after it (None: too few seed rows, or ``al.calibrate`` off)."""
+    choice: dict[str, Any] | None = None
+    """:func:`against_seed_only`'s choice (None: not judged)."""
 
 
 STAGE = "final_classifier"
@@ -46,13 +54,83 @@ def train_final(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: L
     setup = loop.classifier
     training = training_rows(context, encoded, seeds, fit, teaching, loop.labelled)
     key = _training_key(context, encoded, training, setup.mode, loop.rounds[0])
-    clf = _recorded(context, key)
+    clf, calibration = _recorded(context, key)
     if clf is None:
         began = time.perf_counter()
         clf = final_classifier(setup.inputs, training, context.k, context.job, loop.rounds[0], context.prep.seed,
                                setup.mode, setup.options)
-        _record(context, key, clf, time.perf_counter() - began)
-    return FinalModel(clf, clf.predict_proba(setup.inputs))
+        calibration = calibrate(context, setup, training, loop.rounds[0])
+        _record(context, key, clf, calibration, time.perf_counter() - began)
+    if calibration:
+        clf = with_temperature(clf, calibration["temperature"])
+    choice, plain = against_seed_only(context, encoded, calibration)
+    if plain is not None:
+        return FinalModel(plain, plain.predict_proba(encoded.x), calibration, choice)
+    return FinalModel(clf, clf.predict_proba(setup.inputs), calibration, choice)
+
+
+def against_seed_only(context: JobContext, encoded: Encoded,
+                      calibration: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any]:
+    """(the choice in words, the plain seed-only regression as a head classifier, calibrated,
+    when it labels the classifier's rows, else None). Both are judged on the seed rows,
+    cross-fitted: the classifier keeps its rows when it is right on more of them than a logistic
+    regression on the seed rows' embeddings alone, or on as many with a lower log-loss."""
+    if not calibration or "seed_right" not in calibration:
+        return None, None
+    seed_rows, y, k = context.seed_rows, context.seed_label[context.seed_rows], context.k
+    oof, strength = text_annotator_fit(encoded.x, seed_rows, y, k, derived_seed(context.prep.seed, 31),
+                                       self_training=(0, 1))
+    temperature = fit_temperature(oof[seed_rows], y)
+    oof = temper(oof[seed_rows], temperature)
+    mine = (float(np.mean(calibration["seed_right"])), calibration["seed_log_loss"])
+    theirs = (float(np.mean(oof.argmax(axis=1) == y)), float(row_log_losses(oof, y).mean()))
+    keeps = mine[0] > theirs[0] or (mine[0] == theirs[0] and mine[1] <= theirs[1])
+    choice = {"chosen": "classifier" if keeps else "seed-only regression",
+              "seed_accuracy": {"classifier": round(mine[0], 4), "seed-only regression": round(theirs[0], 4)},
+              "seed_log_loss": {"classifier": round(mine[1], 4), "seed-only regression": round(theirs[1], 4)}}
+    if keeps or not strength:
+        return choice, None
+    context.say("the seed-only regression labels the classifier's rows (and is the exported classifier): the job's "
+                f"classifier is no better on the seed rows, cross-fitted ({mine[0]:.3f} against {theirs[0]:.3f})")
+    regression = fit_regression(encoded.x[seed_rows], y, strength)
+    weight = np.full((k, encoded.x.shape[1]), 0.0)
+    bias = np.full(k, -30.0)  # a label no seed row has: never predicted
+    if len(regression.classes_) == 2:
+        weight[regression.classes_[1]], bias[regression.classes_] = regression.coef_[0], (0.0, regression.intercept_[0])
+    else:
+        weight[regression.classes_], bias[regression.classes_] = regression.coef_, regression.intercept_
+    return choice, head_from_linear(weight / temperature, bias / temperature, context.job.threads)
+
+
+def calibrate(context: JobContext, setup: Any, training: LabelledSet, rounds: int) -> dict[str, Any] | None:
+    """The temperature that makes the final classifier's confidence match how often it is right,
+    fitted on its cross-fitted predictions of the seed rows: per fold of the seed rows, the same
+    classifier trained on every training row but that fold's seed rows predicts them. (The
+    pseudo-labels of the other rows came from a regression that saw every seed row: a small leak
+    towards over-confidence, which the temperature then under-corrects.)"""
+    seed_rows, y = context.seed_rows, context.seed_label[context.seed_rows]
+    if not context.config.al.calibrate or len(seed_rows) < CALIBRATION_MIN_SEEDS or len(np.unique(y)) < 2:
+        return None
+    oof = np.zeros((len(seed_rows), context.k))
+    for fold, (_, test) in enumerate(stratified_splits(y, CALIBRATION_FOLDS, derived_seed(context.prep.seed, 23))):
+        keep = ~np.isin(training.rows, seed_rows[test])
+        part = LabelledSet(training.rows[keep], training.labels[keep], training.weights[keep], training.negatives[keep])
+        clf = final_classifier(setup.inputs, part, context.k, context.job, rounds, derived_seed(context.prep.seed, 29, fold),
+                               setup.mode, setup.options)
+        oof[test] = clf.predict_proba(setup.inputs)[seed_rows[test]]
+    temperature = fit_temperature(oof, y)
+    calibrated = temper(oof, temperature)
+    return {"temperature": round(temperature, 4), "folds": CALIBRATION_FOLDS,
+            "seed_right": (calibrated.argmax(axis=1) == y).tolist(),
+            "seed_log_loss": round(float(row_log_losses(calibrated, y).mean()), 4),
+            "seed_ece_before": round(expected_calibration_error(oof, y, 10), 4),
+            "seed_ece_after": round(expected_calibration_error(temper(oof, temperature), y, 10), 4),
+            "seed_accuracy": round(float(np.mean(oof.argmax(axis=1) == y)), 4)}
+
+
+CALIBRATION_FOLDS = 5
+CALIBRATION_MIN_SEEDS = 10
+"""Fewer seed rows than this: the classifier's confidence is left as it is (nothing to fit on)."""
 
 
 def _training_key(context: JobContext, encoded: Encoded, training: LabelledSet, mode: str, rounds: int) -> str:
@@ -68,24 +146,25 @@ def _training_key(context: JobContext, encoded: Encoded, training: LabelledSet, 
     return digest.hexdigest()
 
 
-def _recorded(context: JobContext, key: str) -> Any:
+def _recorded(context: JobContext, key: str) -> tuple[Any, dict[str, Any] | None]:
+    """(the recorded classifier, its calibration), or (None, None) when none was recorded for ``key``."""
     from ..al.classifier import from_fitted_state
 
     record = context.session.stage(STAGE)
     if not record or record.get("key") != key:
-        return None
+        return None, None
     with np.load(io.BytesIO(base64.b64decode(record["params"]))) as arrays:
-        return from_fitted_state(record["meta"], {name: arrays[name] for name in arrays.files})
+        return from_fitted_state(record["meta"], {name: arrays[name] for name in arrays.files}), record.get("calibration")
 
 
-def _record(context: JobContext, key: str, clf: Any, seconds: float) -> None:
+def _record(context: JobContext, key: str, clf: Any, calibration: dict[str, Any] | None, seconds: float) -> None:
     from ..al.classifier import fitted_state
 
     meta, params = fitted_state(clf)
     buffer = io.BytesIO()
     np.savez(buffer, **params)
-    context.session.put_stage(STAGE, {"key": key, "meta": meta, "params": base64.b64encode(buffer.getvalue()).decode()},
-                              seconds)
+    context.session.put_stage(STAGE, {"key": key, "meta": meta, "params": base64.b64encode(buffer.getvalue()).decode(),
+                                      "calibration": calibration}, seconds)
 
 
 def training_rows(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: LabelModelFit,

@@ -15,6 +15,7 @@ from ..al.annotators import abstaining_labels, confidence_floor
 from ..files import make_private_folder
 from ..label_model import LabelModel, can_fit_molam, fit_label_model
 from ..llm.demonstrations import demo_words
+from ..llm_value import ForwardSelection
 from ..randomness import derived_seed
 from ..teaching import TeachingCheck, check_teaching
 from ..text_annotator import text_annotator_fit
@@ -44,6 +45,9 @@ class SeedScores:
     """The text annotator's C (chosen on the seed rows); kept for its refits in the loop."""
     shots: dict[str, Any]
     sample: np.ndarray
+    values: dict[str, Any]
+    """Per LLM, what it adds on the seed rows and whether it was kept (:mod:`~mollia_edge.llm_value`);
+    empty when nothing was checked."""
     """(s,) the seeded random sample of unlabelled rows (all the budget pays for when annotating ahead)."""
 
 
@@ -102,13 +106,40 @@ def score_seeds(context: JobContext, encoded: Encoded) -> SeedScores:
                                                   self_training=config.al.self_training)
     sample = draw_sample(context)
     chosen: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     if fits:
         words = demo_words(config.llm, context.k)
         ahead = sample if context.job.annotate_ahead else None
+        selection = value_check(context, text_proba)
         choices = context.panel.choose_shots(candidates, encoded.x, seed_rows, y, words, choice_rows,
-                                             config.llm.max_shots, ahead)
+                                             config.llm.max_shots, ahead, selection)
         chosen = {name: {"chosen": c.chosen, "seed_accuracy": c.accuracy} for name, c in choices.items()}
-    return SeedScores(text_proba, strength, chosen, sample)
+        values = {v.name: v.as_dict() for v in selection.values_} if selection else {}
+        say_released(context, values)
+    return SeedScores(text_proba, strength, chosen, sample, values)
+
+
+def value_check(context: JobContext, text_proba: np.ndarray | None) -> ForwardSelection | None:
+    """The check that releases an LLM adding nothing on the seed rows (``llm.prune = "auto"``),
+    or None: no check (``off``, or no text annotator to measure against)."""
+    if context.config.llm.prune == "off" or text_proba is None:
+        return None
+    seed_rows = context.seed_rows
+    return ForwardSelection(text_proba[seed_rows], context.seed_label[seed_rows], context.k,
+                            derived_seed(context.prep.seed, 19))
+
+
+def say_released(context: JobContext, values: dict[str, Any]) -> None:
+    """One line when LLMs were released (and what the job does without them)."""
+    released = [name for name, v in values.items() if v["decision"] == "released"]
+    if not released:
+        return
+    if len(released) == len(values):
+        context.say("no LLM adds to the text annotator on the seed rows (llm.prune = \"auto\"): "
+                    "the job goes on without LLM calls, on the text annotator alone")
+    else:
+        context.say(f"released {', '.join(released)}: adds nothing to the text annotator and the other LLMs "
+                    "on the seed rows (llm.prune = \"auto\"; see the report's llm_value)")
 
 
 def draw_sample(context: JobContext) -> np.ndarray:
@@ -137,7 +168,7 @@ def fit_mixture(context: JobContext, seeds: SeedScores) -> LabelModelFit:
     # the loop's annotator abstains below molam.abstain_below, on at most a set share of the sample
     abstain_below = confidence_floor(sample_proba, config.molam.abstain_below, config.molam.max_abstain_share)
     report = None
-    if len(seed_rows):
+    if len(seed_rows) and context.panel.models:
         llms = slice(0, len(context.panel.models))
         report = annotator_report(scores[seed_pos, llms], c[seed_pos, llms], context.seed_label[seed_rows],
                                   context.panel.names, context.prep.labels).as_dict()

@@ -47,7 +47,7 @@ def record_speed(context: JobContext) -> dict[str, dict[str, float]]:
     (recorded in the session, which keeps the totals across resumed runs)."""
     totals = context.session.stage("llm_speed") or {}
     panel = context.panel
-    for name, model_file in zip(panel.names, context.prep.models.resolved):
+    for name, model_file in zip(context.prep.models.display, context.prep.models.resolved):  # released ones too
         before = totals.get(name, {"texts": 0, "seconds": 0.0})
         computed = panel.computed[name]
         seconds = before["seconds"] + (panel.seconds[name] if computed else 0.0)
@@ -75,6 +75,10 @@ def report(context: JobContext, outcome: Outcome, speed: dict[str, Any], warning
         "llm_accuracy_on_seeds": {m: v["accuracy_scores"] for m, v in seeds_report.items()},
         "llm_agreement_on_seeds": seeds_report, "shots": outcome.seeds.shots, "llm_budget": context.budget.report(),
         "text_annotator": _text_annotator_report(context, outcome.seeds),
+        "llm_value": _value_report(outcome.seeds, speed),
+        "calibration": {key: v for key, v in outcome.final.calibration.items() if key != "seed_right"}
+        if outcome.final.calibration else None,
+        "classifier_rows_from": outcome.final.choice,
         "classifier": loop.classifier.choice,
         "classifier_teacher": teaching.as_dict() if teaching else {"teacher": "label model", "why": _teacher_why(context)},
         "human_rows": len(context.human), "al_run": loop.run_id,
@@ -97,6 +101,14 @@ def report(context: JobContext, outcome: Outcome, speed: dict[str, Any], warning
         result["gold"] = _gold_quality(context.prep.truth, current, context.seed_rows, llm_rows[in_sample],
                                        outcome.rows.votes[in_sample], panel.names, labels)
     return result
+
+
+def _value_report(seeds: SeedScores, speed: dict[str, Any]) -> dict[str, Any] | None:
+    """What each LLM bought: its value on the seed rows, the decision, its texts and seconds."""
+    if not seeds.values:
+        return None
+    return {name: {**value, "texts": speed.get(name, {}).get("texts", 0),
+                   "seconds": speed.get(name, {}).get("seconds", 0.0)} for name, value in seeds.values.items()}
 
 
 def _stop_report(context: JobContext, loop: LoopResult) -> dict[str, Any] | None:
@@ -137,8 +149,9 @@ def _gold_quality(truth: Sequence[str | None], current: dict[int, RowLabel], see
     final = np.array([index[current[i].label] for i in range(n)])
     sources = [current[i].source for i in range(n)]
     reference = np.array([-1 if t is None else index[t] for t in truth])
+    confidence = np.array([current[i].confidence for i in range(n)])
     return gold_quality(reference, final, sources, scored, llm_rows,
-                        {m: votes[:, j] for j, m in enumerate(models)}, len(labels))
+                        {m: votes[:, j] for j, m in enumerate(models)}, len(labels), confidence)
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -158,6 +171,17 @@ def summary(report: dict[str, Any]) -> str:
         confused = confusion_text(report["llm_agreement_on_seeds"][model].get("confused", []))
         lines.append(f"  {quoted(model, quote=False)}: accuracy on seeds {accuracy:.3f}"
                      + (f"; confuses {confused}" if confused else ""))
+    for model, value in (report.get("llm_value") or {}).items():
+        lines.append(f"  {quoted(model, quote=False)}: {value['decision']} ({value['why']}); "
+                     f"{value['texts']} texts in {value['seconds']:.0f} s")
+    if report.get("calibration"):
+        c = report["calibration"]
+        lines.append(f"classifier confidence: temperature {c['temperature']:.2f} fitted on the seed rows "
+                     f"(cross-fitted ECE {c['seed_ece_before']:.3f} -> {c['seed_ece_after']:.3f})")
+    if report.get("classifier_rows_from"):
+        c = report["classifier_rows_from"]
+        lines.append(f"classifier rows labelled by: {c['chosen']} (right on the seed rows, cross-fitted: "
+                     + ", ".join(f"{name} {acc:.3f}" for name, acc in c["seed_accuracy"].items()) + ")")
     teacher = report["classifier_teacher"]
     lines.append(f"classifier learns from: {teacher['teacher']} ({teacher['why']})")
     residency = report["llm_residency"]

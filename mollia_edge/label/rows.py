@@ -83,4 +83,5 @@ def _classifier_row(context: JobContext, final: FinalModel, i: int, review: Revi
     flagged = confidence < context.job.review_threshold
     if flagged:
         review.append((i, "low confidence", 1.0 - confidence))
-    return RowLabel(i, labels[y], "classifier", "classifier", round(confidence, 6), (), "", flagged)  # no LLM saw it
+    author = "seed-only regression" if final.choice and final.choice["chosen"] != "classifier" else "classifier"
+    return RowLabel(i, labels[y], "classifier", author, round(confidence, 6), (), "", flagged)  # no LLM saw it

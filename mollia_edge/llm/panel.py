@@ -66,6 +66,7 @@ class LLMPanel:
         self._recent: list[str] = []
         """Names of the models used so far, least recently used first."""
         self.names = [m.name for m in self.models]
+        self.n_labels = len(self.models[0].prompt.labels) if self.models else 0
         self.plans = {m.name: PromptPlan.zero_shot(m.prompt) for m in self.models}
         self._annotators: dict[str, LLMAnnotator] = {}
         self.truncated: set[int] = set()
@@ -78,6 +79,8 @@ class LLMPanel:
         """Per model: texts evaluated by the model (not served from the store)."""
         self.loads = dict.fromkeys(self.names, 0)
         """Per model: how many times it was loaded."""
+        self.released: list[str] = []
+        """Models released by :meth:`release` (in order)."""
 
     def close(self) -> None:
         for annotator in self._annotators.values():
@@ -85,6 +88,19 @@ class LLMPanel:
             if annotator.remote is not None:
                 annotator.remote.close()
         self._annotators.clear()
+
+    def release(self, name: str) -> None:
+        """Close model ``name`` and leave it out from now on (its seconds and counts stay)."""
+        annotator = self._annotators.pop(name, None)
+        if annotator is not None:
+            annotator.close()
+            if annotator.remote is not None:
+                annotator.remote.close()
+        self.models = [m for m in self.models if m.name != name]
+        self.names = [m.name for m in self.models]
+        self.released.append(name)
+        if name in self._recent:
+            self._recent.remove(name)
 
     def __enter__(self) -> LLMPanel:
         return self
@@ -155,17 +171,23 @@ class LLMPanel:
 
     def signals(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and consistency (len(rows), N, K) of ``rows``, each model under its plan."""
-        each = self._in_turn(np.asarray(rows, np.int64))
+        rows = np.asarray(rows, np.int64)
+        if not self.models:
+            return np.zeros((len(rows), 0, self.n_labels)), np.zeros((len(rows), 0, self.n_labels))
+        each = self._in_turn(rows)
         return np.stack([scores for scores, _, _ in each], axis=1), np.stack([c for _, c, _ in each], axis=1)
 
     def label_mass(self, rows: np.ndarray) -> np.ndarray:
         """Raw label mass (len(rows), N, K) of ``rows``, each model under its plan (from the store
         for rows already annotated)."""
+        if not self.models:
+            return np.zeros((len(rows), 0, self.n_labels))
         return np.stack([mass for _, _, mass in self._in_turn(np.asarray(rows, np.int64))], axis=1)
 
     def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
                      words: int, choice_rows: np.ndarray | None = None, fallback: int = 0,
-                     ahead: np.ndarray | None = None) -> dict[str, ShotChoice]:
+                     ahead: np.ndarray | None = None,
+                     keep: Callable[[str, np.ndarray], bool] | None = None) -> dict[str, ShotChoice]:
         """Set each model's plan to its best number of shots (see the module docstring).
 
         x (n, D): embeddings (the demonstrations cover each label on them); seed_rows (m,) and
@@ -175,13 +197,15 @@ class LLMPanel:
         a number of shots whose demonstrations do not fit the model's context is passed over
         (zero-shot where none fits); one candidate (``--shots N``) is taken as asked. ``ahead``
         (r,): rows each model annotates under its chosen plan right after its choice, while it is
-        loaded (annotating ahead: one load per model).
+        loaded (annotating ahead: one load per model). ``keep(name, scores)``: called with each
+        model's scores (m, K) of the seed rows under its chosen plan; False releases the model
+        (:meth:`release`) before it annotates anything else.
         """
         label_of = dict(zip(seed_rows.tolist(), y.tolist()))
         rows = seed_rows if choice_rows is None else np.asarray(choice_rows, np.int64)
         truth = np.array([label_of[int(r)] for r in rows], np.int64)
         choices = {}
-        for model in self.models:
+        for model in list(self.models):
             best, accuracy = None, {}
             options = sorted(set(candidates)) or [fallback if model.prompt.chat_format == "none" else 0]
             for shots in options:
@@ -200,6 +224,9 @@ class LLMPanel:
                 best = ((0.0, 0.0), PromptPlan.zero_shot(model.prompt))
             self.plans[model.name] = best[1]
             choices[model.name] = ShotChoice(accuracy, best[1].shots)
+            if keep is not None and not keep(model.name, self.model_signals(model, seed_rows, best[1])[0]):
+                self.release(model.name)
+                continue
             if ahead is not None and len(ahead):
                 self.model_signals(model, np.union1d(seed_rows, ahead), best[1])
         return choices

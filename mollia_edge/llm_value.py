@@ -1,0 +1,137 @@
+"""What each LLM adds beyond the text's own annotator, from the seed rows alone (value before spend).
+
+Shapes: ``m`` seed rows, ``K`` classes; probabilities (m, K).
+
+An LLM is worth its time when its label scores tell the seed labels apart better than what the
+job already has without it: the text annotator (out-of-fold on the seed rows) and the LLMs kept
+before it. :func:`model_values` takes the LLMs in panel order (a forward selection): for each,
+a small stacked regression (scikit-learn's multinomial LogisticRegression on the log-probabilities
+of its inputs) is cross-fitted on the seed rows with and without the model's scores, repeated
+over several fold draws, and the model's **gain** is the mean per-row drop in held-out log-loss it
+brings, with its standard error over the rows.
+
+A model is kept when its mean gain is above :data:`KEEP_ABOVE` standard errors (0: any gain at
+all), and released when its scores leave the held-out seed rows no better predicted, or worse.
+The rule leans to keeping: a useless model's expected gain is negative (its scores only add
+noise for the stack to fit), so it is released most of the time, while a model that helps at
+all is kept; a useless model that happens to look useful on 50 rows costs time, not labels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from .calibration import row_log_losses
+from .folds import stratified_splits
+
+KEEP_ABOVE = 0.0
+"""A model is kept when its mean gain exceeds this many standard errors (see the module
+docstring; compared on the dev sets by ``scripts/dev_llm_value.py``)."""
+MIN_GAIN = 0.005
+"""Nats per seed row: a smaller gain buys nothing a label would show (a model whose scores barely
+vary from text to text, as a random-weight one's, gains about 1e-5); the useful models of the
+dev sets gain 0.1-0.5."""
+STACK_C = 1.0
+"""Inverse regularisation strength of the stacked regression (scikit-learn's C)."""
+FOLDS, REPEATS = 5, 4
+FLOOR = 1e-4
+"""Probabilities are floored here before their log is taken (a score of 0 is not infinite evidence)."""
+
+
+@dataclass(frozen=True)
+class ModelValue:
+    """One LLM's value on the seed rows and the decision taken on it."""
+
+    name: str
+    seed_accuracy: float
+    """The share of seed rows whose label is the model's top score."""
+    gain: float
+    """Mean drop in held-out log-loss per seed row when its scores join the stack (> 0: it helps)."""
+    standard_error: float
+    kept: bool
+    why: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"seed_accuracy": round(self.seed_accuracy, 4), "gain": round(self.gain, 4),
+                "standard_error": round(self.standard_error, 4), "decision": "kept" if self.kept else "released",
+                "why": self.why}
+
+
+def _features(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """(m, F) log-probabilities of the stack's inputs (each (m, K)), side by side."""
+    return np.concatenate([np.log(np.clip(p, FLOOR, 1.0)) for p in parts], axis=1)
+
+
+def stacked_losses(parts: Sequence[np.ndarray], y: np.ndarray, k: int, seed: int,
+                   folds: int = FOLDS, repeats: int = REPEATS) -> np.ndarray:
+    """Each seed row's held-out log-loss (m,) under the stacked regression on ``parts`` (each
+    (m, K)), averaged over ``repeats`` draws of ``folds`` stratified folds; no parts: the
+    training folds' label shares (the prior)."""
+    y = np.asarray(y, np.int64)
+    x = _features(parts) if parts else np.zeros((len(y), 1))
+    losses = np.zeros(len(y))
+    for repeat in range(repeats):
+        for train, test in stratified_splits(y, min(folds, len(y)), seed + repeat):
+            p = np.full((len(test), k), 1e-3)
+            classes = np.unique(y[train])
+            if len(classes) < 2 or not parts:
+                p[:, classes] += np.bincount(y[train], minlength=k)[classes] / len(train)
+            else:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=UserWarning)
+                    model = LogisticRegression(C=STACK_C, max_iter=2000).fit(x[train], y[train])
+                p[:, model.classes_] += model.predict_proba(x[test])
+            p /= p.sum(axis=1, keepdims=True)
+            losses[test] += row_log_losses(p, y[test])
+    return losses / repeats
+
+
+class ForwardSelection:
+    """The value check as the panel calls it, one model at a time in panel order:
+    ``selection(name, scores)`` is True when the model is kept; ``values_`` holds each decision.
+
+    ``base`` (m, K): the text annotator's out-of-fold probabilities of the seed rows (None: the
+    stack starts from the label shares); ``y`` (m,): the seed labels.
+    """
+
+    def __init__(self, base: np.ndarray | None, y: np.ndarray, k: int, seed: int = 0) -> None:
+        self.y, self.k, self.seed, self.has_base = np.asarray(y, np.int64), k, seed, base is not None
+        self.kept_: list[np.ndarray] = [] if base is None else [np.asarray(base, np.float64)]
+        self.without_ = stacked_losses(self.kept_, self.y, k, seed)
+        self.values_: list[ModelValue] = []
+
+    def __call__(self, name: str, scores: np.ndarray) -> bool:
+        scores = np.asarray(scores, np.float64)
+        accuracy = float(np.mean(scores.argmax(axis=1) == self.y))
+        with_it = stacked_losses([*self.kept_, scores], self.y, self.k, self.seed)
+        gain = self.without_ - with_it
+        mean = float(gain.mean())
+        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+        keep = mean > max(KEEP_ABOVE * se, MIN_GAIN)
+        if keep:
+            why = f"its scores lower the held-out log-loss of the seed rows by {mean:.3f} (± {se:.3f})"
+        else:
+            others = " and the LLMs kept before it" if len(self.kept_) > self.has_base else ""
+            what = "the text annotator" if self.has_base else "the label shares"
+            why = (f"its scores raise the held-out log-loss of the seed rows by {-mean:.3f} (± {se:.3f}): "
+                   f"they add nothing to {what}{others}")
+        if keep:
+            self.kept_.append(scores)
+            self.without_ = with_it
+        self.values_.append(ModelValue(name, accuracy, mean, se, keep, why))
+        return keep
+
+
+def model_values(names: Sequence[str], llm_scores: Sequence[np.ndarray], base: np.ndarray | None,
+                 y: np.ndarray, k: int, seed: int = 0) -> list[ModelValue]:
+    """Each LLM's value (forward selection in the given order, :class:`ForwardSelection`):
+    ``llm_scores`` (each (m, K)) on the seed rows with labels ``y`` (m,)."""
+    selection = ForwardSelection(base, y, k, seed)
+    for name, scores in zip(names, llm_scores):
+        selection(name, scores)
+    return selection.values_

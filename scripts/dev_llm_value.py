@@ -1,0 +1,139 @@
+"""Collect, per dataset, what the LLM value check sees and what it should decide.
+
+For each dataset: a seeded sample (``--n`` rows, the first ``--seeds`` keep their label), the
+job's stages up to the seed scoring (encoder, text annotator, each LLM's demonstrations chosen
+on the seed rows), then each LLM's signals on the seed rows and on ``--held`` other rows. The
+arrays go to ``OUT/NAME.npz``; :mod:`mollia_edge.llm_value` rules are then compared on them
+offline (whether a model adds to the text annotator on the held rows, against gold, is what the
+rule should predict from the seed rows alone).
+
+    python scripts/dev_llm_value.py --datasets stackoverflow 20newsgroups imdb --out results/llm_value
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from mollia_edge.data import write_table_atomic
+from mollia_edge.datasets import load_dataset
+from mollia_edge.label.context import signals, start
+from mollia_edge.label.job import LabelJob
+from mollia_edge.label.llm_stages import encode, score_seeds
+from mollia_edge.label.prepare import check_settings, prepare
+
+
+def collect(name: str, n: int, seeds: int, held: int, seed: int, work: Path, out: Path) -> None:
+    data = load_dataset(name).sample(n, seed)
+    labels = tuple(data.label_names)
+    gold = np.asarray(data.labels, np.int64)
+    task = work / f"{name}.csv"
+    write_table_atomic(task, [{"text": t, "label": labels[g] if i < seeds else ""}
+                              for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label"))
+    job = LabelJob(task, work / f"{name}-out.csv", labels=labels, llm_sample=0, rounds=0, seed=seed,
+                   session=out / f"{name}.session.sqlite")
+    with ExitStack() as stack:
+        prep = prepare(job, check_settings(job))
+        context = start(job, prep, stack, lambda m: None, None)
+        encoded = encode(context)
+        scored = score_seeds(context, encoded)
+        rows = np.arange(seeds + held)
+        s, c = signals(context, scored.text_proba, rows)
+    np.savez(out / f"{name}.npz", scores=s, consistency=c, gold=gold[rows], seeds=seeds,
+             names=np.array(context.panel.names), x=encoded.x[rows])
+    print(name, {m: v["seed_accuracy"] for m, v in scored.shots.items()}, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["stackoverflow", "20newsgroups", "imdb"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--held", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.datasets:
+            collect(name, args.n, args.seeds, args.held, args.seed, Path(work), args.out)
+    return 0
+
+
+
+def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
+    """Per dataset and draw: ``seeds`` random rows of the collected ones are the seed rows, the
+    rest held out. Per LLM (forward selection in panel order): its gain and standard error on the
+    seed rows (:class:`ForwardSelection`'s numbers) and, against gold on the held rows, the
+    accuracy and log-loss of the stacked regression fitted on the seed rows with and without it."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mollia_edge.llm_value import FLOOR, STACK_C, stacked_losses
+    from mollia_edge.text_annotator import text_annotator_fit
+
+    out: dict[str, list[dict]] = {}
+    for path in sorted(folder.glob("*.npz")):
+        data = np.load(path)
+        scores, gold, x, names = data["scores"], data["gold"], data["x"], list(data["names"])
+        k, n = scores.shape[2], len(gold)
+        records = []
+        for draw in range(draws):
+            rng = np.random.default_rng(draw)
+            seed_rows = np.sort(rng.choice(n, seeds, replace=False))
+            held = np.setdiff1d(np.arange(n), seed_rows)
+            text, _ = text_annotator_fit(x, seed_rows, gold[seed_rows], k, seed=draw)
+            kept = [text]
+            for m, name in enumerate(names):
+                llm = scores[:, m, :]
+                before = stacked_losses([p[seed_rows] for p in kept], gold[seed_rows], k, draw)
+                after = stacked_losses([p[seed_rows] for p in [*kept, llm]], gold[seed_rows], k, draw)
+                gain = before - after
+
+                def held_scores(parts: list[np.ndarray]) -> tuple[float, float]:
+                    feats = np.concatenate([np.log(np.clip(p, FLOOR, 1)) for p in parts], axis=1)
+                    model = LogisticRegression(C=STACK_C, max_iter=2000).fit(feats[seed_rows], gold[seed_rows])
+                    p = np.full((len(held), k), 1e-6)
+                    p[:, model.classes_] = model.predict_proba(feats[held])
+                    return (float(np.mean(p.argmax(1) == gold[held])),
+                            float(-np.log(np.clip(p[np.arange(len(held)), gold[held]], 1e-6, 1)).mean()))
+
+                acc0, loss0 = held_scores(kept)
+                acc1, loss1 = held_scores([*kept, llm])
+                records.append({"draw": draw, "model": name, "seed_accuracy": float(np.mean(llm[seed_rows].argmax(1) == gold[seed_rows])),
+                                "gain": float(gain.mean()), "se": float(gain.std(ddof=1) / np.sqrt(len(gain))),
+                                "held_accuracy_gain": acc1 - acc0, "held_loss_gain": loss0 - loss1})
+                if gain.mean() > 0:  # forward selection under the simplest rule
+                    kept.append(llm)
+        out[path.stem] = records
+    return out
+
+
+if __name__ == "__main__" and "--evaluate" in sys.argv:
+    import json
+
+    result = evaluate(Path(sys.argv[sys.argv.index("--evaluate") + 1]), 20, 50)
+    for name, records in result.items():
+        for model in sorted({r["model"] for r in records}):
+            rs = [r for r in records if r["model"] == model]
+            print(f"{name:16s} {model:24s} seed acc {np.mean([r['seed_accuracy'] for r in rs]):.3f} "
+                  f"gain {np.mean([r['gain'] for r in rs]):+.3f} (se {np.mean([r['se'] for r in rs]):.3f}) "
+                  f"held acc gain {np.mean([r['held_accuracy_gain'] for r in rs]):+.3f} "
+                  f"held loss gain {np.mean([r['held_loss_gain'] for r in rs]):+.3f}")
+            for c in (-1.0, 0.0, 0.5, 1.0):
+                keep = [r for r in rs if r["gain"] > c * r["se"] + 1e-6]
+                print(f"    keep if gain > {c:+.1f} se: kept {len(keep)}/{len(rs)}; held acc gain when kept "
+                      f"{np.mean([r['held_accuracy_gain'] for r in keep]) if keep else float('nan'):+.3f}, when released "
+                      f"{np.mean([r['held_accuracy_gain'] for r in rs if r not in keep]) if len(keep) < len(rs) else float('nan'):+.3f}")
+    Path(sys.argv[-1]).write_text(json.dumps(result)) if sys.argv[-1].endswith(".json") else None
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
