@@ -324,6 +324,9 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                              "layers fine-tuned) or auto (top-layers when its rounds fit al.round_seconds; default)")
     parser.add_argument("--shots", type=int,
                         help="demonstrations per label from the seed rows for every LLM (default: chosen per model)")
+    parser.add_argument("--prune", choices=("auto", "off"),
+                        help="auto: release an LLM that adds nothing to the text annotator on the seed rows (default); "
+                             "off: every LLM annotates (llm.prune)")
     parser.add_argument("--max-resident-models", type=int,
                         help="LLMs loaded together; the others take turns (default: as many as fit llm.memory_budget_gb)")
     parser.add_argument("--ray", metavar="ADDRESS",
@@ -398,6 +401,8 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
         config = config.replace(llm=dataclasses.replace(config.llm, shots=args.shots))
     if args.max_resident_models is not None:
         config = config.replace(llm=dataclasses.replace(config.llm, max_resident_models=args.max_resident_models))
+    if args.prune is not None:
+        config = config.replace(llm=dataclasses.replace(config.llm, prune=args.prune))
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
         gold_column=args.gold_column,

@@ -8,6 +8,7 @@ offline (whether a model adds to the text annotator on the held rows, against go
 rule should predict from the seed rows alone).
 
     python scripts/dev_llm_value.py --datasets stackoverflow 20newsgroups imdb --out results/llm_value
+    python scripts/dev_llm_value.py --evaluate results/llm_value --draws 10 results/llm_value/evaluation.json
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
 if __name__ == "__main__" and "--evaluate" in sys.argv:
     import json
 
-    result = evaluate(Path(sys.argv[sys.argv.index("--evaluate") + 1]), 20, 50)
+    draws = int(sys.argv[sys.argv.index("--draws") + 1]) if "--draws" in sys.argv else 20
+    result = evaluate(Path(sys.argv[sys.argv.index("--evaluate") + 1]), draws, 50)
     for name, records in result.items():
         for model in sorted({r["model"] for r in records}):
             rs = [r for r in records if r["model"] == model]

@@ -8,6 +8,12 @@ import os
 import random
 from pathlib import Path
 
+from mollia_edge.config import Config, LLMConfig
+
+NO_PRUNE = Config(llm=LLMConfig(prune="off"))
+"""Every LLM annotates: the tiny random test models add nothing to the text annotator, and the
+value check would release them (tests/test_llm_value.py tests it)."""
+
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 """The Hypothesis profile conftest.py loads: ``dev`` (few examples) or ``ci`` (more)."""
 
@@ -34,8 +40,11 @@ def write_input(path: Path, n: int = 60, seeds: int = 12) -> Path:
 
 
 def args(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    """A tiny job's arguments; ``--prune off``: the tiny random models add nothing to the text
+    annotator, and these jobs test what the LLMs' outputs become (tests/test_llm_value.py tests pruning)."""
     return ["label", str(data), "--labels", "pos,neg", "--models", str(model), "--chat-format", "chatml",
-            "--rounds", "2", "--batch", "5", "--llm-sample", "15", "--classifier", "head", "--quiet", "-o", str(out), *extra]
+            "--rounds", "2", "--batch", "5", "--llm-sample", "15", "--classifier", "head", "--prune", "off", "--quiet",
+            "-o", str(out), *extra]
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:

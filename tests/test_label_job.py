@@ -16,7 +16,7 @@ import pytest
 from mollia_edge.cli import main
 from mollia_edge.label import NEW_COLUMNS, LabelJob, run_label_job
 from mollia_edge.session import Session, open_session_store
-from jobs import WORDS, args, write_input  # noqa: F401 - WORDS and args for the tests below
+from jobs import NO_PRUNE, WORDS, args, write_input  # noqa: F401 - WORDS and args for the tests below
 
 @pytest.fixture(scope="module")
 def done(tiny_model_path, tmp_path_factory):
@@ -97,7 +97,7 @@ def test_an_interrupted_job_resumes_to_the_same_output(done, tiny_model_path, tm
     data, reference = done
     out = tmp_path / "out.csv"
     job = LabelJob(input=data, output=out, labels=("pos", "neg"), models=(str(tiny_model_path),),
-                   chat_format="chatml", rounds=2, batch=5, llm_sample=15, classifier="head")
+                   chat_format="chatml", rounds=2, batch=5, llm_sample=15, classifier="head", config=NO_PRUNE)
     calls = {"n": 0, "stages": set()}
 
     def interrupt(stage: str, done_: int, total: int) -> None:

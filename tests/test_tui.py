@@ -16,7 +16,7 @@ import pytest
 
 import tui.run
 from mollia_edge.label import LabelJob, run_label_job, summary
-from jobs import write_input
+from jobs import NO_PRUNE, write_input
 from tui.app import LabelApp, tui_job
 from tui.review import ReviewScreen
 from tui.run import RunScreen
@@ -33,7 +33,7 @@ def make_job(folder: Path, model: Path) -> LabelJob:
     write_input(folder / "in.csv", n=60, seeds=12)
     return LabelJob(input=Path("in.csv"), output=Path("out.csv"), labels=("pos", "neg"), models=(str(model),),
                     chat_format="chatml", rounds=2, batch=5, llm_sample=15, review_threshold=0.95,
-                    classifier="head")
+                    classifier="head", config=NO_PRUNE)
 
 
 def human_labels(app: LabelApp) -> dict[int, str]:
