@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -56,13 +57,15 @@ rows and the classifier choice (under the same word budget: its old defaults rea
 1,000-row file, 50 minutes on long texts)."""
 
 
-def run_job(task: Path, out: Path, item: str, extra: list[str]) -> tuple[dict, float]:
-    """Run `mollia-edge label` on ``task`` in a process of its own: (its report, wall seconds)."""
+def run_job(task: Path, out: Path, item: str, extra: list[str], code: Path | None = None) -> tuple[dict, float]:
+    """Run `mollia-edge label` on ``task`` in a process of its own: (its report, wall seconds);
+    ``code``: a checkout whose mollia_edge runs instead of this one (``--baseline``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "mollia_edge", "label", str(task), "--item", item, "--gold-column", "gold",
             "--quiet", "-o", str(out), *extra]
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"label job failed on {task}: {done.stderr.strip()[-500:]}")
@@ -101,6 +104,13 @@ def bench_dataset(name: str, args: argparse.Namespace, work: Path) -> dict:
               "stage_seconds": report["seconds"], "peak_rss_mib": report["peak_rss_mib"],
               "classifier": report["classifier"], "shots": report["shots"], "llm_rows": report["llm_rows"],
               "text_annotator": report["text_annotator"]}
+    if args.baseline:  # the same job with another checkout's code, in a session of its own (no shared cache)
+        base_args = ["--seed", str(args.seed), "--labels-file", str(folder / "labels.txt"),
+                     "--session", str(folder / "baseline.sqlite"), *shlex.split(args.job_args)]
+        baseline, baseline_seconds = run_job(task, folder / "baseline" / "labelled.csv", item, base_args, args.baseline)
+        result |= {"baseline": baseline["gold"], "baseline_seconds": baseline_seconds}
+    result |= {"calibration": report.get("calibration"), "llm_value": report.get("llm_value"),
+               "classifier_rows_from": report.get("classifier_rows_from")}
     if not args.skip_before:
         (folder / "before.toml").write_text(BEFORE, encoding="utf-8")
         before, before_seconds = run_job(task, folder / "before" / "labelled.csv", item,
@@ -120,19 +130,29 @@ def _cell(scores: dict | None, source: str | None = None) -> str:
     return f"{part['accuracy']:.3f}" + ("" if source is None else f" ({part['rows']})")
 
 
+def _ece(scores: dict | None) -> str:
+    final = (scores or {}).get("final") or {}
+    return f"{final['ece']:.3f}" if "ece" in final else "-"
+
+
 def table(results: list[dict], title: str) -> Table:
     out = Table(title=title)
-    for column in ("dataset", "final", "mixture", "classifier", "best LLM", "seed-only", "+self", "before", "auto chose",
-                   "job s", "RSS GiB"):
+    for column in ("dataset", "final", "ECE", "mixture", "classifier", "best LLM", "seed-only", "+self", "before",
+                   "baseline", "base ECE", "auto chose", "job s", "base s", "s ratio", "LLMs kept", "RSS GiB"):
         out.add_column(column, justify="left" if column in ("dataset", "auto chose") else "right")
     for r in results:
         by_llm = r["job"].get("by_llm") or {}
         best = max(by_llm.items(), key=lambda item: item[1]["accuracy"], default=None)
         out.add_row(
-            r["dataset"], _cell(r["job"]), _cell(r["job"], "llm_mixture"), _cell(r["job"], "classifier"),
+            r["dataset"], _cell(r["job"]), _ece(r["job"]), _cell(r["job"], "llm_mixture"), _cell(r["job"], "classifier"),
             f"{best[1]['accuracy']:.3f} {best[0]}" if best else "-", f"{r['seed_only']:.3f}",
             f"{r['seed_only_self_trained']:.3f}" if "seed_only_self_trained" in r else "-", _cell(r.get("before")),
-            r["classifier"]["mode"], f"{r['job_seconds']:.0f}", f"{r['peak_rss_mib'] / 1024:.2f}",
+            _cell(r.get("baseline")), _ece(r.get("baseline")),
+            r["classifier"]["mode"], f"{r['job_seconds']:.0f}",
+            f"{r['baseline_seconds']:.0f}" if "baseline_seconds" in r else "-",
+            f"{r['job_seconds'] / r['baseline_seconds']:.2f}" if "baseline_seconds" in r else "-",
+            ", ".join(m for m, v in (r.get("llm_value") or {}).items() if v["decision"] == "kept") or
+            ("none" if r.get("llm_value") else "-"), f"{r['peak_rss_mib'] / 1024:.2f}",
         )
     return out
 
@@ -147,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="folder for the tasks, outputs and sessions (default: a temporary one)")
     parser.add_argument("--job-args", default="",
                         help="more `mollia-edge label` arguments for every job (e.g. '--classifier head')")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of mollia-edge (e.g. `git worktree add /tmp/base main`) whose job runs beside "
+                             "this one, in a session of its own: accuracy, ECE and time side by side")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-label-"))
