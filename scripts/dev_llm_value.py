@@ -69,14 +69,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 
+def _held_scores(parts: list[np.ndarray], seed_rows: np.ndarray, held: np.ndarray, gold: np.ndarray,
+                 k: int) -> tuple[float, float]:
+    """(accuracy, log-loss) on the ``held`` rows of the stacked regression on ``parts`` (each (n, K))
+    fitted on the seed rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mollia_edge.llm_value import FLOOR, STACK_C
+
+    feats = np.concatenate([np.log(np.clip(p, FLOOR, 1)) for p in parts], axis=1)
+    model = LogisticRegression(C=STACK_C, max_iter=2000).fit(feats[seed_rows], gold[seed_rows])
+    p = np.full((len(held), k), 1e-6)
+    p[:, model.classes_] = model.predict_proba(feats[held])
+    return (float(np.mean(p.argmax(1) == gold[held])),
+            float(-np.log(np.clip(p[np.arange(len(held)), gold[held]], 1e-6, 1)).mean()))
+
+
 def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
     """Per dataset and draw: ``seeds`` random rows of the collected ones are the seed rows, the
     rest held out. Per LLM (forward selection in panel order): its gain and standard error on the
     seed rows (:class:`ForwardSelection`'s numbers) and, against gold on the held rows, the
     accuracy and log-loss of the stacked regression fitted on the seed rows with and without it."""
-    from sklearn.linear_model import LogisticRegression
-
-    from mollia_edge.llm_value import FLOOR, STACK_C, stacked_losses
+    from mollia_edge.llm_value import stacked_losses
     from mollia_edge.text_annotator import text_annotator_fit
 
     out: dict[str, list[dict]] = {}
@@ -97,16 +111,8 @@ def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
                 after = stacked_losses([p[seed_rows] for p in [*kept, llm]], gold[seed_rows], k, draw)
                 gain = before - after
 
-                def held_scores(parts: list[np.ndarray]) -> tuple[float, float]:
-                    feats = np.concatenate([np.log(np.clip(p, FLOOR, 1)) for p in parts], axis=1)
-                    model = LogisticRegression(C=STACK_C, max_iter=2000).fit(feats[seed_rows], gold[seed_rows])
-                    p = np.full((len(held), k), 1e-6)
-                    p[:, model.classes_] = model.predict_proba(feats[held])
-                    return (float(np.mean(p.argmax(1) == gold[held])),
-                            float(-np.log(np.clip(p[np.arange(len(held)), gold[held]], 1e-6, 1)).mean()))
-
-                acc0, loss0 = held_scores(kept)
-                acc1, loss1 = held_scores([*kept, llm])
+                acc0, loss0 = _held_scores(kept, seed_rows, held, gold, k)
+                acc1, loss1 = _held_scores([*kept, llm], seed_rows, held, gold, k)
                 records.append({"draw": draw, "model": name, "seed_accuracy": float(np.mean(llm[seed_rows].argmax(1) == gold[seed_rows])),
                                 "gain": float(gain.mean()), "se": float(gain.std(ddof=1) / np.sqrt(len(gain))),
                                 "held_accuracy_gain": acc1 - acc0, "held_loss_gain": loss0 - loss1})

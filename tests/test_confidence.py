@@ -7,7 +7,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from mollia_edge.al.classifier import head_from_linear, with_temperature
-from mollia_edge.calibration import confidence_ece, expected_calibration_error, fit_temperature, temper
+from mollia_edge.calibration import (
+    confidence_ece,
+    expected_calibration_error,
+    fit_temperature,
+    temper,
+)
 
 
 def _overconfident(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +52,4 @@ def test_a_temperature_folded_into_a_classifier_and_a_regression_as_a_head_are_e
         np.testing.assert_allclose(head.predict_proba(x), regression.predict_proba(x), atol=1e-5)
         np.testing.assert_allclose(with_temperature(head, 2.0).predict_proba(x),
                                    temper(regression.predict_proba(x), 2.0), atol=1e-5)
+

@@ -238,3 +238,32 @@ def test_the_loop_refreshes_the_text_annotator_honestly(tiny_model_path, tmp_pat
             np.testing.assert_array_equal(seen[targets], out_proba)
         seen[targets] = out_proba
     assert len(seen) < len(calls)  # the rebuild happened
+
+
+def test_a_classifier_no_better_than_the_seed_only_regression_gives_its_rows_to_it(tmp_path, tiny_model_path):
+    """A head that cannot learn (learning rate 1e-9) loses to the plain regression on the seed
+    rows, cross-fitted: the regression labels the classifier's rows and is the exported classifier."""
+    import csv
+
+    from mollia_edge.predict import predict
+
+    data = write_input(tmp_path / "in.csv", n=80, seeds=40)
+    config = tmp_path / "c.toml"
+    config.write_text("[al]\nhead_learning_rate = 1e-9\nfinal_heads = 1\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    assert main(["label", str(data), "--labels", "pos,neg", "--models", str(tiny_model_path), "--chat-format", "chatml",
+                 "--rounds", "0", "--llm-sample", "10",
+                 "--classifier", "head", "--config", str(config), "--quiet", "-o", str(out)]) == 0
+    report = json.loads((tmp_path / "out.csv.report.json").read_text())
+    choice = report["classifier_rows_from"]
+    assert choice["chosen"] == "seed-only regression", choice
+    assert choice["seed_accuracy"]["seed-only regression"] > choice["seed_accuracy"]["classifier"]
+    assert report["calibration"]["seed_ece_after"] <= report["calibration"]["seed_ece_before"] + 1e-9
+    assert predict(tmp_path / "out.csv.classifier.onnx", data, tmp_path / "p.csv") == 0
+    with out.open(newline="") as a, (tmp_path / "p.csv").open(newline="") as b:
+        labelled, predicted = list(csv.DictReader(a)), list(csv.DictReader(b))
+    rows = [i for i, r in enumerate(labelled) if r["label_source"] == "classifier"]
+    assert len(rows) >= 30
+    assert [predicted[i]["label"] for i in rows] == [labelled[i]["label"] for i in rows]
+    np.testing.assert_allclose([float(predicted[i]["confidence"]) for i in rows],
+                               [float(labelled[i]["confidence"]) for i in rows], atol=1e-4)

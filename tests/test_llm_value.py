@@ -11,10 +11,10 @@ import re
 
 import numpy as np
 import pytest
+from tiny_gguf import write_tiny_gguf
 
 from mollia_edge.cli import main
 from mollia_edge.llm_value import model_values
-from tiny_gguf import write_tiny_gguf
 
 LABELS = ("even", "odd")
 
@@ -43,7 +43,7 @@ def _parity_input(path, n=60, seeds=30):
     """Texts whose label is the parity of their number: the sentence embeddings cannot tell it,
     an oracle LLM can."""
     rng = random.Random(0)
-    words = "good bad great awful fine terrible lovely poor".split()
+    words = ["good", "bad", "great", "awful", "fine", "terrible", "lovely", "poor"]
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])

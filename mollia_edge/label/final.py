@@ -17,7 +17,12 @@ import numpy as np
 from ..al.annotators import abstaining_labels
 from ..al.classifier import average_heads, head_from_linear, with_temperature
 from ..al.loop import LabelledSet, negative_learning_weight, train_classifier
-from ..calibration import expected_calibration_error, fit_temperature, row_log_losses, temper
+from ..calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    row_log_losses,
+    temper,
+)
 from ..folds import stratified_splits
 from ..randomness import derived_seed
 from ..teaching import TeachingCheck
