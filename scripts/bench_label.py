@@ -64,8 +64,8 @@ def run_job(task: Path, out: Path, item: str, extra: list[str], code: Path | Non
     argv = [sys.executable, "-m", "mollia_edge", "label", str(task), "--item", item, "--gold-column", "gold",
             "--quiet", "-o", str(out), *extra]
     env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
-    started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    started = time.perf_counter()  # `python -m` puts the working folder first on sys.path: run in ``code``
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=code)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"label job failed on {task}: {done.stderr.strip()[-500:]}")
