@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done", file=sys.stderr, flush=True)
     title = (f"label job vs gold: {args.n} rows per dataset, {args.seeds} seed rows, seed {args.seed}, starter "
              "models, defaults; accuracy on the non-seed rows")
-    report = {"settings": vars(args) | {"work": str(work), "out": str(args.out)}, "results": results}
+    report = {"settings": vars(args) | {"work": str(work), "out": str(args.out), "baseline": str(args.baseline)},
+              "results": results}
     print_and_save(Console(width=160), table(results, title), report, args.out)
     return 0
 
