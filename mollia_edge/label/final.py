@@ -125,7 +125,7 @@ def calibrate(context: JobContext, encoded: Encoded, setup: Any, base: LabelledS
         part = with_pseudo_labels(context, encoded, LabelledSet(base.rows[keep], base.labels[keep], base.weights[keep],
                                                                 base.negatives[keep]))
         clf = final_classifier(setup.inputs, part, context.k, context.job, rounds, derived_seed(context.prep.seed, 29, fold),
-                               setup.mode, setup.options)
+                               setup.mode, setup.options, heads=1)
         oof[test] = clf.predict_proba(setup.inputs)[seed_rows[test]]
     temperature = fit_temperature(oof, y)
     calibrated = temper(oof, temperature)
@@ -214,12 +214,15 @@ def with_pseudo_labels(context: JobContext, encoded: Encoded, base: LabelledSet)
 
 
 def final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int,
-                     mode: str, options: dict[str, Any]) -> Any:
-    """The classifier on every ``labelled`` row (held-out slice for early stopping), seeded."""
+                     mode: str, options: dict[str, Any], heads: int | None = None) -> Any:
+    """The classifier on every ``labelled`` row (held-out slice for early stopping), seeded;
+    ``heads``: in head mode, how many heads are averaged (default ``al.final_heads``; the
+    calibration's cross-fits take one each, a third of the time: their temperature then
+    softens the averaged heads slightly more than it needs to)."""
     al = job.config.al.for_mode(mode)
     lam = negative_learning_weight(rounds, dataclasses.replace(al, rounds=max(rounds, 1)))
     settings = {"mode": mode, "threads": job.threads, **options}
-    heads = al.final_heads if mode == "head" else 1
+    heads = (heads or al.final_heads) if mode == "head" else 1
     members = [train_classifier(x, labelled, k, lam, al, settings, derived_seed(seed, 9001, i),
                                 derived_seed(seed, 9002, i)) for i in range(heads)]
     return members[0] if heads == 1 else average_heads(members)
