@@ -138,8 +138,10 @@ def calibrate(context: JobContext, encoded: Encoded, setup: Any, base: LabelledS
 
 
 CALIBRATION_FOLDS = 5
-CALIBRATION_MIN_SEEDS = 10
-"""Fewer seed rows than this: the classifier's confidence is left as it is (nothing to fit on)."""
+CALIBRATION_MIN_SEEDS = 20
+"""Fewer seed rows than this: the classifier's confidence is left as it is (a temperature fitted on
+fewer cross-fitted predictions, folds of 3 rows, is noise), and it is not compared with the
+seed-only regression."""
 
 
 def _training_key(context: JobContext, encoded: Encoded, training: LabelledSet, mode: str, rounds: int) -> str:
