@@ -62,7 +62,7 @@ class ModelValue:
                 "why": self.why}
 
 
-def _features(parts: Sequence[np.ndarray]) -> np.ndarray:
+def stack_features(parts: Sequence[np.ndarray]) -> np.ndarray:
     """(m, F) log-probabilities of the stack's inputs (each (m, K)), side by side."""
     return np.concatenate([np.log(np.clip(p, FLOOR, 1.0)) for p in parts], axis=1)
 
@@ -73,7 +73,7 @@ def stacked_losses(parts: Sequence[np.ndarray], y: np.ndarray, k: int, seed: int
     (m, K)), averaged over ``repeats`` draws of ``folds`` stratified folds; no parts: the
     training folds' label shares (the prior)."""
     y = np.asarray(y, np.int64)
-    x = _features(parts) if parts else np.zeros((len(y), 1))
+    x = stack_features(parts) if parts else np.zeros((len(y), 1))
     losses = np.zeros(len(y))
     for repeat in range(repeats):
         for train, test in stratified_splits(y, min(folds, len(y)), seed + repeat):

@@ -8,12 +8,13 @@ offline (whether a model adds to the text annotator on the held rows, against go
 rule should predict from the seed rows alone).
 
     python scripts/dev_llm_value.py --datasets stackoverflow 20newsgroups imdb --out results/llm_value
-    python scripts/dev_llm_value.py --evaluate results/llm_value --draws 10 results/llm_value/evaluation.json
+    python scripts/dev_llm_value.py --evaluate results/llm_value --draws 10 --json results/llm_value/evaluation.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -23,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from mollia_edge.config import Config, LLMConfig
 from mollia_edge.data import write_table_atomic
 from mollia_edge.datasets import load_dataset
 from mollia_edge.label.context import signals, start
@@ -39,7 +41,8 @@ def collect(name: str, n: int, seeds: int, held: int, seed: int, work: Path, out
     write_table_atomic(task, [{"text": t, "label": labels[g] if i < seeds else ""}
                               for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label"))
     job = LabelJob(task, work / f"{name}-out.csv", labels=labels, llm_sample=0, rounds=0, seed=seed,
-                   session=out / f"{name}.session.sqlite")
+                   session=out / f"{name}.session.sqlite",
+                   config=Config(llm=LLMConfig(prune="off")))  # every model's signals: the rule is judged on them
     with ExitStack() as stack:
         prep = prepare(job, check_settings(job))
         context = start(job, prep, stack, lambda m: None, None)
@@ -52,32 +55,15 @@ def collect(name: str, n: int, seeds: int, held: int, seed: int, work: Path, out
     print(name, {m: v["seed_accuracy"] for m, v in scored.shots.items()}, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["stackoverflow", "20newsgroups", "imdb"])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, default=50)
-    parser.add_argument("--held", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work:
-        for name in args.datasets:
-            collect(name, args.n, args.seeds, args.held, args.seed, Path(work), args.out)
-    return 0
-
-
-
 def _held_scores(parts: list[np.ndarray], seed_rows: np.ndarray, held: np.ndarray, gold: np.ndarray,
                  k: int) -> tuple[float, float]:
     """(accuracy, log-loss) on the ``held`` rows of the stacked regression on ``parts`` (each (n, K))
     fitted on the seed rows."""
     from sklearn.linear_model import LogisticRegression
 
-    from mollia_edge.llm_value import FLOOR, STACK_C
+    from mollia_edge.llm_value import STACK_C, stack_features
 
-    feats = np.concatenate([np.log(np.clip(p, FLOOR, 1)) for p in parts], axis=1)
+    feats = stack_features(parts)
     model = LogisticRegression(C=STACK_C, max_iter=2000).fit(feats[seed_rows], gold[seed_rows])
     p = np.full((len(held), k), 1e-6)
     p[:, model.classes_] = model.predict_proba(feats[held])
@@ -122,11 +108,8 @@ def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
     return out
 
 
-if __name__ == "__main__" and "--evaluate" in sys.argv:
-    import json
-
-    draws = int(sys.argv[sys.argv.index("--draws") + 1]) if "--draws" in sys.argv else 20
-    result = evaluate(Path(sys.argv[sys.argv.index("--evaluate") + 1]), draws, 50)
+def print_evaluation(result: dict[str, list[dict]]) -> None:
+    """Per dataset and model: the mean numbers, and what each rule "gain > c se" keeps."""
     for name, records in result.items():
         for model in sorted({r["model"] for r in records}):
             rs = [r for r in records if r["model"] == model]
@@ -136,11 +119,37 @@ if __name__ == "__main__" and "--evaluate" in sys.argv:
                   f"held loss gain {np.mean([r['held_loss_gain'] for r in rs]):+.3f}")
             for c in (-1.0, 0.0, 0.5, 1.0):
                 keep = [r for r in rs if r["gain"] > c * r["se"] + 1e-6]
+                released = [r for r in rs if r not in keep]
                 print(f"    keep if gain > {c:+.1f} se: kept {len(keep)}/{len(rs)}; held acc gain when kept "
-                      f"{np.mean([r['held_accuracy_gain'] for r in keep]) if keep else float('nan'):+.3f}, when released "
-                      f"{np.mean([r['held_accuracy_gain'] for r in rs if r not in keep]) if len(keep) < len(rs) else float('nan'):+.3f}")
-    Path(sys.argv[-1]).write_text(json.dumps(result)) if sys.argv[-1].endswith(".json") else None
-    sys.exit(0)
+                      f"{np.mean([r['held_accuracy_gain'] for r in keep]) if keep else float('nan'):+.3f}, "
+                      f"when released {np.mean([r['held_accuracy_gain'] for r in released]) if released else float('nan'):+.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["stackoverflow", "20newsgroups", "imdb"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--held", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="the folder the collection writes (NAME.npz per dataset)")
+    parser.add_argument("--evaluate", type=Path, help="compare the rules on a collection's folder instead")
+    parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="with --evaluate: every draw's numbers to this file")
+    args = parser.parse_args(argv)
+    if args.evaluate:
+        result = evaluate(args.evaluate, args.draws, args.seeds)
+        print_evaluation(result)
+        if args.json:
+            args.json.write_text(json.dumps(result))
+        return 0
+    if args.out is None:
+        parser.error("give --out (collect) or --evaluate FOLDER")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.datasets:
+            collect(name, args.n, args.seeds, args.held, args.seed, Path(work), args.out)
+    return 0
 
 
 if __name__ == "__main__":

@@ -391,3 +391,21 @@ def test_bench_report(tmp_path):
     out = tmp_path / "x" / "r.json"
     script("bench_report").print_and_save(Console(file=screen, width=80), table, {"a": [1, 2]}, out)
     assert read_json(out) == {"a": [1, 2]} and "cell" in screen.getvalue()
+
+
+def test_dev_llm_value(starter_catalog, tmp_path, monkeypatch):
+    """The value rule's dev collection on 30 rotten-tomatoes rows (10 seeds, 10 held out), then
+    its evaluation, one draw of 10 seed rows."""
+    needs_dataset("rotten-tomatoes")
+    monkeypatch.setenv(MODELS_DIR_ENV, str(starter_catalog))
+    folder = tmp_path / "collected"
+    assert script("dev_llm_value").main(["--datasets", "rotten-tomatoes", "--n", "30", "--seeds", "10",
+                                         "--held", "10", "--out", str(folder)]) == 0
+    data = np.load(folder / "rotten-tomatoes.npz")
+    assert data["scores"].shape == (20, 3, 2) and list(data["names"]) == list(STARTERS)  # + the text annotator
+    out = tmp_path / "evaluation.json"
+    assert script("dev_llm_value").main(["--evaluate", str(folder), "--draws", "1", "--seeds", "10",
+                                         "--json", str(out)]) == 0
+    records = read_json(out)["rotten-tomatoes"]
+    assert {r["model"] for r in records} == set(STARTERS)
+    assert {"gain", "se", "held_accuracy_gain", "held_loss_gain"} <= records[0].keys()
