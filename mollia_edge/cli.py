@@ -23,7 +23,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import __version__
-from .config import CLASSIFIERS, MAX_THREADS, SEED_MAX, load_config
+from .config import CLASSIFIERS, MAX_THREADS, SEED_MAX, GuaranteeConfig, load_config
 from .data import check_label_set, check_writable_format, read_texts, write_table_atomic
 from .datasets import load_dataset
 from .errors import QUOTE_LIMIT, ConfigError, ModelError, MolliaError, quoted
@@ -345,6 +345,11 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                         help="annotate every row the LLM budget pays for up front, one model after the other "
                              "(the paper's way; for big GPUs), and query among them")
     parser.add_argument("--review-threshold", type=float, default=0.6, help="confidence below this needs review")
+    parser.add_argument("--target-error", type=float, metavar="E",
+                        help="accept labels only where, with --confidence-level, their error rate is at most E "
+                             "(e.g. 0.05): an 'accepted' column; the rest need review (guarantee.target_error)")
+    parser.add_argument("--confidence-level", type=float, metavar="L",
+                        help="how sure the --target-error guarantee is (default 0.9; guarantee.confidence_level)")
     parser.add_argument("--session", type=Path, help="session store (default: OUTPUT.session.sqlite)")
     parser.add_argument("--config", type=Path, help="TOML configuration (default: mollia-edge's defaults; the README lists where they depart from the paper)")
     parser.add_argument("--threads", type=int, default=1, help="threads for the encoder and classifier")
@@ -403,6 +408,11 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
         config = config.replace(llm=dataclasses.replace(config.llm, max_resident_models=args.max_resident_models))
     if args.prune is not None:
         config = config.replace(llm=dataclasses.replace(config.llm, prune=args.prune))
+    if args.target_error is not None or args.confidence_level is not None:
+        guarantee = config.guarantee
+        config = config.replace(guarantee=GuaranteeConfig(
+            args.target_error if args.target_error is not None else guarantee.target_error,
+            args.confidence_level if args.confidence_level is not None else guarantee.confidence_level))
     return LabelJob(
         input=args.file, output=output, text_column=args.text_column, label_column=args.label_column,
         gold_column=args.gold_column,

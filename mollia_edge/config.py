@@ -405,6 +405,25 @@ class ActiveLearningConfig:
 
 
 @dataclass(frozen=True)
+class GuaranteeConfig:
+    """``[guarantee]``: accept labels with a stated error rate (:mod:`mollia_edge.guarantee`)."""
+
+    target_error: float | None = None
+    """Accept a row's label only where, with ``confidence_level``, the error rate among accepted
+    rows is at most this (e.g. 0.05); the rest need review. None: no guarantee (every label given,
+    ``needs_review`` by the fixed rules)."""
+    confidence_level: float = 0.9
+    """How sure the guarantee is: the probability that the accepted rows' error rate is at most
+    ``target_error`` (over the draw of the calibration rows)."""
+
+    def __post_init__(self) -> None:
+        _check(self.target_error is None or 0 < self.target_error < 1,
+               f"guarantee.target_error must be in (0, 1), e.g. 0.05, got {quoted(self.target_error)}")
+        _check(0 < self.confidence_level < 1,
+               f"guarantee.confidence_level must be in (0, 1), e.g. 0.9, got {quoted(self.confidence_level)}")
+
+
+@dataclass(frozen=True)
 class QuantBenchConfig:
     """``mollia-edge bench quant``: the quantization levels tried and how each is measured."""
 
@@ -440,6 +459,7 @@ class Config:
     llm: LLMConfig = field(default_factory=LLMConfig)
     molam: MolamConfig = field(default_factory=MolamConfig)
     al: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
+    guarantee: GuaranteeConfig = field(default_factory=GuaranteeConfig)
     models: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     """Per model (catalog name or file stem), llama.cpp settings of its own (:data:`MODEL_SETTINGS`)."""
 
@@ -453,7 +473,7 @@ class Config:
         return model_llm(llm, self.models.get(name, {}), f'[models."{quoted(name, quote=False)}"]')
 
 
-_SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig}
+_SECTIONS = {"llm": LLMConfig, "molam": MolamConfig, "al": ActiveLearningConfig, "guarantee": GuaranteeConfig}
 
 
 def _checked_value(where: str, value: Any, default: Any, annotation: str = "") -> Any:

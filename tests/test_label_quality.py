@@ -256,7 +256,7 @@ def test_a_classifier_no_better_than_the_seed_only_regression_gives_its_rows_to_
     choice = report["classifier_rows_from"]
     assert choice["chosen"] == "seed-only regression", choice
     assert choice["seed_accuracy"]["seed-only regression"] > choice["seed_accuracy"]["classifier"]
-    assert report["calibration"]["temperature"] > 0
+    assert report["calibration"]["classifier"]["temperature"] > 0
     assert main(["predict", str(tmp_path / "out.csv.classifier.onnx"), str(data), "-o", str(tmp_path / "p.csv")]) == 0
     with out.open(newline="") as a, (tmp_path / "p.csv").open(newline="") as b:
         labelled, predicted = list(csv.DictReader(a)), list(csv.DictReader(b))

@@ -14,23 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from ..al.annotators import abstaining_labels
 from ..al.classifier import average_heads, head_from_linear, with_temperature
 from ..al.loop import LabelledSet, negative_learning_weight, train_classifier
-from ..calibration import (
-    expected_calibration_error,
-    fit_temperature,
-    row_log_losses,
-    temper,
-)
-from ..folds import stratified_splits
+from ..calibration import fit_temperature, row_log_losses, temper
 from ..randomness import derived_seed
 from ..teaching import TeachingCheck
-from ..text_annotator import embedding_model_proba, fit_regression, text_annotator_fit
+from ..text_annotator import fit_regression, text_annotator_fit
 from .context import JobContext
+from .crossfit import FOLDS, CrossFit, calibration_of, can_cross_fit, cross_fit
 from .job import LabelJob
 from .llm_stages import Encoded, LabelModelFit, SeedScores
 from .loop import LoopResult
+from .training import training_rows, with_pseudo_labels
 
 
 @dataclass(frozen=True)
@@ -39,12 +34,19 @@ class FinalModel:
 
     classifier: Any
     proba: np.ndarray
-    """(n, K) the classifier's probabilities softened or sharpened by ``calibration``'s temperature."""
+    """(n, K) the classifier's probabilities softened or sharpened by its calibration's temperature."""
     calibration: dict[str, Any] | None = None
-    """The temperature fitted on cross-fitted predictions of the seed rows and the seed ECE
-    before and after it (None: too few seed rows, or ``al.calibrate`` off)."""
+    """Per source (``mixture``, ``classifier``) the temperature fitted on the seed rows'
+    cross-fitted probabilities and what it does there (:func:`~.crossfit.calibration_of`);
+    None: too few seed rows, or ``al.calibrate`` off."""
     choice: dict[str, Any] | None = None
     """:func:`against_seed_only`'s choice (None: not judged)."""
+    cross_fitted: CrossFit | None = None
+    """The seed rows' cross-fitted probabilities, uncalibrated (:mod:`.crossfit`)."""
+
+    def mixture_temperature(self) -> float:
+        """The temperature of the label model's probabilities of the mixture rows (1: none fitted)."""
+        return self.calibration["mixture"]["temperature"] if self.calibration else 1.0
 
 
 STAGE = "final_classifier"
@@ -53,51 +55,62 @@ STAGE = "final_classifier"
 
 def train_final(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: LabelModelFit,
                 teaching: TeachingCheck | None, loop: LoopResult) -> FinalModel:
-    """The classifier on :func:`training_rows`, seeded; its probabilities of every row. A
-    classifier the session recorded for the same training rows and settings is taken as it is
-    (a rerun after a kill or a full disk at the outputs trains nothing again)."""
+    """The classifier on :func:`training_rows`, seeded, and the seed rows' cross-fitted
+    probabilities (:mod:`.crossfit`) that calibrate it and the label model; its probabilities of
+    every row. A classifier the session recorded for the same training rows and settings is taken
+    as it is (a rerun after a kill or a full disk at the outputs trains nothing again)."""
     setup = loop.classifier
-    base = labelled_rows(context, seeds, fit, teaching, loop.labelled)
-    training = with_pseudo_labels(context, encoded, base)
+    training = training_rows(context, encoded, seeds, fit, teaching, loop.labelled)
     key = _training_key(context, encoded, training, setup.mode, loop.rounds[0])
-    clf, calibration = _recorded(context, key)
+    clf, crossed = _recorded(context, key)
     if clf is None:
         began = time.perf_counter()
         clf = final_classifier(setup.inputs, training, context.k, context.job, loop.rounds[0], context.prep.seed,
                                setup.mode, setup.options)
-        calibration = calibrate(context, encoded, setup, base, loop.rounds[0])
-        _record(context, key, clf, calibration, time.perf_counter() - began)
-    if calibration:
-        clf = with_temperature(clf, calibration["temperature"])
-    choice, plain = against_seed_only(context, encoded, calibration)
+
+        def train(labelled: LabelledSet, fold: int) -> np.ndarray:
+            part = with_pseudo_labels(context, encoded, labelled)
+            one = final_classifier(setup.inputs, part, context.k, context.job, loop.rounds[0],
+                                   derived_seed(context.prep.seed, 29, fold), setup.mode, setup.options, heads=1)
+            return one.predict_proba(setup.inputs)
+
+        crossed = cross_fit(context, encoded, seeds, fit, teaching, loop, train)
+        _record(context, key, clf, crossed, time.perf_counter() - began)
+    calibration = None
+    if crossed is not None:
+        calibration = {"folds": FOLDS, "mixture": calibration_of(crossed.mixture, crossed.y, soften_only=True),
+                       "classifier": calibration_of(crossed.classifier, crossed.y)}
+        clf = with_temperature(clf, calibration["classifier"]["temperature"])
+    choice, plain = against_seed_only(context, encoded, crossed, calibration)
     if plain is not None:
-        return FinalModel(plain, plain.predict_proba(encoded.x), calibration, choice)
-    return FinalModel(clf, clf.predict_proba(setup.inputs), calibration, choice)
+        return FinalModel(plain, plain.predict_proba(encoded.x), calibration, choice, crossed)
+    return FinalModel(clf, clf.predict_proba(setup.inputs), calibration, choice, crossed)
 
 
-def against_seed_only(context: JobContext, encoded: Encoded,
+def against_seed_only(context: JobContext, encoded: Encoded, crossed: CrossFit | None,
                       calibration: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any]:
     """(the choice in words, the plain seed-only regression as a head classifier, calibrated,
     when it labels the classifier's rows, else None). Both are judged on the seed rows,
     cross-fitted: the classifier keeps its rows when it is right on more of them than a logistic
     regression on the seed rows' embeddings alone, or on as many with a lower log-loss."""
-    if not calibration or "seed_right" not in calibration:
+    if crossed is None or calibration is None:
         return None, None
-    seed_rows, y, k = context.seed_rows, context.seed_label[context.seed_rows], context.k
+    seed_rows, y, k = context.seed_rows, crossed.y, context.k
     oof, strength = text_annotator_fit(encoded.x, seed_rows, y, k, derived_seed(context.prep.seed, 31),
                                        self_training=(0, 1))
     temperature = fit_temperature(oof[seed_rows], y)
     oof = temper(oof[seed_rows], temperature)
-    mine = (float(np.mean(calibration["seed_right"])), calibration["seed_log_loss"])
+    mine = temper(crossed.classifier, calibration["classifier"]["temperature"])
+    ours = (float(np.mean(mine.argmax(axis=1) == y)), float(row_log_losses(mine, y).mean()))
     theirs = (float(np.mean(oof.argmax(axis=1) == y)), float(row_log_losses(oof, y).mean()))
-    keeps = mine[0] > theirs[0] or (mine[0] == theirs[0] and mine[1] <= theirs[1])
+    keeps = ours[0] > theirs[0] or (ours[0] == theirs[0] and ours[1] <= theirs[1])
     choice = {"chosen": "classifier" if keeps else "seed-only regression",
-              "seed_accuracy": {"classifier": round(mine[0], 4), "seed-only regression": round(theirs[0], 4)},
-              "seed_log_loss": {"classifier": round(mine[1], 4), "seed-only regression": round(theirs[1], 4)}}
+              "seed_accuracy": {"classifier": round(ours[0], 4), "seed-only regression": round(theirs[0], 4)},
+              "seed_log_loss": {"classifier": round(ours[1], 4), "seed-only regression": round(theirs[1], 4)}}
     if keeps or not strength:
         return choice, None
     context.say("the seed-only regression labels the classifier's rows (and is the exported classifier): the job's "
-                f"classifier is no better on the seed rows, cross-fitted ({mine[0]:.3f} against {theirs[0]:.3f})")
+                f"classifier is no better on the seed rows, cross-fitted ({ours[0]:.3f} against {theirs[0]:.3f})")
     regression = fit_regression(encoded.x[seed_rows], y, strength)
     weight = np.full((k, encoded.x.shape[1]), 0.0)
     bias = np.full(k, -30.0)  # a label no seed row has: never predicted
@@ -106,42 +119,6 @@ def against_seed_only(context: JobContext, encoded: Encoded,
     else:
         weight[regression.classes_], bias[regression.classes_] = regression.coef_, regression.intercept_
     return choice, head_from_linear(weight / temperature, bias / temperature, context.job.threads)
-
-
-def calibrate(context: JobContext, encoded: Encoded, setup: Any, base: LabelledSet, rounds: int) -> dict[str, Any] | None:
-    """The temperature that makes the final classifier's confidence match how often it is right,
-    fitted on its cross-fitted predictions of the seed rows: per fold of the seed rows, the same
-    classifier is trained on the labelled rows ``base`` but that fold's seed rows, and the other
-    rows pseudo-labelled anew without them (a regression on 50 points in 384 dimensions fits
-    them all: pseudo-labels made with the held-out rows hand their labels to the classifier,
-    which then looked right on .90 of yahoo's seed rows and was on .51 of the others). The
-    label model's labels of the sample still saw every seed row: a smaller leak."""
-    seed_rows, y = context.seed_rows, context.seed_label[context.seed_rows]
-    if not context.config.al.calibrate or len(seed_rows) < CALIBRATION_MIN_SEEDS or len(np.unique(y)) < 2:
-        return None
-    oof = np.zeros((len(seed_rows), context.k))
-    for fold, (_, test) in enumerate(stratified_splits(y, CALIBRATION_FOLDS, derived_seed(context.prep.seed, 23))):
-        keep = ~np.isin(base.rows, seed_rows[test])
-        part = with_pseudo_labels(context, encoded, LabelledSet(base.rows[keep], base.labels[keep], base.weights[keep],
-                                                                base.negatives[keep]))
-        clf = final_classifier(setup.inputs, part, context.k, context.job, rounds, derived_seed(context.prep.seed, 29, fold),
-                               setup.mode, setup.options, heads=1)
-        oof[test] = clf.predict_proba(setup.inputs)[seed_rows[test]]
-    temperature = fit_temperature(oof, y)
-    calibrated = temper(oof, temperature)
-    return {"temperature": round(temperature, 4), "folds": CALIBRATION_FOLDS,
-            "seed_right": (calibrated.argmax(axis=1) == y).tolist(),
-            "seed_log_loss": round(float(row_log_losses(calibrated, y).mean()), 4),
-            "seed_ece_before": round(expected_calibration_error(oof, y, 10), 4),
-            "seed_ece_after": round(expected_calibration_error(temper(oof, temperature), y, 10), 4),
-            "seed_accuracy": round(float(np.mean(oof.argmax(axis=1) == y)), 4)}
-
-
-CALIBRATION_FOLDS = 5
-CALIBRATION_MIN_SEEDS = 20
-"""Fewer seed rows than this: the classifier's confidence is left as it is (a temperature fitted on
-fewer cross-fitted predictions, folds of 3 rows, is noise), and it is not compared with the
-seed-only regression."""
 
 
 def _training_key(context: JobContext, encoded: Encoded, training: LabelledSet, mode: str, rounds: int) -> str:
@@ -157,62 +134,28 @@ def _training_key(context: JobContext, encoded: Encoded, training: LabelledSet, 
     return digest.hexdigest()
 
 
-def _recorded(context: JobContext, key: str) -> tuple[Any, dict[str, Any] | None]:
-    """(the recorded classifier, its calibration), or (None, None) when none was recorded for ``key``."""
+def _recorded(context: JobContext, key: str) -> tuple[Any, CrossFit | None]:
+    """(the recorded classifier, the seed rows' cross-fitted probabilities), or (None, None) when
+    none was recorded for ``key``."""
     from ..al.classifier import from_fitted_state
 
     record = context.session.stage(STAGE)
-    if not record or record.get("key") != key:
-        return None, None
+    if not record or record.get("key") != key or (can_cross_fit(context) and not record.get("cross_fitted")):
+        return None, None  # not recorded, or by a version that did not cross-fit
     with np.load(io.BytesIO(base64.b64decode(record["params"]))) as arrays:
-        return from_fitted_state(record["meta"], {name: arrays[name] for name in arrays.files}), record.get("calibration")
+        clf = from_fitted_state(record["meta"], {name: arrays[name] for name in arrays.files})
+    crossed = record.get("cross_fitted")
+    return clf, CrossFit.from_record(crossed) if crossed else None
 
 
-def _record(context: JobContext, key: str, clf: Any, calibration: dict[str, Any] | None, seconds: float) -> None:
+def _record(context: JobContext, key: str, clf: Any, crossed: CrossFit | None, seconds: float) -> None:
     from ..al.classifier import fitted_state
 
     meta, params = fitted_state(clf)
     buffer = io.BytesIO()
     np.savez(buffer, **params)
     context.session.put_stage(STAGE, {"key": key, "meta": meta, "params": base64.b64encode(buffer.getvalue()).decode(),
-                                      "calibration": calibration}, seconds)
-
-
-def training_rows(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: LabelModelFit,
-                  teaching: TeachingCheck | None, labelled: LabelledSet) -> LabelledSet:
-    """:func:`labelled_rows`, then every other row pseudo-labelled (:func:`with_pseudo_labels`)."""
-    return with_pseudo_labels(context, encoded, labelled_rows(context, seeds, fit, teaching, labelled))
-
-
-def labelled_rows(context: JobContext, seeds: SeedScores, fit: LabelModelFit, teaching: TeachingCheck | None,
-                  labelled: LabelledSet) -> LabelledSet:
-    """The loop's labelled rows, then the sample's label-model labels; only the seed rows when the
-    label model does not teach."""
-    if teaching is not None and not teaching.label_model_teaches:
-        is_seed_row = np.isin(labelled.rows, context.seed_rows)
-        return LabelledSet(labelled.rows[is_seed_row], labelled.labels[is_seed_row], labelled.weights[is_seed_row],
-                           labelled.negatives[is_seed_row])
-    sure = abstaining_labels(fit.sample_proba, fit.abstain_below)  # as the loop's annotator: -1 below the floor
-    keep = (sure >= 0) & ~np.isin(seeds.sample, labelled.rows)
-    sample = seeds.sample[keep]
-    return LabelledSet(np.concatenate([labelled.rows, sample]), np.concatenate([labelled.labels, sure[keep]]),
-                       np.concatenate([labelled.weights, np.ones(len(sample), np.float32)]),
-                       np.concatenate([labelled.negatives, np.zeros((len(sample), context.k), bool)]))
-
-
-def with_pseudo_labels(context: JobContext, encoded: Encoded, base: LabelledSet) -> LabelledSet:
-    """``base`` and, at ``al.pseudo_weight``, every other row with the label of a regression fitted on ``base``."""
-    k, weight = context.k, context.config.al.pseudo_weight
-    rows, labels, weights = base.rows, base.labels, base.weights
-    rest = np.setdiff1d(np.arange(context.n), rows)
-    if weight and len(rest) and len(np.unique(labels)) >= 2:
-        proba, _ = embedding_model_proba(encoded.x, rows, labels, k, derived_seed(context.prep.seed, 13),
-                                         self_training=context.config.al.self_training)
-        rows, labels = np.concatenate([rows, rest]), np.concatenate([labels, proba[rest].argmax(axis=1)])
-        weights = np.concatenate([weights, np.full(len(rest), weight, np.float32)])
-    negatives = np.zeros((len(rows), k), bool)
-    negatives[: len(base.rows)] = base.negatives
-    return LabelledSet(rows, labels, weights.astype(np.float32), negatives)
+                                      "cross_fitted": crossed.as_record() if crossed else None}, seconds)
 
 
 def final_classifier(x: Any, labelled: LabelledSet, k: int, job: LabelJob, rounds: int, seed: int,

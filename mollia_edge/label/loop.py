@@ -189,7 +189,7 @@ def _stopping_rule(context: JobContext, pool: np.ndarray) -> StoppingRule | None
 
 
 def final_training_size(context: JobContext, seeds: SeedScores, labelled_rows: int) -> int:
-    """Rows the final classifier trains on (:func:`~mollia_edge.label.final.training_rows`): every
+    """Rows the final classifier trains on (:func:`~mollia_edge.label.training.training_rows`): every
     row of the input when pseudo-labelled rows fill the rest (``al.pseudo_weight`` > 0), else the
     labelled rows and the sample's."""
     return context.n if context.config.al.pseudo_weight > 0 else labelled_rows + len(seeds.sample)

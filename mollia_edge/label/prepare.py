@@ -190,7 +190,8 @@ def open_session(job: LabelJob, prep: Prepared, store: Store) -> Session:
         "models": shas, "chat_format": job.chat_format, "strategy": job.strategy, "rounds": prep.settings.rounds,
         "batch": prep.settings.batch, "seed": prep.seed, "llm_sample": job.llm_sample,
         "annotate_ahead": job.annotate_ahead, "review_threshold": job.review_threshold, "classifier": job.classifier,
-        "config": dataclasses.asdict(job.config),
+        # the guarantee only decides which labels are accepted, anew each run: not part of the session
+        "config": {key: v for key, v in dataclasses.asdict(job.config).items() if key != "guarantee"},
         # only where set, so sessions opened before these options keep their ids
         **({"rounds": "auto"} if job.rounds == "auto" else {}),
         **({"llm_budget": job.llm_budget} if job.llm_budget else {}),

@@ -76,9 +76,9 @@ def report(context: JobContext, outcome: Outcome, speed: dict[str, Any], warning
         "llm_agreement_on_seeds": seeds_report, "shots": outcome.seeds.shots, "llm_budget": context.budget.report(),
         "text_annotator": _text_annotator_report(context, outcome.seeds),
         "llm_value": _value_report(outcome.seeds, speed),
-        "calibration": {key: v for key, v in outcome.final.calibration.items() if key != "seed_right"}
-        if outcome.final.calibration else None,
+        "calibration": outcome.final.calibration,
         "classifier_rows_from": outcome.final.choice,
+        "guarantee": outcome.rows.guarantee.as_dict() if outcome.rows.guarantee else None,
         "classifier": loop.classifier.choice,
         "classifier_teacher": teaching.as_dict() if teaching else {"teacher": "label model", "why": _teacher_why(context)},
         "human_rows": len(context.human), "al_run": loop.run_id,
@@ -100,6 +100,10 @@ def report(context: JobContext, outcome: Outcome, speed: dict[str, Any], warning
         in_sample = np.isin(llm_rows, outcome.seeds.sample)  # the LLMs alone: on the random sample, not the queried rows
         result["gold"] = _gold_quality(context.prep.truth, current, context.seed_rows, llm_rows[in_sample],
                                        outcome.rows.votes[in_sample], panel.names, labels)
+        if outcome.rows.guarantee is not None:
+            accepted = sorted(outcome.rows.guarantee.accepted)
+            wrong = sum(current[i].label != context.prep.truth[i] for i in accepted if context.prep.truth[i] is not None)
+            result["guarantee"]["gold_error_accepted"] = round(wrong / len(accepted), 4) if accepted else None
     return result
 
 
@@ -174,10 +178,12 @@ def summary(report: dict[str, Any]) -> str:
     for model, value in (report.get("llm_value") or {}).items():
         lines.append(f"  {quoted(model, quote=False)}: {value['decision']} ({value['why']}); "
                      f"{value['texts']} texts in {value['seconds']:.0f} s")
-    if report.get("calibration"):
-        c = report["calibration"]
-        lines.append(f"classifier confidence: temperature {c['temperature']:.2f} fitted on the seed rows "
-                     f"(cross-fitted ECE {c['seed_ece_before']:.3f} -> {c['seed_ece_after']:.3f})")
+    if report.get("guarantee"):
+        lines.append("guarantee: " + report["guarantee"]["line"])
+    for source, c in (report.get("calibration") or {}).items():
+        if isinstance(c, dict):
+            lines.append(f"{source} confidence: temperature {c['temperature']:.2f} fitted on the seed rows, cross-fitted "
+                         f"(right on {c['seed_accuracy']:.3f}; ECE {c['seed_ece_before']:.3f} -> {c['seed_ece_after']:.3f})")
     if report.get("classifier_rows_from"):
         c = report["classifier_rows_from"]
         lines.append(f"classifier rows labelled by: {c['chosen']} (right on the seed rows, cross-fitted: "
@@ -198,10 +204,12 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_rows(context: JobContext, current: dict[int, RowLabel]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The output table: every input column and row, plus the new columns."""
-    prep = context.prep
-    columns = list(prep.columns) + [col for col in NEW_COLUMNS if col not in prep.columns]
+def table_rows(context: JobContext, labelled: RowLabels) -> tuple[list[str], list[dict[str, Any]]]:
+    """The output table: every input column and row, plus the new columns (and ``accepted``
+    with a guarantee: true where the label is accepted within the target error)."""
+    prep, current, guarantee = context.prep, labelled.current, labelled.guarantee
+    new = [*NEW_COLUMNS, *(["accepted"] if guarantee is not None else [])]
+    columns = list(prep.columns) + [col for col in new if col not in prep.columns]
     rows = []
     for i, row in enumerate(prep.rows):
         lab = current[i]
@@ -211,6 +219,8 @@ def table_rows(context: JobContext, current: dict[int, RowLabel]) -> tuple[list[
             "negative_labels": "|".join(lab.negatives), "needs_review": "true" if lab.needs_review else "false",
             "llm_votes": lab.votes,
         })
+        if guarantee is not None:
+            rows[-1]["accepted"] = "true" if i in guarantee.accepted else "false"
     return columns, rows
 
 
@@ -221,7 +231,7 @@ def write_outputs(context: JobContext, outcome: Outcome, warnings: list[str]) ->
         context.say(f"{len(panel.truncated)} text(s) were cut for the LLMs (llm.long_texts = "
                     f"{job.config.llm.long_texts!r}, llm.max_text_tokens = {job.config.llm.max_text_tokens}, "
                     f"llm.max_chunks = {job.config.llm.max_chunks})")
-    columns, rows = table_rows(context, outcome.rows.current)
+    columns, rows = table_rows(context, outcome.rows)
     classifier_path = job.beside_output(".classifier.onnx")
     result = report(context, outcome, record_speed(context), warnings)
     text = summary(result)

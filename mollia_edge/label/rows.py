@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..calibration import temper
 from ..session import RowLabel
+from .accept import Guarantee, with_guarantee
 from .context import JobContext, negatives, signals
 from .final import FinalModel
 from .llm_stages import LabelModelFit, SeedScores
@@ -26,6 +28,8 @@ class RowLabels:
     """(m,) the non-seed rows the LLMs annotated (sample, loop, abstained), labelled by the label model."""
     votes: np.ndarray
     """(m, N) each LLM's own label index on ``llm_rows``."""
+    guarantee: Guarantee | None = None
+    """The accepted rows and their thresholds (``guarantee.target_error``), else None."""
 
 
 def label_rows(context: JobContext, seeds: SeedScores, fit: LabelModelFit, loop: LoopResult,
@@ -36,7 +40,7 @@ def label_rows(context: JobContext, seeds: SeedScores, fit: LabelModelFit, loop:
     llm_rows = np.setdiff1d(np.union1d(np.union1d(first, loop.labelled.rows), loop.abstained), seed_rows)
     scores, c = signals(context, loop.text_proba, llm_rows)
     some = len(llm_rows) > 0
-    p_mix = fit.model.predict_proba(scores, c) if some else np.zeros((0, k))
+    p_mix = temper(fit.model.predict_proba(scores, c), final.mixture_temperature()) if some else np.zeros((0, k))
     denied = negatives(context, loop.text_proba, fit.model, llm_rows)
     m = len(context.panel.models)
     votes = scores[:, :m].argmax(axis=2) if some else np.zeros((0, m), np.int64)
@@ -54,11 +58,15 @@ def label_rows(context: JobContext, seeds: SeedScores, fit: LabelModelFit, loop:
             row_labels.append(_classifier_row(context, final, i, review))
         if context.progress and (i + 1) % 500 == 0:
             context.progress("labelling", i + 1, n)
+    guarantee = None
+    if context.config.guarantee.target_error is not None:
+        never = set(np.setdiff1d(loop.labelled.rows, seed_rows).tolist()) | abstained
+        row_labels, review, guarantee = with_guarantee(context, final, row_labels, never)
     context.session.put_machine_labels(row_labels)
     context.session.queue_for_review(review)
     if context.progress:
         context.progress("labelling", n, n)
-    return RowLabels(context.session.row_labels(), llm_rows, votes)
+    return RowLabels(context.session.row_labels(), llm_rows, votes, guarantee)
 
 
 def _mixture_row(context: JobContext, fit: LabelModelFit, final: FinalModel, i: int, p: np.ndarray,

@@ -1,0 +1,144 @@
+"""Labels with a guarantee (``guarantee.target_error``): which machine labels are accepted so that,
+with ``guarantee.confidence_level``, their error rate is at most the target, and what to review.
+
+Per source (``llm_mixture`` rows labelled by the label model, ``classifier`` rows) a confidence
+threshold is chosen by :func:`~mollia_edge.guarantee.acceptance_threshold` on the calibration
+rows: the seed rows' cross-fitted probabilities from that source (:mod:`.crossfit`, calibrated as
+the rows are), each right or wrong. The level is split between the sources (Bonferroni), so
+both hold together and the accepted rows as a whole are within the target.
+
+Exchangeability, honestly: the guarantee needs calibration rows drawn as the rows it accepts.
+* Input seed rows count as calibration rows: give seed labels to a random sample of the file.
+* Rows a person labelled from the review queue were chosen for being doubtful: they train the
+  models but are not calibration rows, except the queue's *random checks* (:data:`RANDOM_CHECK`),
+  rows drawn at random from all machine-labelled rows and interleaved with the doubtful ones.
+* Rows the loop queried (chosen for being uncertain) and rows the label model abstained on are
+  never accepted: no calibration row was drawn like them.
+* The cross-fitted models were fitted on 4/5 of the seed rows: slightly weaker than the job's,
+  so the calibration errs on the safe side; the temperature is fitted on the same rows (one
+  parameter; the threshold's ordering of the rows is nearly unchanged by it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..calibration import temper
+from ..guarantee import Acceptance, acceptance_threshold
+from ..randomness import derived_seed
+from ..session import RowLabel
+from .context import JobContext
+from .final import FinalModel
+
+RANDOM_CHECK = "random check (keeps the error guarantee honest)"
+"""The review reason of the queue's random rows: labelled by a person, they are calibration rows."""
+RANDOM_CHECKS = 100
+"""Random checks in the review queue, every other row from its top."""
+SOURCES = {"llm_mixture": "mixture", "classifier": "classifier"}
+"""Row source -> the cross-fitted probabilities (:class:`~.crossfit.CrossFit` field) that calibrate it."""
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    """The thresholds chosen and the rows accepted."""
+
+    target_error: float
+    confidence_level: float
+    by_source: dict[str, Acceptance]
+    accepted: frozenset[int]
+    eligible: int
+    """Machine-labelled rows that could be accepted (not queried, not abstained on)."""
+    machine_rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target_error": self.target_error, "confidence_level": self.confidence_level,
+                "accepted": len(self.accepted), "machine_rows": self.machine_rows, "eligible_rows": self.eligible,
+                "by_source": {source: a.as_dict() for source, a in self.by_source.items()}, "line": self.line()}
+
+    def line(self) -> str:
+        """One line for the summary."""
+        share = len(self.accepted) / self.machine_rows if self.machine_rows else 0.0
+        head = (f"accepted {len(self.accepted):,} of {self.machine_rows:,} rows ({share:.0%}) at <= "
+                f"{self.target_error:.0%} error with {self.confidence_level:.0%} confidence; "
+                f"{self.machine_rows - len(self.accepted):,} to review")
+        short = [f"{source}: {a.rows} calibration rows, at least {a.needed} above a threshold with none wrong needed"
+                 for source, a in self.by_source.items() if a.threshold is None]
+        return head + (f" ({'; '.join(short)}: label or review more rows)" if short else "")
+
+
+def calibration_rows(context: JobContext) -> np.ndarray:
+    """(s,) booleans over ``context.seed_rows``: which seed rows are calibration rows (input seeds,
+    and the review queue's random checks a person answered)."""
+    checked = {row for row, reason, _ in context.session.review_queue("done") if reason == RANDOM_CHECK}
+    given = set(context.prep.input_seeds)
+    return np.array([int(r) in given or int(r) in checked for r in context.seed_rows], bool)
+
+
+def choose_thresholds(context: JobContext, final: FinalModel, sources: set[str]) -> dict[str, Acceptance]:
+    """Per source among ``sources`` (those with rows to accept) its threshold on the calibrated
+    confidence, each at level (1 - confidence_level) / len(sources)."""
+    settings = context.config.guarantee
+    crossed, chosen = final.cross_fitted, {}
+    delta = (1 - settings.confidence_level) / max(len(sources), 1)
+    use = calibration_rows(context) if crossed is not None else np.zeros(0, bool)
+    for source in sorted(sources):
+        if crossed is None or not use.any():
+            chosen[source] = acceptance_threshold(np.zeros(0), np.zeros(0, bool), settings.target_error, delta)
+            continue
+        field = SOURCES[source]
+        temperature = final.calibration[field]["temperature"] if final.calibration else 1.0
+        p = temper(getattr(crossed, field)[use], temperature)
+        chosen[source] = acceptance_threshold(p.max(axis=1), p.argmax(axis=1) == crossed.y[use],
+                                              settings.target_error, delta)
+    return chosen
+
+
+def with_guarantee(context: JobContext, final: FinalModel, labels: list[RowLabel],
+                   never: set[int]) -> tuple[list[RowLabel], list[tuple[int, str, float]], Guarantee]:
+    """The rows' labels with ``needs_review`` = not accepted, the review queue (doubtful rows
+    nearest their threshold first, interleaved with random checks) and the guarantee. ``never``:
+    rows that may not be accepted (queried by the loop, abstained on)."""
+    settings = context.config.guarantee
+    machine = [lab for lab in labels if lab.source in SOURCES]
+    eligible = [lab for lab in machine if lab.row not in never]
+    thresholds = choose_thresholds(context, final, {lab.source for lab in eligible})
+    accepted = frozenset(lab.row for lab in eligible if thresholds[lab.source].threshold is not None
+                         and lab.confidence >= thresholds[lab.source].threshold)
+    out = [lab if lab.source not in SOURCES else _flagged(lab, lab.row not in accepted) for lab in labels]
+    guarantee = Guarantee(settings.target_error, settings.confidence_level, thresholds, accepted, len(eligible),
+                          len(machine))
+    return out, _review_queue(context, machine, eligible, thresholds, accepted), guarantee
+
+
+def _flagged(label: RowLabel, flagged: bool) -> RowLabel:
+    return dataclasses.replace(label, needs_review=flagged)
+
+
+def _review_queue(context: JobContext, machine: list[RowLabel], eligible: list[RowLabel],
+                  thresholds: dict[str, Acceptance], accepted: frozenset[int]) -> list[tuple[int, str, float]]:
+    """Rows not accepted, nearest their source's threshold first (a person's answer there moves the
+    threshold most), every other one from the top a random check drawn from the rows that could
+    be accepted (a calibration row drawn as they are)."""
+    def gap(lab: RowLabel) -> float:
+        threshold = thresholds.get(lab.source)
+        return abs((threshold.threshold if threshold and threshold.threshold is not None else 1.0) - lab.confidence)
+
+    doubtful = sorted((lab for lab in machine if lab.row not in accepted), key=lambda lab: (gap(lab), lab.row))
+    rng = np.random.default_rng(derived_seed(context.prep.seed, 37))
+    pool = [lab.row for lab in eligible]
+    checks = [int(r) for r in rng.permutation(pool)[:RANDOM_CHECKS]] if pool else []
+    order: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    doubtful_rows = iter([(lab.row, "below the accepted confidence") for lab in doubtful])
+    for row in checks:
+        for item in (next(doubtful_rows, None), (row, RANDOM_CHECK)):
+            if item is not None and item[0] not in seen:
+                order.append(item)
+                seen.add(item[0])
+    order.extend(item for item in doubtful_rows if item[0] not in seen)
+    total = len(order)
+    return [(row, reason, round((total - i) / total, 6)) for i, (row, reason) in enumerate(order)]

@@ -1,0 +1,104 @@
+"""Labels with a guarantee (:mod:`mollia_edge.guarantee`): the threshold chosen on calibration rows
+keeps the error among accepted rows within the target, at the stated confidence, over many draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mollia_edge.errors import ConfigError
+from mollia_edge.guarantee import acceptance_threshold, check_target, rows_needed
+
+
+def _rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences (n,) that overstate: a row stated c sure is right with probability c^2 (.9: .81)."""
+    confidence = rng.uniform(0.5, 1.0, n)
+    return confidence, rng.random(n) < confidence**2
+
+
+@pytest.mark.parametrize("target", [0.05, 0.10])
+def test_the_error_among_accepted_rows_exceeds_the_target_in_at_most_one_draw_in_ten(target):
+    """300 draws of 1,000 calibration rows and 4,000 new rows of one distribution: the realised
+    error among the new rows accepted exceeds the target in at most 10 % of the draws (plus
+    binomial noise, 3 sd), and the thresholds accept a real share of the rows. Broken once (each
+    threshold tested at level .5): exceeded in .21 and .38 of the draws."""
+    rng = np.random.default_rng(0)
+    exceeded, shares = 0, []
+    for _ in range(300):
+        threshold = acceptance_threshold(*_rows(1000, rng), target, 0.1).threshold
+        confidence, correct = _rows(4000, rng)
+        accepted = confidence >= (threshold if threshold is not None else np.inf)
+        shares.append(accepted.mean())
+        if accepted.any() and (~correct[accepted]).mean() > target:
+            exceeded += 1
+    assert exceeded / 300 <= 0.1 + 3 * np.sqrt(0.1 * 0.9 / 300), exceeded
+    assert np.mean(shares) > 0.01  # not vacuous: at .05 about .02 of the rows accepted, at .10 about .07
+
+
+def test_too_few_calibration_rows_accept_nothing_and_say_how_many_are_needed():
+    """At 2 % with 90 % confidence at least 114 rows above the threshold, none wrong, are needed:
+    50 perfect rows cannot show it."""
+    assert rows_needed(0.02, 0.1) == 114
+    chosen = acceptance_threshold(np.full(50, 0.99), np.ones(50, bool), 0.02, 0.1)
+    assert chosen.threshold is None and chosen.needed == 114
+    enough = acceptance_threshold(np.full(120, 0.99), np.ones(120, bool), 0.02, 0.1)
+    assert enough.threshold is not None and enough.above == 120
+
+
+def test_targets_are_checked():
+    with pytest.raises(ConfigError, match="target error"):
+        check_target(1.5, 0.9)
+    with pytest.raises(ConfigError, match="confidence level"):
+        check_target(0.05, 1.0)
+
+
+def _job(tmp_path, model, *extra):
+    import csv
+    import json
+
+    from jobs import args, write_input
+
+    from mollia_edge.cli import main
+
+    data = write_input(tmp_path / "in.csv", n=80, seeds=40)
+    out = tmp_path / "out.csv"
+    assert main([*args(data, out, model, "--rounds", "0", "--session", str(tmp_path / "s.sqlite")), *extra]) == 0
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return json.loads((tmp_path / "out.csv.report.json").read_text()), rows, (tmp_path / "out.csv.report.txt").read_text()
+
+
+def test_a_job_accepts_rows_above_the_thresholds_and_flags_the_rest(tmp_path, tiny_model_path):
+    """A lenient target (30 % error) on 40 seed rows: rows at or above their source's threshold are
+    accepted, every other machine row needs review; asking 2 % of the same run (no model trained
+    again) accepts nothing and says in one line how many calibration rows it would need."""
+    report, rows, _ = _job(tmp_path, tiny_model_path, "--target-error", "0.3")
+    guarantee = report["guarantee"]
+    thresholds = {source: g["threshold"] for source, g in guarantee["by_source"].items()}
+    machine = [r for r in rows if r["label_source"] in thresholds]
+    accepted = [r for r in machine if r["accepted"] == "true"]
+    assert guarantee["accepted"] == len(accepted) > 0
+    for row in machine:
+        threshold = thresholds[row["label_source"]]
+        above = threshold is not None and float(row["confidence"]) >= threshold - 1e-4
+        assert row["accepted"] == "true" or not above or row["label_source"] == "llm_mixture"
+        assert (row["needs_review"] == "true") == (row["accepted"] == "false")
+    assert all(r["accepted"] == "false" for r in rows if r["label_source"] == "seed")
+
+    report, rows, text = _job(tmp_path, tiny_model_path, "--target-error", "0.02")
+    assert report["guarantee"]["accepted"] == 0 and {r["accepted"] for r in rows} == {"false"}
+    lines = [line for line in text.splitlines() if line.startswith("guarantee:")]
+    assert len(lines) == 1 and "accepted 0 of 40 rows" in lines[0] and "label or review more rows" in lines[0]
+    assert "at least 149 above a threshold" in lines[0]  # 2 % at level .05 per source (.1 split in two)
+
+
+def test_a_bad_target_is_one_clear_error(tmp_path, tiny_model_path, capsys):
+    from jobs import args, write_input
+
+    from mollia_edge.cli import main
+
+    data = write_input(tmp_path / "in.csv")
+    assert main(args(data, tmp_path / "out.csv", tiny_model_path, "--target-error", "1.5")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "target_error must be in (0, 1)" in err[0], err
+    assert not (tmp_path / "out.csv").exists()
