@@ -302,10 +302,13 @@ class Session:
         return [self._entry(r) for r in self.store.query(sql + " ORDER BY audit_id", params)]
 
     def queue_for_review(self, items: Iterable[tuple[int, str, float]]) -> None:
-        """Queue (row, reason, priority) items; a row already queued keeps its status."""
+        """Queue (row, reason, priority) items; a row already queued keeps its status, and takes
+        the new reason and priority while it is open (a re-run orders the queue anew)."""
         with self.store.transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO session_review (session_id, row_index, reason, priority) VALUES (?, ?, ?, ?)",
+                "INSERT INTO session_review (session_id, row_index, reason, priority) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (session_id, row_index) DO UPDATE SET reason=excluded.reason, priority=excluded.priority "
+                "WHERE session_review.status='open'",
                 [(self.session_id, int(row), reason, float(priority)) for row, reason, priority in items],
             )
 

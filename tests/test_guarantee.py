@@ -102,3 +102,60 @@ def test_a_bad_target_is_one_clear_error(tmp_path, tiny_model_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "target_error must be in (0, 1)" in err[0], err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_reviewed_file_given_back_to_label_adds_its_reviewed_rows(tmp_path, tiny_model_path):
+    """The output, some rows marked ``reviewed`` (a label corrected), given back to ``label``: the
+    reviewed rows become seed rows, the machine's other labels are not read; reviewed random checks
+    (``calibration_row``) are calibration rows, a reviewed doubtful row is not."""
+    import csv
+
+    from jobs import write_csv
+
+    report, rows, _ = _job(tmp_path, tiny_model_path, "--target-error", "0.3")
+    checks = [i for i, r in enumerate(rows) if r["calibration_row"] == "true" and r["label_source"] != "seed"][:3]
+    doubtful = next(i for i, r in enumerate(rows) if r["calibration_row"] == "false" and r["accepted"] == "false"
+                    and r["label_source"] != "seed")
+    for i in [*checks, doubtful]:
+        rows[i]["reviewed"] = "true"
+    rows[checks[0]]["label"] = {"pos": "neg", "neg": "pos"}[rows[checks[0]]["label"]]  # a correction
+    given = write_csv(tmp_path / "reviewed.csv", rows)
+    before = given.read_bytes()
+    again, rows_again, _ = _job_on(tmp_path, tiny_model_path, given, "--target-error", "0.3")
+    assert given.read_bytes() == before  # the input is never changed
+    assert again["seed_rows"] == report["seed_rows"] + 4
+    assert {g["calibration_rows"] for g in again["guarantee"]["by_source"].values()} == {report["seed_rows"] + 3}
+    assert rows_again[checks[0]]["label"] == rows[checks[0]]["label"] and rows_again[checks[0]]["label_source"] == "seed"
+    assert rows_again[doubtful]["calibration_row"] == "false"
+    assert "replaced by the output's columns" not in " ".join(again["warnings"])
+    with (tmp_path / "again.csv").open(newline="", encoding="utf-8") as f:
+        assert list(csv.DictReader(f))[checks[1]]["reviewed"] == "true"
+
+
+def _job_on(tmp_path, model, data, *extra):
+    import csv
+    import json
+
+    from jobs import args
+
+    from mollia_edge.cli import main
+
+    out = tmp_path / "again.csv"
+    assert main([*args(data, out, model, "--rounds", "0", "--session", str(tmp_path / "s.sqlite")), *extra]) == 0
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return json.loads((tmp_path / "again.csv.report.json").read_text()), rows, None
+
+
+def test_a_rerun_reorders_the_open_review_queue_and_leaves_answered_rows_alone(tmp_path):
+    """The review queue takes a re-run's reasons and priorities for open rows (a row that became a
+    random check is shown as one), never for rows a person answered."""
+    from mollia_edge.session import Session, open_session_store
+
+    with open_session_store(tmp_path / "s.sqlite") as store:
+        session = Session.open(store, {"x": 1}, "sha", 3, ("a", "b"))
+        session.queue_for_review([(0, "low confidence", 0.2), (1, "low confidence", 0.3)])
+        session.set_human_label(1, "a", "tester")
+        session.queue_for_review([(0, "random check", 0.9), (1, "random check", 0.9)])
+        assert session.review_queue("open") == [(0, "random check", 0.9)]
+        assert session.review_queue("done") == [(1, "low confidence", 0.3)]

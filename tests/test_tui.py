@@ -351,3 +351,25 @@ def test_the_form_takes_rounds_auto_and_an_llm_budget(job):
     assert opened is not None and opened.rounds == "auto" and opened.llm_budget == "5m"
     refused, status = asyncio.run(fill("ten"))
     assert refused is None and status.startswith("error: --llm-budget") and "\n" not in status
+
+
+def test_the_form_sets_the_error_guarantee(job):
+    """Typed into the form: the target error and confidence level reach the job's configuration;
+    a level of 1.5 is one error line on the form."""
+    async def fill(target: str, level: str) -> tuple[LabelJob | None, str]:
+        app = LabelApp(job, author="tester", setup=True)
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.pause()
+            app.screen.query_one("#setup-target-error").focus()
+            await pilot.press(*target)
+            app.screen.query_one("#setup-confidence-level").value = level
+            await pilot.press("ctrl+o")
+            await ready(pilot)
+            status = str(app.screen.query_one("#setup-status").render()) if isinstance(app.screen, SetupScreen) else ""
+            return (app.job if isinstance(app.screen, SeedScreen) else None), status
+
+    opened, _ = asyncio.run(fill("0.05", "0.95"))
+    assert opened is not None and opened.config.guarantee.target_error == 0.05
+    assert opened.config.guarantee.confidence_level == 0.95
+    refused, status = asyncio.run(fill("0.05", "1.5"))
+    assert refused is None and "confidence_level must be in (0, 1)" in status and "\n" not in status

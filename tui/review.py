@@ -9,6 +9,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from mollia_edge.label.accept import RANDOM_CHECK
+
 from .widgets import NavBar, bind_label_keys, machine_view, row_text
 
 
@@ -39,10 +41,12 @@ class ReviewScreen(Screen[None]):
         self.show_item()
 
     def open_items(self) -> list[tuple[int, str, float]]:
-        """Open review items whose row the latest run still flags, most doubtful first."""
+        """Open review items whose row the latest run still flags, or a random check of the error
+        guarantee (accepted or not), highest priority first."""
         session = self.app.opened.session
         labels = session.row_labels()
-        return [item for item in session.review_queue("open") if item[0] in labels and labels[item[0]].needs_review]
+        return [item for item in session.review_queue("open")
+                if item[0] in labels and (labels[item[0]].needs_review or item[1] == RANDOM_CHECK)]
 
     @property
     def item(self) -> tuple[int, str, float] | None:

@@ -18,7 +18,7 @@ from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState
 
 from mollia_edge.al.stopping import parse_llm_budget
-from mollia_edge.config import CLASSIFIERS
+from mollia_edge.config import CLASSIFIERS, GuaranteeConfig
 from mollia_edge.errors import MolliaError
 from mollia_edge.label import JobSession, LabelJob, open_job_session
 
@@ -154,6 +154,14 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
             with Horizontal(classes="setup-row"):
                 yield Label("LLM pruning", classes="setup-label")
                 yield Select(PRUNE, value=self.draft.config.llm.prune, allow_blank=False, id="setup-prune", compact=True)
+            guarantee = self.draft.config.guarantee
+            with Horizontal(classes="setup-row"):
+                yield Label("target error", classes="setup-label")
+                yield Input("" if guarantee.target_error is None else str(guarantee.target_error), id="setup-target-error",
+                            compact=True, placeholder="off; e.g. 0.05: accept labels within 5 % error, review the rest")
+            with Horizontal(classes="setup-row"):
+                yield Label("confidence level", classes="setup-label")
+                yield Input(str(guarantee.confidence_level), id="setup-confidence-level", compact=True)
             yield Label(f"models (space selects; llama.cpp backend: {backend_info()})", id="setup-models-title")
             yield SelectionList(*model_choices(self.draft.models), id="setup-models", compact=True)
         yield Static("ctrl+o opens the session (new, or the one these settings had); ctrl+q quits",
@@ -184,10 +192,23 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         if not models:
             raise ValueError("select at least one model")
         llm = dataclasses.replace(self.draft.config.llm, prune=str(self.query_one("#setup-prune", Select).value))
-        return dataclasses.replace(self.draft, models=tuple(models), config=dataclasses.replace(self.draft.config, llm=llm),
+        config = dataclasses.replace(self.draft.config, llm=llm, guarantee=self.guarantee())
+        return dataclasses.replace(self.draft, models=tuple(models), config=config,
                                    strategy=str(self.query_one("#setup-strategy", Select).value),
                                    classifier=str(self.query_one("#setup-classifier", Select).value),
                                    annotate_ahead=self.query_one("#setup-annotation", Select).value == "ahead", **values)
+
+    def guarantee(self) -> GuaranteeConfig:
+        """The form's ``[guarantee]``: an empty target error is no guarantee."""
+        values = []
+        for name, title in (("target-error", "target error"), ("confidence-level", "confidence level")):
+            text = self.query_one(f"#setup-{name}", Input).value.strip()
+            try:
+                values.append(float(text) if text else None)
+            except ValueError:
+                raise ValueError(f"{title} must be a number in (0, 1), e.g. 0.05, got {text!r}") from None
+        level = values[1] if values[1] is not None else GuaranteeConfig().confidence_level
+        return GuaranteeConfig(values[0], level)
 
     def action_open(self) -> None:
         try:

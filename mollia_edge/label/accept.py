@@ -53,6 +53,9 @@ class Guarantee:
     eligible: int
     """Machine-labelled rows that could be accepted (not queried, not abstained on)."""
     machine_rows: int
+    calibration: frozenset[int] = frozenset()
+    """Rows whose label counts as a calibration row: the seed rows that do, and the random checks
+    (the output's ``calibration_row`` column)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"target_error": self.target_error, "confidence_level": self.confidence_level,
@@ -74,7 +77,7 @@ def calibration_rows(context: JobContext) -> np.ndarray:
     """(s,) booleans over ``context.seed_rows``: which seed rows are calibration rows (input seeds,
     and the review queue's random checks a person answered)."""
     checked = {row for row, reason, _ in context.session.review_queue("done") if reason == RANDOM_CHECK}
-    given = set(context.prep.input_seeds)
+    given = set(context.prep.input_seeds if context.prep.calibration_seeds is None else context.prep.calibration_seeds)
     return np.array([int(r) in given or int(r) in checked for r in context.seed_rows], bool)
 
 
@@ -109,9 +112,12 @@ def with_guarantee(context: JobContext, final: FinalModel, labels: list[RowLabel
     accepted = frozenset(lab.row for lab in eligible if thresholds[lab.source].threshold is not None
                          and lab.confidence >= thresholds[lab.source].threshold)
     out = [lab if lab.source not in SOURCES else _flagged(lab, lab.row not in accepted) for lab in labels]
+    review = _review_queue(context, machine, eligible, thresholds, accepted)
+    checks = {row for row, reason, _ in review if reason == RANDOM_CHECK}
+    seeds = {int(r) for r, use in zip(context.seed_rows, calibration_rows(context)) if use}
     guarantee = Guarantee(settings.target_error, settings.confidence_level, thresholds, accepted, len(eligible),
-                          len(machine))
-    return out, _review_queue(context, machine, eligible, thresholds, accepted), guarantee
+                          len(machine), frozenset(seeds | checks))
+    return out, review, guarantee
 
 
 def _flagged(label: RowLabel, flagged: bool) -> RowLabel:

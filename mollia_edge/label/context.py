@@ -113,7 +113,7 @@ def start(job: LabelJob, prep: Prepared, stack: ExitStack, say: Warn, progress: 
     if duplicates:
         say(f"{duplicates} row(s) repeat an earlier row's text; each is labelled, the LLMs see each text once")
     clashes = [c for c in NEW_COLUMNS if c in prep.columns and c != prep.label_column]
-    if clashes:
+    if clashes and not set(NEW_COLUMNS) <= set(prep.columns):  # a file this job wrote: its columns are renewed
         say(f"input column(s) {', '.join(map(repr, clashes))} are replaced by the output's columns of that name")
     remove_stale_temporaries(job.outputs().values())  # of writers killed earlier
     store = stack.enter_context(open_session_store(job.session_path))

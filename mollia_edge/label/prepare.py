@@ -49,6 +49,9 @@ class Prepared:
     truth: list[str | None] | None
     """The gold column's labels (``None`` where empty), for the report only."""
     task: Task | None
+    calibration_seeds: frozenset[int] | None = None
+    """Input seed rows that are calibration rows of the guarantee; None: every one
+    (:func:`reviewed_file`)."""
 
     @property
     def seed(self) -> int:
@@ -146,7 +149,8 @@ def prepare(job: LabelJob, settings: Settings) -> Prepared:
     from ..al.encoder import check_encoder_files  # onnxruntime is imported when the job needs it
 
     check_encoder_files(job.config.al.encoder)  # a damaged or missing encoder: now, not after the LLMs
-    input_seeds = {i: g for i, g in enumerate(table.gold or ()) if g is not None}
+    input_seeds, calibration_seeds = reviewed_file(columns, rows,
+                                                   {i: g for i, g in enumerate(table.gold or ()) if g is not None})
     truth = None
     if job.gold_column is not None:
         if job.gold_column in (job.text_column, label_column):
@@ -155,7 +159,30 @@ def prepare(job: LabelJob, settings: Settings) -> Prepared:
         truth = texts_from_rows(job.input, columns, rows, job.text_column, job.gold_column, labels).gold
     models = resolve_models(job, labels, task)
     return Prepared(settings, list(columns), list(rows), label_column, labels, list(table.texts), input_seeds,
-                    models, truth, task)
+                    models, truth, task, calibration_seeds)
+
+
+REVIEWED = ("true", "yes", "y", "1", "x")
+"""``reviewed`` cells that mark a row a person checked (any case)."""
+
+
+def reviewed_file(columns: Sequence[str], rows: Sequence[dict[str, Any]],
+                  labelled: dict[int, str]) -> tuple[dict[int, str], frozenset[int] | None]:
+    """(the seed labels, the calibration rows among them or None for all) of an input file.
+
+    A file this job wrote (a ``label_source`` column) given back after review: its seed rows
+    and the rows marked ``reviewed`` are the seed labels; the other labels are the machine's
+    and are not read. Calibration rows (:mod:`.accept`): its seed rows and reviewed rows marked
+    ``calibration_row`` (the review queue's random checks, and the calibration rows of the
+    earlier run); a reviewed row chosen for being doubtful trains the models only."""
+    if "label_source" not in columns:
+        return labelled, None
+    def flag(row: dict[str, Any], column: str) -> bool:
+        return str(row.get(column) or "").strip().lower() in REVIEWED
+
+    given = {i for i in labelled if rows[i].get("label_source") == "seed" or flag(rows[i], "reviewed")}
+    calibration = {i for i in given if flag(rows[i], "calibration_row")} if "calibration_row" in columns else given
+    return {i: labelled[i] for i in sorted(given)}, frozenset(calibration)
 
 
 def resolve_models(job: LabelJob, labels: tuple[str, ...], task: Task | None) -> Models:

@@ -204,11 +204,17 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+GUARANTEE_COLUMNS = ("accepted", "calibration_row", "reviewed")
+"""With a guarantee: whether the label is accepted; whether a person's label of the row counts as
+a calibration row (:mod:`.accept`); ``reviewed``, empty, for a person to mark the rows they checked
+before giving the file back to ``label``."""
+
+
 def table_rows(context: JobContext, labelled: RowLabels) -> tuple[list[str], list[dict[str, Any]]]:
-    """The output table: every input column and row, plus the new columns (and ``accepted``
-    with a guarantee: true where the label is accepted within the target error)."""
+    """The output table: every input column and row, plus the new columns (and
+    :data:`GUARANTEE_COLUMNS` with a guarantee)."""
     prep, current, guarantee = context.prep, labelled.current, labelled.guarantee
-    new = [*NEW_COLUMNS, *(["accepted"] if guarantee is not None else [])]
+    new = [*NEW_COLUMNS, *(GUARANTEE_COLUMNS if guarantee is not None else ())]
     columns = list(prep.columns) + [col for col in new if col not in prep.columns]
     rows = []
     for i, row in enumerate(prep.rows):
@@ -220,7 +226,9 @@ def table_rows(context: JobContext, labelled: RowLabels) -> tuple[list[str], lis
             "llm_votes": lab.votes,
         })
         if guarantee is not None:
-            rows[-1]["accepted"] = "true" if i in guarantee.accepted else "false"
+            rows[-1].update(accepted="true" if i in guarantee.accepted else "false",
+                            calibration_row="true" if i in guarantee.calibration else "false",
+                            reviewed=row.get("reviewed") or "")
     return columns, rows
 
 
