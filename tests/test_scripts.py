@@ -409,3 +409,13 @@ def test_dev_llm_value(starter_catalog, tmp_path, monkeypatch):
     records = read_json(out)["rotten-tomatoes"]
     assert {r["model"] for r in records} == set(STARTERS)
     assert {"gain", "se", "held_accuracy_gain", "held_loss_gain"} <= records[0].keys()
+
+
+def test_bench_guarantee(tmp_path):
+    """The guarantee's benchmark on 160 rotten-tomatoes rows, 20 seed rows, one draw and its reviews."""
+    needs_dataset("rotten-tomatoes")
+    out = tmp_path / "bench_guarantee.json"
+    assert script("bench_guarantee").main(["--datasets", "rotten-tomatoes", "--n", "160", "--seeds", "20", "--draws", "1",
+                                           "--targets", "0.3", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    (result,) = read_json(out)["results"]
+    assert {"0", "25", "50", "100"} <= result.keys() and {"accepted", "error", "exceeded"} <= result["100"].keys()
