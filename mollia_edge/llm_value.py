@@ -105,7 +105,10 @@ class ForwardSelection:
         self.without_ = stacked_losses(self.kept_, self.y, k, seed)
         self.values_: list[ModelValue] = []
 
-    def __call__(self, name: str, scores: np.ndarray) -> bool:
+    def __call__(self, name: str, scores: np.ndarray, first_look: bool = False) -> bool:
+        """Whether the model with these scores (m, K) of the seed rows is kept. ``first_look``: its
+        scores under its cheapest prompt, before the choice of demonstrations: a release is
+        recorded (it is final), a keep is not (the check is made again on the chosen prompt)."""
         scores = np.asarray(scores, np.float64)
         accuracy = float(np.mean(scores.argmax(axis=1) == self.y))
         with_it = stacked_losses([*self.kept_, scores], self.y, self.k, self.seed)
@@ -113,13 +116,17 @@ class ForwardSelection:
         mean = float(gain.mean())
         se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
         keep = mean > max(KEEP_ABOVE * se, MIN_GAIN)
+        if keep and first_look:
+            return True
         if keep:
             why = f"its scores lower the held-out log-loss of the seed rows by {mean:.3f} (± {se:.3f})"
         else:
             others = " and the LLMs kept before it" if len(self.kept_) > self.has_base else ""
             what = "the text annotator" if self.has_base else "the label shares"
-            why = (f"its scores raise the held-out log-loss of the seed rows by {-mean:.3f} (± {se:.3f}): "
-                   f"they add nothing to {what}{others}")
+            change = f"raise the held-out log-loss of the seed rows by {-mean:.3f}" if mean <= 0 else \
+                f"lower the held-out log-loss of the seed rows by only {mean:.3f}"
+            why = (f"{'zero-shot, ' if first_look else ''}its scores {change} (± {se:.3f}): "
+                   f"they add nothing to {what}{others} a standard error would show")
         if keep:
             self.kept_.append(scores)
             self.without_ = with_it

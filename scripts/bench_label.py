@@ -110,7 +110,7 @@ def bench_dataset(name: str, args: argparse.Namespace, work: Path) -> dict:
         baseline, baseline_seconds = run_job(task, folder / "baseline" / "labelled.csv", item, base_args, args.baseline)
         result |= {"baseline": baseline["gold"], "baseline_seconds": baseline_seconds}
     result |= {"calibration": report.get("calibration"), "llm_value": report.get("llm_value"),
-               "classifier_rows_from": report.get("classifier_rows_from")}
+               "classifier_rows_from": report.get("classifier_rows_from"), "guarantee": report.get("guarantee")}
     if not args.skip_before:
         (folder / "before.toml").write_text(BEFORE, encoding="utf-8")
         before, before_seconds = run_job(task, folder / "before" / "labelled.csv", item,
@@ -135,10 +135,19 @@ def _ece(scores: dict | None) -> str:
     return f"{final['ece']:.3f}" if "ece" in final else "-"
 
 
+def _accepted(guarantee: dict | None) -> str:
+    """With ``--job-args "--target-error E"``: the rows accepted and their error against gold."""
+    if not guarantee:
+        return "-"
+    error = guarantee.get("gold_error_accepted")
+    return f"{guarantee['accepted']} ({'-' if error is None else f'{error:.3f}'})"
+
+
 def table(results: list[dict], title: str) -> Table:
     out = Table(title=title)
     for column in ("dataset", "final", "ECE", "mixture", "classifier", "best LLM", "seed-only", "+self", "before",
-                   "baseline", "base ECE", "auto chose", "job s", "base s", "s ratio", "LLMs kept", "RSS GiB"):
+                   "baseline", "base ECE", "auto chose", "job s", "base s", "s ratio", "LLMs kept", "accepted (err)",
+                   "RSS GiB"):
         out.add_column(column, justify="left" if column in ("dataset", "auto chose") else "right")
     for r in results:
         by_llm = r["job"].get("by_llm") or {}
@@ -152,7 +161,7 @@ def table(results: list[dict], title: str) -> Table:
             f"{r['baseline_seconds']:.0f}" if "baseline_seconds" in r else "-",
             f"{r['job_seconds'] / r['baseline_seconds']:.2f}" if "baseline_seconds" in r else "-",
             ", ".join(m for m, v in (r.get("llm_value") or {}).items() if v["decision"] == "kept") or
-            ("none" if r.get("llm_value") else "-"), f"{r['peak_rss_mib'] / 1024:.2f}",
+            ("none" if r.get("llm_value") else "-"), _accepted(r.get("guarantee")), f"{r['peak_rss_mib'] / 1024:.2f}",
         )
     return out
 

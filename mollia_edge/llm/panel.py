@@ -184,10 +184,20 @@ class LLMPanel:
             return np.zeros((len(rows), 0, self.n_labels))
         return np.stack([mass for _, _, mass in self._in_turn(np.asarray(rows, np.int64))], axis=1)
 
+    def _first_look(self, model: PanelModel, shots: int, x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
+                    words: int, keep: Callable[..., bool]) -> bool:
+        """The value check on every seed row under the cheapest prompt (``shots``), before the
+        choice of demonstrations spends more on the seed rows: False releases the model."""
+        plan = PromptPlan.with_demonstrations(model.prompt, shots, self.texts, x, seed_rows, y, words)
+        if keep(model.name, self.model_signals(model, seed_rows, plan)[0], first_look=True):
+            return True
+        self.release(model.name)
+        return False
+
     def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
                      words: int, choice_rows: np.ndarray | None = None, fallback: int = 0,
                      ahead: np.ndarray | None = None,
-                     keep: Callable[[str, np.ndarray], bool] | None = None) -> dict[str, ShotChoice]:
+                     keep: Callable[..., bool] | None = None) -> dict[str, ShotChoice]:
         """Set each model's plan to its best number of shots (see the module docstring).
 
         x (n, D): embeddings (the demonstrations cover each label on them); seed_rows (m,) and
@@ -197,9 +207,11 @@ class LLMPanel:
         a number of shots whose demonstrations do not fit the model's context is passed over
         (zero-shot where none fits); one candidate (``--shots N``) is taken as asked. ``ahead``
         (r,): rows each model annotates under its chosen plan right after its choice, while it is
-        loaded (annotating ahead: one load per model). ``keep(name, scores)``: called with each
-        model's scores (m, K) of the seed rows under its chosen plan; False releases the model
-        (:meth:`release`) before it annotates anything else.
+        loaded (annotating ahead: one load per model). ``keep(name, scores, first_look=False)``:
+        the value check, called with each model's scores (m, K) of the seed rows under its cheapest
+        prompt first (``first_look=True``: before the choice of demonstrations reads the seed rows
+        again) and then under its chosen plan; False releases the model (:meth:`release`) before
+        it annotates anything else.
         """
         label_of = dict(zip(seed_rows.tolist(), y.tolist()))
         rows = seed_rows if choice_rows is None else np.asarray(choice_rows, np.int64)
@@ -208,6 +220,9 @@ class LLMPanel:
         for model in list(self.models):
             best, accuracy = None, {}
             options = sorted(set(candidates)) or [fallback if model.prompt.chat_format == "none" else 0]
+            if keep is not None and len(options) > 1 and not self._first_look(model, options[0], x, seed_rows, y, words, keep):
+                choices[model.name] = ShotChoice({}, options[0])
+                continue
             for shots in options:
                 plan = PromptPlan.with_demonstrations(model.prompt, shots, self.texts, x, seed_rows, y, words)
                 if shots and len(candidates) != 1 and not self._fits(model, plan):
