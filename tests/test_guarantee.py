@@ -89,7 +89,7 @@ def test_a_job_accepts_rows_above_the_thresholds_and_flags_the_rest(tmp_path, ti
     assert report["guarantee"]["accepted"] == 0 and {r["accepted"] for r in rows} == {"false"}
     lines = [line for line in text.splitlines() if line.startswith("guarantee:")]
     assert len(lines) == 1 and "accepted 0 of 40 rows" in lines[0] and "label or review more rows" in lines[0]
-    assert "at least 149 above a threshold" in lines[0]  # 2 % at level .05 per source (.1 split in two)
+    assert "at least 114 above a threshold" in lines[0]  # 2 % at level .1: too few rows to split it
 
 
 def test_a_bad_target_is_one_clear_error(tmp_path, tiny_model_path, capsys):
@@ -159,3 +159,13 @@ def test_a_rerun_reorders_the_open_review_queue_and_leaves_answered_rows_alone(t
         session.queue_for_review([(0, "random check", 0.9), (1, "random check", 0.9)])
         assert session.review_queue("open") == [(0, "random check", 0.9)]
         assert session.review_queue("done") == [(1, "low confidence", 0.3)]
+
+
+def test_the_level_is_split_among_as_many_sources_as_the_calibration_rows_can_serve():
+    """Decided on counts alone: 50 calibration rows at 5 % serve one source (45 needed at .1, 59
+    at .05 each), the one with more rows to accept; at 10 % both (29 each)."""
+    from mollia_edge.label.accept import tested_sources
+
+    rows = {"llm_mixture": 120, "classifier": 830}
+    assert tested_sources(rows, 50, 0.05, 0.1) == ["classifier"]
+    assert tested_sources(rows, 50, 0.10, 0.1) == ["classifier", "llm_mixture"]

@@ -5,7 +5,9 @@ Per source (``llm_mixture`` rows labelled by the label model, ``classifier`` row
 threshold is chosen by :func:`~mollia_edge.guarantee.acceptance_threshold` on the calibration
 rows: the seed rows' cross-fitted probabilities from that source (:mod:`.crossfit`, calibrated as
 the rows are), each right or wrong. The level is split between the sources (Bonferroni), so
-both hold together and the accepted rows as a whole are within the target.
+both hold together and the accepted rows as a whole are within the target; when the calibration
+rows are too few for two shares, only the source with more rows to accept is tested
+(:func:`tested_sources`).
 
 Exchangeability, honestly: the guarantee needs calibration rows drawn as the rows it accepts.
 * Input seed rows count as calibration rows: give seed labels to a random sample of the file.
@@ -22,13 +24,13 @@ Exchangeability, honestly: the guarantee needs calibration rows drawn as the row
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..calibration import temper
-from ..guarantee import Acceptance, acceptance_threshold
+from ..guarantee import Acceptance, acceptance_threshold, rows_needed
 from ..randomness import derived_seed
 from ..session import RowLabel
 from .context import JobContext
@@ -39,7 +41,7 @@ RANDOM_CHECK = "random check (keeps the error guarantee honest)"
 RANDOM_CHECKS = 100
 """Random checks in the review queue, every other row from its top."""
 SOURCES = {"llm_mixture": "mixture", "classifier": "classifier"}
-"""Row source -> the cross-fitted probabilities (:class:`~.crossfit.CrossFit` field) that calibrate it."""
+"""Row source -> its calibration rows' probabilities (:attr:`~.final.FinalModel.seed_proba`)."""
 
 
 @dataclass(frozen=True)
@@ -81,22 +83,35 @@ def calibration_rows(context: JobContext) -> np.ndarray:
     return np.array([int(r) in given or int(r) in checked for r in context.seed_rows], bool)
 
 
-def choose_thresholds(context: JobContext, final: FinalModel, sources: set[str]) -> dict[str, Acceptance]:
-    """Per source among ``sources`` (those with rows to accept) its threshold on the calibrated
-    confidence, each at level (1 - confidence_level) / len(sources)."""
+def tested_sources(rows: dict[str, int], calibration: int, target_error: float, delta: float) -> list[str]:
+    """The sources whose thresholds are tested, the level split evenly among them: as many as the
+    ``calibration`` rows can serve (each needs :func:`~mollia_edge.guarantee.rows_needed` at its
+    share of ``delta``), those with the most ``rows`` to accept first. Decided on counts alone,
+    never on which calibration rows are right, so the tests stay valid; a source left out accepts
+    nothing (50 seed rows at 5 %: one source at .1 needs 45, two at .05 each need 59)."""
+    order = sorted(rows, key=lambda source: (-rows[source], source))
+    for m in range(len(order), 0, -1):
+        if calibration >= rows_needed(target_error, delta / m):
+            return order[:m]
+    return order[:1]
+
+
+def choose_thresholds(context: JobContext, final: FinalModel, rows: dict[str, int]) -> dict[str, Acceptance]:
+    """Per source with rows to accept (``rows``: how many) its threshold on the calibrated
+    confidence, at level (1 - confidence_level) split among :func:`tested_sources`."""
     settings = context.config.guarantee
-    crossed, chosen = final.cross_fitted, {}
-    delta = (1 - settings.confidence_level) / max(len(sources), 1)
-    use = calibration_rows(context) if crossed is not None else np.zeros(0, bool)
-    for source in sorted(sources):
-        if crossed is None or not use.any():
-            chosen[source] = acceptance_threshold(np.zeros(0), np.zeros(0, bool), settings.target_error, delta)
+    use = calibration_rows(context) if final.seed_proba is not None else np.zeros(0, bool)
+    y = context.seed_label[context.seed_rows]
+    delta = 1 - settings.confidence_level
+    tested = tested_sources(rows, int(use.sum()), settings.target_error, delta)
+    chosen = {}
+    for source in sorted(rows):
+        share = delta / len(tested)
+        if final.seed_proba is None or not use.any() or source not in tested:  # accepts nothing
+            chosen[source] = Acceptance(None, int(use.sum()), 0, 0, rows_needed(settings.target_error, share))
             continue
-        field = SOURCES[source]
-        temperature = final.calibration[field]["temperature"] if final.calibration else 1.0
-        p = temper(getattr(crossed, field)[use], temperature)
-        chosen[source] = acceptance_threshold(p.max(axis=1), p.argmax(axis=1) == crossed.y[use],
-                                              settings.target_error, delta)
+        p = final.seed_proba[SOURCES[source]][use]
+        chosen[source] = acceptance_threshold(p.max(axis=1), p.argmax(axis=1) == y[use], settings.target_error, share)
     return chosen
 
 
@@ -108,7 +123,7 @@ def with_guarantee(context: JobContext, final: FinalModel, labels: list[RowLabel
     settings = context.config.guarantee
     machine = [lab for lab in labels if lab.source in SOURCES]
     eligible = [lab for lab in machine if lab.row not in never]
-    thresholds = choose_thresholds(context, final, {lab.source for lab in eligible})
+    thresholds = choose_thresholds(context, final, dict(Counter(lab.source for lab in eligible)))
     accepted = frozenset(lab.row for lab in eligible if thresholds[lab.source].threshold is not None
                          and lab.confidence >= thresholds[lab.source].threshold)
     out = [lab if lab.source not in SOURCES else _flagged(lab, lab.row not in accepted) for lab in labels]

@@ -43,6 +43,10 @@ class FinalModel:
     """:func:`against_seed_only`'s choice (None: not judged)."""
     cross_fitted: CrossFit | None = None
     """The seed rows' cross-fitted probabilities, uncalibrated (:mod:`.crossfit`)."""
+    seed_proba: dict[str, np.ndarray] | None = None
+    """Per source (``mixture``, ``classifier``) the seed rows' cross-fitted probabilities (s, K)
+    as that source's rows get them, calibrated: the classifier's, or the seed-only regression's
+    when it labels the classifier rows (the calibration rows of :mod:`.accept`)."""
 
     def mixture_temperature(self) -> float:
         """The temperature of the label model's probabilities of the mixture rows (1: none fitted)."""
@@ -81,20 +85,26 @@ def train_final(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: L
         calibration = {"folds": FOLDS, "mixture": calibration_of(crossed.mixture, crossed.y, soften_only=True),
                        "classifier": calibration_of(crossed.classifier, crossed.y)}
         clf = with_temperature(clf, calibration["classifier"]["temperature"])
-    choice, plain = against_seed_only(context, encoded, crossed, calibration)
+    choice, plain, plain_oof = against_seed_only(context, encoded, crossed, calibration)
+    seed_proba = None
+    if crossed is not None and calibration is not None:
+        seed_proba = {"mixture": temper(crossed.mixture, calibration["mixture"]["temperature"]),
+                      "classifier": plain_oof if plain is not None else
+                      temper(crossed.classifier, calibration["classifier"]["temperature"])}
     if plain is not None:
-        return FinalModel(plain, plain.predict_proba(encoded.x), calibration, choice, crossed)
-    return FinalModel(clf, clf.predict_proba(setup.inputs), calibration, choice, crossed)
+        return FinalModel(plain, plain.predict_proba(encoded.x), calibration, choice, crossed, seed_proba)
+    return FinalModel(clf, clf.predict_proba(setup.inputs), calibration, choice, crossed, seed_proba)
 
 
 def against_seed_only(context: JobContext, encoded: Encoded, crossed: CrossFit | None,
-                      calibration: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any]:
+                      calibration: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any, np.ndarray | None]:
     """(the choice in words, the plain seed-only regression as a head classifier, calibrated,
-    when it labels the classifier's rows, else None). Both are judged on the seed rows,
+    when it labels the classifier's rows, else None; its calibrated cross-fitted probabilities
+    (s, K) of the seed rows, else None). Both are judged on the seed rows,
     cross-fitted: the classifier keeps its rows when it is right on more of them than a logistic
     regression on the seed rows' embeddings alone, or on as many with a lower log-loss."""
     if crossed is None or calibration is None:
-        return None, None
+        return None, None, None
     seed_rows, y, k = context.seed_rows, crossed.y, context.k
     oof, strength = text_annotator_fit(encoded.x, seed_rows, y, k, derived_seed(context.prep.seed, 31),
                                        self_training=(0, 1))
@@ -108,7 +118,7 @@ def against_seed_only(context: JobContext, encoded: Encoded, crossed: CrossFit |
               "seed_accuracy": {"classifier": round(ours[0], 4), "seed-only regression": round(theirs[0], 4)},
               "seed_log_loss": {"classifier": round(ours[1], 4), "seed-only regression": round(theirs[1], 4)}}
     if keeps or not strength:
-        return choice, None
+        return choice, None, None
     context.say("the seed-only regression labels the classifier's rows (and is the exported classifier): the job's "
                 f"classifier is no better on the seed rows, cross-fitted ({ours[0]:.3f} against {theirs[0]:.3f})")
     regression = fit_regression(encoded.x[seed_rows], y, strength)
@@ -118,7 +128,7 @@ def against_seed_only(context: JobContext, encoded: Encoded, crossed: CrossFit |
         weight[regression.classes_[1]], bias[regression.classes_] = regression.coef_[0], (0.0, regression.intercept_[0])
     else:
         weight[regression.classes_], bias[regression.classes_] = regression.coef_, regression.intercept_
-    return choice, head_from_linear(weight / temperature, bias / temperature, context.job.threads)
+    return choice, head_from_linear(weight / temperature, bias / temperature, context.job.threads), oof
 
 
 def _training_key(context: JobContext, encoded: Encoded, training: LabelledSet, mode: str, rounds: int) -> str:
