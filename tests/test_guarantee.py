@@ -70,8 +70,9 @@ def _job(tmp_path, model, *extra):
 
 def test_a_job_accepts_rows_above_the_thresholds_and_flags_the_rest(tmp_path, tiny_model_path):
     """A lenient target (30 % error) on 40 seed rows: rows at or above their source's threshold are
-    accepted, every other machine row needs review; asking 2 % of the same run (no model trained
-    again) accepts nothing and says in one line how many calibration rows it would need."""
+    accepted, every other machine row needs review; the output, reviewed, goes back through
+    ``label`` (:func:`_reviewed_round_trip`); asking 2 % of the same run (no model trained again)
+    accepts nothing and says in one line how many calibration rows it would need."""
     report, rows, _ = _job(tmp_path, tiny_model_path, "--target-error", "0.3")
     guarantee = report["guarantee"]
     thresholds = {source: g["threshold"] for source, g in guarantee["by_source"].items()}
@@ -84,6 +85,8 @@ def test_a_job_accepts_rows_above_the_thresholds_and_flags_the_rest(tmp_path, ti
         assert row["accepted"] == "true" or not above or row["label_source"] == "llm_mixture"
         assert (row["needs_review"] == "true") == (row["accepted"] == "false")
     assert all(r["accepted"] == "false" for r in rows if r["label_source"] == "seed")
+
+    _reviewed_round_trip(tmp_path, tiny_model_path, report, rows)  # the same first job (one job less)
 
     report, rows, text = _job(tmp_path, tiny_model_path, "--target-error", "0.02")
     assert report["guarantee"]["accepted"] == 0 and {r["accepted"] for r in rows} == {"false"}
@@ -102,34 +105,6 @@ def test_a_bad_target_is_one_clear_error(tmp_path, tiny_model_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "target_error must be in (0, 1)" in err[0], err
     assert not (tmp_path / "out.csv").exists()
-
-
-def test_a_reviewed_file_given_back_to_label_adds_its_reviewed_rows(tmp_path, tiny_model_path):
-    """The output, some rows marked ``reviewed`` (a label corrected), given back to ``label``: the
-    reviewed rows become seed rows, the machine's other labels are not read; reviewed random checks
-    (``calibration_row``) are calibration rows, a reviewed doubtful row is not."""
-    import csv
-
-    from jobs import write_csv
-
-    report, rows, _ = _job(tmp_path, tiny_model_path, "--target-error", "0.3")
-    checks = [i for i, r in enumerate(rows) if r["calibration_row"] == "true" and r["label_source"] != "seed"][:3]
-    doubtful = next(i for i, r in enumerate(rows) if r["calibration_row"] == "false" and r["accepted"] == "false"
-                    and r["label_source"] != "seed")
-    for i in [*checks, doubtful]:
-        rows[i]["reviewed"] = "true"
-    rows[checks[0]]["label"] = {"pos": "neg", "neg": "pos"}[rows[checks[0]]["label"]]  # a correction
-    given = write_csv(tmp_path / "reviewed.csv", rows)
-    before = given.read_bytes()
-    again, rows_again, _ = _job_on(tmp_path, tiny_model_path, given, "--target-error", "0.3")
-    assert given.read_bytes() == before  # the input is never changed
-    assert again["seed_rows"] == report["seed_rows"] + 4
-    assert {g["calibration_rows"] for g in again["guarantee"]["by_source"].values()} == {report["seed_rows"] + 3}
-    assert rows_again[checks[0]]["label"] == rows[checks[0]]["label"] and rows_again[checks[0]]["label_source"] == "seed"
-    assert rows_again[doubtful]["calibration_row"] == "false"
-    assert "replaced by the output's columns" not in " ".join(again["warnings"])
-    with (tmp_path / "again.csv").open(newline="", encoding="utf-8") as f:
-        assert list(csv.DictReader(f))[checks[1]]["reviewed"] == "true"
 
 
 def _job_on(tmp_path, model, data, *extra):
@@ -169,3 +144,30 @@ def test_the_level_is_split_among_as_many_sources_as_the_calibration_rows_can_se
     rows = {"llm_mixture": 120, "classifier": 830}
     assert tested_sources(rows, 50, 0.05, 0.1) == ["classifier"]
     assert tested_sources(rows, 50, 0.10, 0.1) == ["classifier", "llm_mixture"]
+
+
+def _reviewed_round_trip(tmp_path, tiny_model_path, report, rows):
+    """The output, some rows marked ``reviewed`` (a label corrected), given back to ``label``: the
+    reviewed rows become seed rows, the machine's other labels are not read; reviewed random checks
+    (``calibration_row``) are calibration rows, a reviewed doubtful row is not."""
+    import csv
+
+    from jobs import write_csv
+
+    checks = [i for i, r in enumerate(rows) if r["calibration_row"] == "true" and r["label_source"] != "seed"][:3]
+    doubtful = next(i for i, r in enumerate(rows) if r["calibration_row"] == "false" and r["accepted"] == "false"
+                    and r["label_source"] != "seed")
+    for i in [*checks, doubtful]:
+        rows[i]["reviewed"] = "true"
+    rows[checks[0]]["label"] = {"pos": "neg", "neg": "pos"}[rows[checks[0]]["label"]]  # a correction
+    given = write_csv(tmp_path / "reviewed.csv", rows)
+    before = given.read_bytes()
+    again, rows_again, _ = _job_on(tmp_path, tiny_model_path, given, "--target-error", "0.3")
+    assert given.read_bytes() == before  # the input is never changed
+    assert again["seed_rows"] == report["seed_rows"] + 4
+    assert {g["calibration_rows"] for g in again["guarantee"]["by_source"].values()} == {report["seed_rows"] + 3}
+    assert rows_again[checks[0]]["label"] == rows[checks[0]]["label"] and rows_again[checks[0]]["label_source"] == "seed"
+    assert rows_again[doubtful]["calibration_row"] == "false"
+    assert "replaced by the output's columns" not in " ".join(again["warnings"])
+    with (tmp_path / "again.csv").open(newline="", encoding="utf-8") as f:
+        assert list(csv.DictReader(f))[checks[1]]["reviewed"] == "true"
