@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
-from .errors import ConfigError, DataError
+from .errors import DataError
 
 GRID = np.linspace(1.0, 0.0, 1001)
 """The thresholds tested, highest first (fixed before seeing any data: the fixed sequence)."""
@@ -55,20 +55,6 @@ class Acceptance:
         return {"threshold": None if self.threshold is None else round(self.threshold, 4), "calibration_rows": self.rows,
                 "calibration_rows_above": self.above, "calibration_errors_above": self.errors,
                 "rows_needed": self.needed}
-
-
-def check_target(target_error: Any, confidence_level: Any) -> tuple[float, float]:
-    """(E, level) validated: E in (0, 1), level in (0, 1)."""
-    try:
-        error, level = float(target_error), float(confidence_level)
-    except (TypeError, ValueError):
-        raise ConfigError(f"the target error and confidence level must be numbers, got {target_error!r}, "
-                          f"{confidence_level!r}") from None
-    if not 0 < error < 1:
-        raise ConfigError(f"the target error must be in (0, 1), e.g. 0.05, got {target_error}")
-    if not 0 < level < 1:
-        raise ConfigError(f"the confidence level must be in (0, 1), e.g. 0.9, got {confidence_level}")
-    return error, level
 
 
 def rows_needed(target_error: float, delta: float) -> int:

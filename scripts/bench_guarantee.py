@@ -42,6 +42,7 @@ from mollia_edge.calibration import fit_temperature, temper
 from mollia_edge.config import ActiveLearningConfig
 from mollia_edge.datasets import load_dataset
 from mollia_edge.guarantee import acceptance_threshold
+from mollia_edge.label.accept import review_order
 from mollia_edge.randomness import derived_seed
 from mollia_edge.text_annotator import text_annotator_fit
 
@@ -65,21 +66,14 @@ def evaluate(x: np.ndarray, gold: np.ndarray, k: int, labelled: np.ndarray, cali
             "exceeded": error is not None and error > target, "confidence": confidence, "rest": rest}
 
 
-def review_order(state: dict, rng: np.random.Generator) -> list[int]:
-    """The Review screen's order: rows not accepted nearest the threshold first, every other one a
-    random check drawn from all unlabelled rows (as :mod:`mollia_edge.label.accept` queues them)."""
+def queue(state: dict, rng: np.random.Generator) -> list[tuple[int, bool]]:
+    """The Review screen's order (:func:`~mollia_edge.label.accept.review_order`): rows not
+    accepted nearest the threshold first, every other one a random check of the unlabelled rows."""
     rest, confidence, threshold = state["rest"], state["confidence"], state["threshold"]
     accepted = set(rest[confidence[rest] >= threshold].tolist()) if threshold is not None else set()
     doubtful = sorted((r for r in rest.tolist() if r not in accepted),
                       key=lambda r: (abs((threshold if threshold is not None else 1.0) - confidence[r]), r))
-    checks = rng.permutation(rest).tolist()
-    order, seen = [], set()
-    for pair in zip(doubtful, checks):
-        for row, check in ((pair[0], False), (pair[1], True)):
-            if row not in seen:
-                order.append((row, check))
-                seen.add(row)
-    return order
+    return review_order(doubtful, rng.permutation(rest).tolist())
 
 
 def one_draw(x: np.ndarray, gold: np.ndarray, k: int, seeds: int, target: float, delta: float, draw: int) -> dict:
@@ -90,7 +84,7 @@ def one_draw(x: np.ndarray, gold: np.ndarray, k: int, seeds: int, target: float,
     out = {"0": {key: state[key] for key in ("threshold", "accepted", "error", "exceeded")}}
     done = 0
     for reviews in REVIEWS:
-        order = review_order(state, rng)[: reviews - done]
+        order = queue(state, rng)[: reviews - done]
         done = reviews
         rows = np.array([r for r, _ in order], np.int64)
         checks = np.array([r for r, check in order if check], np.int64)

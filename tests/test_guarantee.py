@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mollia_edge.errors import ConfigError
-from mollia_edge.guarantee import acceptance_threshold, check_target, rows_needed
+from mollia_edge.guarantee import acceptance_threshold, rows_needed
 
 
 def _rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -43,13 +42,6 @@ def test_too_few_calibration_rows_accept_nothing_and_say_how_many_are_needed():
     assert chosen.threshold is None and chosen.needed == 114
     enough = acceptance_threshold(np.full(120, 0.99), np.ones(120, bool), 0.02, 0.1)
     assert enough.threshold is not None and enough.above == 120
-
-
-def test_targets_are_checked():
-    with pytest.raises(ConfigError, match="target error"):
-        check_target(1.5, 0.9)
-    with pytest.raises(ConfigError, match="confidence level"):
-        check_target(0.05, 1.0)
 
 
 def _job(tmp_path, model, *extra):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,17 +97,18 @@ def tested_sources(rows: dict[str, int], calibration: int, target_error: float, 
     return order[:1]
 
 
-def choose_thresholds(context: JobContext, final: FinalModel, rows: dict[str, int]) -> dict[str, Acceptance]:
+def choose_thresholds(context: JobContext, final: FinalModel, rows: dict[str, int],
+                      use: np.ndarray) -> dict[str, Acceptance]:
     """Per source with rows to accept (``rows``: how many) its threshold on the calibrated
-    confidence, at level (1 - confidence_level) split among :func:`tested_sources`."""
+    confidence, at level (1 - confidence_level) split among :func:`tested_sources`; ``use``:
+    :func:`calibration_rows`."""
     settings = context.config.guarantee
-    use = calibration_rows(context) if final.seed_proba is not None else np.zeros(0, bool)
     y = context.seed_label[context.seed_rows]
     delta = 1 - settings.confidence_level
     tested = tested_sources(rows, int(use.sum()), settings.target_error, delta)
+    share = delta / len(tested)
     chosen = {}
     for source in sorted(rows):
-        share = delta / len(tested)
         if final.seed_proba is None or not use.any() or source not in tested:  # accepts nothing
             chosen[source] = Acceptance(None, int(use.sum()), 0, 0, rows_needed(settings.target_error, share))
             continue
@@ -123,13 +125,14 @@ def with_guarantee(context: JobContext, final: FinalModel, labels: list[RowLabel
     settings = context.config.guarantee
     machine = [lab for lab in labels if lab.source in SOURCES]
     eligible = [lab for lab in machine if lab.row not in never]
-    thresholds = choose_thresholds(context, final, dict(Counter(lab.source for lab in eligible)))
+    use = calibration_rows(context)
+    thresholds = choose_thresholds(context, final, dict(Counter(lab.source for lab in eligible)), use)
     accepted = frozenset(lab.row for lab in eligible if thresholds[lab.source].threshold is not None
                          and lab.confidence >= thresholds[lab.source].threshold)
     out = [lab if lab.source not in SOURCES else _flagged(lab, lab.row not in accepted) for lab in labels]
     review = _review_queue(context, machine, eligible, thresholds, accepted)
     checks = {row for row, reason, _ in review if reason == RANDOM_CHECK}
-    seeds = {int(r) for r, use in zip(context.seed_rows, calibration_rows(context)) if use}
+    seeds = {int(r) for r in context.seed_rows[use]}
     guarantee = Guarantee(settings.target_error, settings.confidence_level, thresholds, accepted, len(eligible),
                           len(machine), frozenset(seeds | checks))
     return out, review, guarantee
@@ -150,16 +153,23 @@ def _review_queue(context: JobContext, machine: list[RowLabel], eligible: list[R
 
     doubtful = sorted((lab for lab in machine if lab.row not in accepted), key=lambda lab: (gap(lab), lab.row))
     rng = np.random.default_rng(derived_seed(context.prep.seed, 37))
-    pool = [lab.row for lab in eligible]
-    checks = [int(r) for r in rng.permutation(pool)[:RANDOM_CHECKS]] if pool else []
-    order: list[tuple[int, str]] = []
-    seen: set[int] = set()
-    doubtful_rows = iter([(lab.row, "below the accepted confidence") for lab in doubtful])
-    for row in checks:
-        for item in (next(doubtful_rows, None), (row, RANDOM_CHECK)):
-            if item is not None and item[0] not in seen:
-                order.append(item)
-                seen.add(item[0])
-    order.extend(item for item in doubtful_rows if item[0] not in seen)
+    checks = rng.permutation([lab.row for lab in eligible]).tolist()
+    order = review_order([lab.row for lab in doubtful], checks)
     total = len(order)
-    return [(row, reason, round((total - i) / total, 6)) for i, (row, reason) in enumerate(order)]
+    return [(row, RANDOM_CHECK if check else "below the accepted confidence", round((total - i) / total, 6))
+            for i, (row, check) in enumerate(order)]
+
+
+def review_order(doubtful: Sequence[int], checks: Sequence[int]) -> list[tuple[int, bool]]:
+    """(row, is a random check) in the Review screen's order: the ``doubtful`` rows as given, every
+    other one of the first :data:`RANDOM_CHECKS` a row of ``checks`` (a random order), each row once."""
+    order: list[tuple[int, bool]] = []
+    seen: set[int] = set()
+    rest = iter(doubtful)
+    for row in list(checks)[:RANDOM_CHECKS]:
+        for item in ((next(rest, None), False), (row, True)):
+            if item[0] is not None and item[0] not in seen:
+                order.append((int(item[0]), item[1]))
+                seen.add(item[0])
+    order.extend((int(row), False) for row in rest if row not in seen)
+    return order

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..al.annotators import abstaining_labels
 from ..al.loop import LabelledSet
 from ..calibration import (
     expected_calibration_error,
@@ -118,7 +119,7 @@ def _fold_labelled(context: JobContext, text_proba: np.ndarray | None, fold_fit:
     rows = labelled.rows[queried]
     if len(rows):
         p = fold_fit.model.predict_proba(*signals(context, text_proba, rows))
-        sure = np.where(p.max(axis=1) >= fold_fit.abstain_below, p.argmax(axis=1), -1)
+        sure = abstaining_labels(p, fold_fit.abstain_below)  # as the loop's annotator
         denied = negatives(context, text_proba, fold_fit.model, rows) if labelled.negatives.any() else \
             np.zeros((len(rows), context.k), bool)
         keep = sure >= 0

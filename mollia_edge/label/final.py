@@ -41,8 +41,6 @@ class FinalModel:
     None: too few seed rows, or ``al.calibrate`` off."""
     choice: dict[str, Any] | None = None
     """:func:`against_seed_only`'s choice (None: not judged)."""
-    cross_fitted: CrossFit | None = None
-    """The seed rows' cross-fitted probabilities, uncalibrated (:mod:`.crossfit`)."""
     seed_proba: dict[str, np.ndarray] | None = None
     """Per source (``mixture``, ``classifier``) the seed rows' cross-fitted probabilities (s, K)
     as that source's rows get them, calibrated: the classifier's, or the seed-only regression's
@@ -92,8 +90,8 @@ def train_final(context: JobContext, encoded: Encoded, seeds: SeedScores, fit: L
                       "classifier": plain_oof if plain is not None else
                       temper(crossed.classifier, calibration["classifier"]["temperature"])}
     if plain is not None:
-        return FinalModel(plain, plain.predict_proba(encoded.x), calibration, choice, crossed, seed_proba)
-    return FinalModel(clf, clf.predict_proba(setup.inputs), calibration, choice, crossed, seed_proba)
+        return FinalModel(plain, plain.predict_proba(encoded.x), calibration, choice, seed_proba)
+    return FinalModel(clf, clf.predict_proba(setup.inputs), calibration, choice, seed_proba)
 
 
 def against_seed_only(context: JobContext, encoded: Encoded, crossed: CrossFit | None,
