@@ -15,7 +15,6 @@ Shapes used throughout: ``n`` rows, ``N`` annotators (LLMs), ``K`` classes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from .calibration import fit_temperature, row_log_losses, temper
 from .config import MolamConfig
+from .cpus import usable_cpus
 from .errors import ConfigError, DataError
 from .folds import fold_ids
 
@@ -378,7 +378,7 @@ class MoLAM:
         if self.nthread is not None:
             return int(self.nthread)
         # one thread is fastest on seed-sized data; two pay off from a few thousand rows
-        return 1 if n_rows < 2000 else min(2, os.cpu_count() or 1)
+        return 1 if n_rows < 2000 else min(2, usable_cpus())
 
     def _xgb_params(self, n_classes: int, n_rows: int) -> dict[str, Any]:
         return {

@@ -17,14 +17,35 @@ or ``HYPOTHESIS_PROFILE=ci``) more; a property test whose every example is a who
 draws :func:`jobs.job_examples` of them.
 """
 
+import os
 from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, settings
 
-from jobs import PROFILE
-from mollia_edge.offline import keep_offline
-from tiny_gguf import STANDARD_BOOST, write_tiny_gguf
+def _one_core_per_worker() -> None:
+    """Under pytest-xdist each worker runs on a core of its own (its affinity mask, which the
+    tool's thread counts follow: :func:`mollia_edge.cpus.usable_cpus`), and its BLAS in one
+    thread: two workers each running llama.cpp, OpenBLAS and onnxruntime on every core made the
+    spinning threads wait for each other (a 13 s test took 37-45 s in the suite)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if count > len(cores):
+        return
+    os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+
+
+_one_core_per_worker()  # before numpy and the tool are imported
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from jobs import PROFILE  # noqa: E402
+from mollia_edge.offline import keep_offline  # noqa: E402
+from tiny_gguf import STANDARD_BOOST, write_tiny_gguf  # noqa: E402
 
 keep_offline()
 

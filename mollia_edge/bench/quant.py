@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from ..al.loop import f1_scores
 from ..calibration import expected_calibration_error
 from ..config import Config, QuantBenchConfig, fit_sequences, fixed_shots
+from ..cpus import usable_cpus
 from ..data import check_label_set, read_texts
 from ..errors import ConfigError, DataError, quoted
 from ..llm.annotator import LLMAnnotator
@@ -181,7 +181,7 @@ def _bench_model(
     """Cells and signals of one model's files by level, the source's own level first."""
     bench, llm = request.bench, request.config.llm
     steps = plan_ladder(source, quants, load_catalog().directory)
-    threads = llm.n_threads or os.cpu_count() or 1
+    threads = llm.n_threads or usable_cpus()
     hashes = build_ladder(source, steps, store, threads, _stage(progress, f"ladder {source.name}"))
     prompt = with_task(PromptSpec(labels=data.labels, item=request.item, chat_format=source.chat_format,
                                   demonstrations=demonstrations), request.task)
@@ -240,7 +240,7 @@ def run_quant_bench(request: QuantBenchRequest, progress: Progress | None = None
     return {
         "data": {"file": request.data.name, "n": len(data.texts), "seed_rows": len(data.seed_rows),
                  "eval_rows": len(data.eval_rows), "labels": list(data.labels), "shots": fixed_shots(request.config.llm)},
-        "backend": backend_info(), "threads": request.config.llm.n_threads or os.cpu_count(),
+        "backend": backend_info(), "threads": request.config.llm.n_threads or usable_cpus(),
         "timing_texts": min(request.bench.timing_texts, len(data.eval_rows)), "quants": quants,
         "models": models, "mixture": mixture, "frontier": frontier,
     }

@@ -4,7 +4,6 @@ session and store, the LLM panel, the seed labels and the word budget (:func:`st
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..cpus import usable_cpus
 from ..errors import DataError, quoted_list
 from ..files import remove_stale_temporaries
 from ..label_model import MIN_MOLAM_SEEDS
@@ -81,7 +81,7 @@ def _remote(job: LabelJob, stack: ExitStack) -> Callable[[PanelModel], Any] | No
         return None
     from ..llm.cluster import RayModel, start_ray, stop_ray
 
-    cpus = job.config.llm.n_threads or max(1, (os.cpu_count() or 1) // job.ray_actors)
+    cpus = job.config.llm.n_threads or max(1, usable_cpus() // job.ray_actors)
     if start_ray(job.ray, cpus * job.ray_actors if job.ray == "local" else None):
         stack.callback(stop_ray)
 

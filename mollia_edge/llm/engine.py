@@ -10,7 +10,6 @@ Nothing outside this module sees ctypes.
 from __future__ import annotations
 
 import ctypes
-import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import llama_cpp
 import numpy as np
 
 from ..config import LLMConfig
+from ..cpus import usable_cpus
 from ..errors import ConfigError, ModelError
 from .scoring import next_token_stats
 
@@ -221,7 +221,7 @@ class LlamaEngine:
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise ModelError(f"cannot load model {path}: {_last_log_error()}")
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or usable_cpus()
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = n_ctx
         ctx_params.n_batch = n_batch
