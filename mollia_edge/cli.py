@@ -345,6 +345,9 @@ def _add_job_arguments(parser: argparse.ArgumentParser, interactive: bool) -> No
                         help="annotate every row the LLM budget pays for up front, one model after the other "
                              "(the paper's way; for big GPUs), and query among them")
     parser.add_argument("--review-threshold", type=float, default=0.6, help="confidence below this needs review")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="a text may carry several labels: seed cells hold them as a|b or a JSON list; the output's "
+                             "label cell holds the set, confidence every label's probability (docs/multi-label.md)")
     parser.add_argument("--target-error", type=float, metavar="E",
                         help="accept labels only where, with --confidence-level, their error rate is at most E "
                              "(e.g. 0.05): an 'accepted' column; the rest need review (guarantee.target_error)")
@@ -430,8 +433,11 @@ def _run_label(args: argparse.Namespace) -> int:
     import time
 
     from .label import run_label_job
+    from .multilabel.job import run_multilabel_job
 
     job = _label_job(args, args.output, strict=args.strict)
+    if args.multi_label:
+        run_label_job = run_multilabel_job  # noqa: F811 (the same call, the multi-label job)
     console = Console(stderr=True)
 
     def warn(message: str) -> None:

@@ -1,0 +1,254 @@
+"""The multi-label label job (``mollia-edge label --multi-label``): a short driver over named stages.
+
+1. ``read``: the table, each seed cell's label set (:mod:`.labels`), the label set, gold sets;
+2. ``encode``: the sentence embeddings (cached beside the session store, as the single-label job);
+3. ``annotate``: every LLM reads the seed rows and a random sample of the others (``--llm-sample``)
+   once, its answers per label stored in the session store as they are made (a killed job
+   resumes without reading a text twice): :mod:`.prompts`;
+4. ``label_model``: per label the text annotator and MoLAM (:mod:`.model`);
+5. ``classifier``: the multi-label head on the seed rows (their labels), the sample (the label
+   model's labels) and every other row pseudo-labelled by the text annotator (``al.pseudo_weight``);
+6. ``write``: the labelled table, the classifier, the report and its summary, all or none.
+
+Rows: a seed row keeps its labels (``seed``); a row of the LLM sample gets the label model's
+(``llm_mixture``), every other row the classifier's (``classifier``). A label applies where its
+probability is at least .5; a row needs review where some label's probability is within
+``--review-threshold`` of a coin flip (max(p, 1 - p) below it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data import load_table, texts_from_rows, write_table_atomic
+from ..errors import ConfigError, DataError, quoted
+from ..files import all_or_nothing, atomic_write_text
+from ..label.job import LabelJob, LabelResult, Progress, Warn
+from ..randomness import derived_seed
+from . import labels as label_sets
+from .model import label_model, negative_labels, text_annotator, train_classifier
+from .prompts import answers, label_probabilities, yes_no_prompt
+
+OUTPUT_COLUMNS = ("label", "label_source", "confidence", "negative_labels", "needs_review")
+MIN_SEEDS = 2
+
+
+@dataclass(frozen=True)
+class Input:
+    """What the ``read`` stage found: n rows, K labels."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    texts: list[str]
+    labels: tuple[str, ...]
+    y: np.ndarray
+    """(n, K) bool: the seed rows' labels (False elsewhere)."""
+    seed_rows: np.ndarray
+    gold: np.ndarray | None
+    """(n, K) bool, or None without ``--gold-column``."""
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the ``annotate`` stage found: N models over the m rows they read."""
+
+    names: list[str]
+    rows: np.ndarray
+    """(m,) the rows every model read: the seed rows first, then the sample."""
+    p_yes: np.ndarray
+    """(N, m, K) each model's probability that each label applies."""
+    consistency: np.ndarray
+    seconds: dict[str, float]
+
+
+def read_input(job: LabelJob) -> Input:
+    columns, rows = load_table(job.input)
+    label_column = job.label_column or ("label" if "label" in columns else None)
+    if label_column is None or label_column not in columns:
+        raise DataError(f"{job.input}: no seed label column {quoted(label_column or 'label')}; a multi-label job "
+                        "needs seed rows whose cells hold their labels (a|b)")
+    texts = texts_from_rows(job.input, columns, rows, job.text_column).texts
+    sets = label_sets.seed_sets([row.get(label_column) for row in rows], f"{job.input}, column {quoted(label_column)}")
+    labels = label_sets.label_set_of(sets, job.labels)
+    y, seeded = label_sets.indicator(sets, labels)
+    if seeded.sum() < MIN_SEEDS or seeded.all():
+        raise DataError(f"{job.input}: {int(seeded.sum())} seed row(s) of {len(rows)}; a multi-label job needs at "
+                        f"least {MIN_SEEDS} rows with labels and one without")
+    gold = None
+    if job.gold_column is not None:
+        if job.gold_column not in columns:
+            raise DataError(f"{job.input}: no gold column {quoted(job.gold_column)}")
+        gold_sets = label_sets.seed_sets([row.get(job.gold_column) for row in rows], f"{job.input}, gold")
+        gold, _ = label_sets.indicator([s if s is None else tuple(x for x in s if x in labels) for s in gold_sets],
+                                       labels)
+    return Input(list(columns), list(rows), list(texts), labels, y, np.flatnonzero(seeded), gold)
+
+
+def llm_rows(job: LabelJob, data: Input, seed: int) -> np.ndarray:
+    """The seed rows, then ``job.llm_sample`` other rows drawn at random."""
+    rest = np.setdiff1d(np.arange(len(data.texts)), data.seed_rows)
+    rng = np.random.default_rng(derived_seed(seed, 43))
+    sample = np.sort(rng.choice(rest, size=min(job.llm_sample, len(rest)), replace=False))
+    return np.concatenate([data.seed_rows, sample]).astype(np.int64)
+
+
+def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None) -> Signals:
+    """Every model's signals on ``rows``, stored as they are made."""
+    from ..label.prepare import resolve_models
+    from ..llm.annotator import LLMAnnotator
+
+    models = resolve_models(job, answers(data.labels), None)
+    texts = [data.texts[i] for i in rows]
+    p_yes, consistency, seconds = [], [], {}
+    for model, name, chat in zip(models.resolved, models.display, models.chat_formats):
+        prompt = yes_no_prompt(data.labels, job.item, chat)
+        started = time.perf_counter()
+        with LLMAnnotator(model.path, prompt, job.config.llm_for(name, getattr(model.spec, "settings", None)),
+                          store) as annotator:  # one model loaded at a time
+            signals = annotator.annotate(texts, (lambda d, t, n=name: progress(f"llm {n}", d, t)) if progress else None)
+        seconds[name] = round(time.perf_counter() - started, 2)
+        p, c = label_probabilities(signals)
+        p_yes.append(p)
+        consistency.append(c)
+    k = len(data.labels)
+    empty = np.zeros((0, len(rows), k))
+    return Signals(models.display, rows, np.stack(p_yes) if p_yes else empty,
+                   np.stack(consistency) if consistency else empty, seconds)
+
+
+def label_rows(job: LabelJob, data: Input, x: np.ndarray, signals: Signals, seed: int,
+               threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """(P(label applies) (n, K), source per row (n,), negative labels (n, K), the classifier)."""
+    config = job.config
+    seeds = data.seed_rows
+    text_p = text_annotator(x, seeds, data.y[seeds], seed, config.al.self_training)
+    m_rows = signals.rows
+    mixture = label_model(signals.p_yes, signals.consistency, text_p[m_rows], np.arange(len(seeds)),
+                          data.y[seeds], config, seed)
+    sample = m_rows[len(seeds):]
+    others = np.setdiff1d(np.arange(len(x)), m_rows)
+    rows = np.concatenate([seeds, sample, others])
+    targets = np.concatenate([data.y[seeds], mixture[len(seeds):] >= 0.5, text_p[others] >= 0.5]).astype(np.float32)
+    weights = np.concatenate([np.ones(len(seeds) + len(sample)), np.full(len(others), config.al.pseudo_weight)])
+    keep = weights > 0
+    classifier = train_classifier(x, rows[keep], targets[keep], weights[keep], config, seed, threads)
+    proba = classifier.predict_proba(np.asarray(x, np.float32)).astype(np.float64)
+    source = np.full(len(x), "classifier", dtype=object)
+    proba[sample] = mixture[len(seeds):]
+    source[sample] = "llm_mixture"
+    proba[seeds] = data.y[seeds]
+    source[seeds] = "seed"
+    negatives = np.zeros_like(data.y)
+    negatives[sample] = negative_labels(signals.p_yes[:, len(seeds):], config.molam.delta)
+    return proba, source, negatives, classifier
+
+
+def table(job: LabelJob, data: Input, proba: np.ndarray, source: np.ndarray, negatives: np.ndarray) -> list[dict]:
+    """The output rows: the input's cells and :data:`OUTPUT_COLUMNS`."""
+    out = []
+    for i, row in enumerate(data.rows):
+        decided = proba[i] >= 0.5
+        sure = np.maximum(proba[i], 1 - proba[i]).min()
+        out.append({**row, "label": label_sets.format_set(decided, data.labels), "label_source": source[i],
+                    "confidence": label_sets.format_confidences(proba[i], data.labels),
+                    "negative_labels": "|".join(label for label, no in zip(data.labels, negatives[i]) if no),
+                    "needs_review": "true" if source[i] != "seed" and sure < job.review_threshold else "false"})
+    return out
+
+
+def quality(data: Input, proba: np.ndarray, source: np.ndarray, signals: Signals) -> dict[str, Any] | None:
+    """Against gold on the rows that were not seeds: the final labels, by source, each LLM alone."""
+    if data.gold is None:
+        return None
+    scored = np.flatnonzero(source != "seed")
+    out = {"final": label_sets.multilabel_quality(proba[scored] >= 0.5, data.gold[scored]), "by_source": {}}
+    for name in ("llm_mixture", "classifier"):
+        rows = np.flatnonzero(source == name)
+        if len(rows):
+            out["by_source"][name] = label_sets.multilabel_quality(proba[rows] >= 0.5, data.gold[rows])
+    sample = signals.rows[len(data.seed_rows):]
+    out["by_llm"] = {name: label_sets.multilabel_quality(signals.p_yes[i, len(data.seed_rows):] >= 0.5,
+                                                         data.gold[sample])
+                     for i, name in enumerate(signals.names)} if len(sample) else {}
+    return out
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = [f"multi-label: {report['rows']} rows, {len(report['labels'])} labels, {report['seed_rows']} seed rows, "
+             f"{report['llm_rows']} read by {len(report['models'])} LLM(s)",
+             f"rows to review: {report['needs_review']}"]
+    gold = report.get("gold")
+    if gold:
+        final = gold["final"]
+        lines.append(f"against gold ({final['rows']} rows): micro-F1 {final['micro_f1']:.3f}, macro-F1 "
+                     f"{final['macro_f1']:.3f}, subset accuracy {final['subset_accuracy']:.3f}, Hamming loss "
+                     f"{final['hamming_loss']:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def check_job(job: LabelJob) -> None:
+    """What a multi-label job does not do (yet), each refused in one line."""
+    refused = {"--ray": job.ray is not None, "--target-error": job.config.guarantee.target_error is not None,
+               "--task-file": job.task_file is not None, "--classifier top-layers": job.classifier == "top-layers"}
+    for flag, given in refused.items():
+        if given:
+            raise ConfigError(f"{flag} is not available with --multi-label yet; leave it out")
+
+
+def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
+    """Label every row of ``job.input`` with a set of labels into ``job.output`` (see the module)."""
+    from contextlib import ExitStack
+
+    from ..label.llm_stages import encode_texts
+    from ..session import open_session_store
+
+    check_job(job)
+    seed = job.config.seed if job.seed is None else job.seed
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, run, *inputs):
+        began = time.perf_counter()
+        result = run(*inputs)
+        seconds[stage] = round(time.perf_counter() - began, 2)
+        return result
+
+    data = timed("read", read_input, job)  # reads only: a refusal leaves nothing behind
+    with ExitStack() as stack:
+        for lock in job.locks():
+            stack.enter_context(lock)
+        store = stack.enter_context(open_session_store(job.session_path))
+        encoder, x = timed("encoding", encode_texts, job, data.texts,
+                           (lambda d, t: progress("encoding", d, t)) if progress else None)
+        signals = timed("annotate", annotate, job, data, llm_rows(job, data, seed), store, progress)
+        proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, signals, seed,
+                                                     max(1, job.threads))
+        return _write(job, data, signals, (proba, source, negatives), classifier, encoder, seconds, warn)
+
+
+def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classifier: Any, encoder: Any,
+           seconds: dict[str, float], warn: Warn | None) -> LabelResult:
+    """The four outputs and the classifier, all or none."""
+    from ..label.report import export_classifier
+
+    proba, source, negatives = labelled
+    rows = table(job, data, proba, source, negatives)
+    columns = [*data.columns, *(c for c in OUTPUT_COLUMNS if c not in data.columns)]
+    report = {"multi_label": True, "labels": list(data.labels), "rows": len(rows), "seed_rows": len(data.seed_rows),
+              "llm_rows": int(len(signals.rows)), "models": signals.names, "llm_seconds": signals.seconds,
+              "needs_review": sum(r["needs_review"] == "true" for r in rows), "seconds": seconds,
+              "gold": quality(data, proba, source, signals)}
+    text = summary(report)
+    paths = job.outputs()
+    with all_or_nothing():
+        export_classifier(classifier, paths["classifier"], data.labels, encoder)
+        atomic_write_text(paths["report"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(paths["summary"], text)
+        write_table_atomic(job.output, rows, columns, formula_guard=job.formula_guard)
+    return LabelResult(job.output, job.session_path, paths["classifier"], paths["report"], paths["summary"], text,
+                       [], "multi-label", classifier, proba)

@@ -1,0 +1,70 @@
+"""The LLMs' signals per label: for each text and label, the probability that the label applies.
+
+One prompt per text lists the categories and asks for one of them followed by ``yes`` or
+``no``; its 2K answers ``<label>: yes`` / ``<label>: no`` are scored as the single-label job
+scores labels (exact sequence probabilities from full-vocabulary log-probabilities, every
+answer a branch sharing the text's KV cells, outputs stored as they are made). The probability
+that label k applies is its yes answer's share of its own two answers:
+
+    P(k applies) = P("k: yes") / (P("k: yes") + P("k: no"))
+
+in which what the model thinks of naming k at all cancels out. The consistency is the same
+share among the sampled answers that name k (the exact expected share when they are exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..llm.prompts import PromptSpec
+from ..llm.signals import AnnotationSignals
+
+YES, NO = "yes", "no"
+INSTRUCTION = (
+    "Read the given {{item}} and decide whether it belongs to a category. Several categories may apply "
+    "to one {{item}}. The categories: {categories}\n\n"
+    "Task: name one category and answer yes or no, in the form \"<category>: yes\" or \"<category>: no\", "
+    "with no additional text or explanation.\n\n"
+)
+
+
+def answers(labels: Sequence[str]) -> tuple[str, ...]:
+    """The 2K answers the model's probabilities are read for: ``a: yes``, ``a: no``, ``b: yes``..."""
+    return tuple(f"{label}: {word}" for label in labels for word in (YES, NO))
+
+
+def yes_no_prompt(labels: Sequence[str], item: str, chat_format: str,
+                  demonstrations: Sequence[tuple[str, str]] = ()) -> PromptSpec:
+    """The prompt for ``labels``: every text's answers are :func:`answers` of them."""
+    listed = ", ".join(labels).replace("{", "{{").replace("}", "}}")
+    return PromptSpec(labels=answers(labels), item=item, instruction=INSTRUCTION.format(categories=listed),
+                      chat_format=chat_format, demonstrations=tuple(demonstrations))
+
+
+def demonstrations_from(texts: Sequence[str], y: np.ndarray, labels: Sequence[str], shots: int,
+                        rng: np.random.Generator) -> tuple[tuple[str, str], ...]:
+    """``shots`` demonstrations from seed rows (texts (s,), y (s, K) bool), alternately a label a
+    text carries (``k: yes``) and one it does not (``k: no``), each row and label drawn at random."""
+    out: list[tuple[str, str]] = []
+    for shot in range(shots):
+        want = shot % 2 == 0
+        cells = np.argwhere(y == want)
+        if not len(cells):
+            continue
+        row, k = cells[rng.integers(len(cells))]
+        out.append((texts[row], f"{labels[k]}: {YES if want else NO}"))
+    return tuple(out)
+
+
+def label_probabilities(signals: AnnotationSignals) -> tuple[np.ndarray, np.ndarray]:
+    """(P(label applies) (n, K), its consistency (n, K)) from one model's signals over :func:`answers`."""
+    logprob = signals.label_logprob.reshape(len(signals.label_logprob), -1, 2)
+    shifted = logprob - logprob.max(axis=2, keepdims=True)
+    weights = np.exp(shifted)
+    p_yes = weights[:, :, 0] / weights.sum(axis=2)
+    counts = signals.consistency.reshape(len(signals.consistency), -1, 2)
+    named = counts.sum(axis=2)
+    consistency = np.where(named > 0, counts[:, :, 0] / np.maximum(named, 1e-12), p_yes)
+    return p_yes, consistency
