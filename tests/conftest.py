@@ -52,7 +52,7 @@ keep_offline()
 JOB_MODULES = {
     "test_label_job", "test_hostile_input", "test_hostile_paths", "test_label_bad_input", "test_predict",
     "test_encoder_folder", "test_residency", "test_file_safety", "test_label_quality", "test_classifier_choice",
-    "test_task", "test_teaching", "test_quant", "test_tui", "test_scripts", "test_llm_value",
+    "test_task", "test_teaching", "test_quant", "test_tui", "test_scripts", "test_llm_value", "test_multilabel_job",
 }
 SYSTEM_MODULES = {"test_offline", "test_install", "test_cluster"}
 

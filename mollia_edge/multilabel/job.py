@@ -19,8 +19,8 @@ probability is at least .5; a row needs review where some label's probability is
 from __future__ import annotations
 
 import json
+import resource
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,12 +90,20 @@ def read_input(job: LabelJob) -> Input:
     return Input(list(columns), list(rows), list(texts), labels, y, np.flatnonzero(seeded), gold)
 
 
-def llm_rows(job: LabelJob, data: Input, seed: int) -> np.ndarray:
-    """The seed rows, then ``job.llm_sample`` other rows drawn at random."""
+def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(The seed rows, then at most ``job.llm_sample`` other rows drawn at random that the rest of
+    ``llm.budget_words`` pays for; the plan). A text costs its words, the prompt around it and
+    each of its 2K answers (:mod:`mollia_edge.llm.budget`)."""
+    from ..llm.budget import WordBudget, text_costs
+
+    budget = WordBudget(job.config.llm.budget_words, text_costs(data.texts, 2 * len(data.labels)))
+    budget.spent["seed rows"] = int(budget.costs[data.seed_rows].sum())
     rest = np.setdiff1d(np.arange(len(data.texts)), data.seed_rows)
-    rng = np.random.default_rng(derived_seed(seed, 43))
-    sample = np.sort(rng.choice(rest, size=min(job.llm_sample, len(rest)), replace=False))
-    return np.concatenate([data.seed_rows, sample]).astype(np.int64)
+    ordered = np.random.default_rng(derived_seed(seed, 43)).permutation(rest)[: job.llm_sample]
+    within = np.cumsum(budget.costs[ordered]) <= budget.left
+    sample = np.sort(ordered[: int(within.sum()) if np.isfinite(budget.left) else len(ordered)])
+    budget.spent["sample"] = int(budget.costs[sample].sum())
+    return np.concatenate([data.seed_rows, sample]).astype(np.int64), budget.report()
 
 
 def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None) -> Signals:
@@ -219,20 +227,25 @@ def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Wa
         return result
 
     data = timed("read", read_input, job)  # reads only: a refusal leaves nothing behind
+    rare = [label for label, count in zip(data.labels, data.y[data.seed_rows].sum(axis=0)) if count < 3]
+    if rare and warn:
+        warn(f"{len(rare)} label(s) carried by fewer than 3 seed rows (their labels will be poor): "
+             + ", ".join(rare[:5]) + (" ..." if len(rare) > 5 else ""))
     with ExitStack() as stack:
         for lock in job.locks():
             stack.enter_context(lock)
         store = stack.enter_context(open_session_store(job.session_path))
         encoder, x = timed("encoding", encode_texts, job, data.texts,
                            (lambda d, t: progress("encoding", d, t)) if progress else None)
-        signals = timed("annotate", annotate, job, data, llm_rows(job, data, seed), store, progress)
+        rows, plan = llm_rows(job, data, seed)
+        signals = timed("annotate", annotate, job, data, rows, store, progress)
         proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, signals, seed,
                                                      max(1, job.threads))
-        return _write(job, data, signals, (proba, source, negatives), classifier, encoder, seconds, warn)
+        return _write(job, data, signals, (proba, source, negatives), classifier, encoder, seconds | {"plan": plan})
 
 
 def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classifier: Any, encoder: Any,
-           seconds: dict[str, float], warn: Warn | None) -> LabelResult:
+           seconds: dict[str, Any]) -> LabelResult:
     """The four outputs and the classifier, all or none."""
     from ..label.report import export_classifier
 
@@ -241,7 +254,9 @@ def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classi
     columns = [*data.columns, *(c for c in OUTPUT_COLUMNS if c not in data.columns)]
     report = {"multi_label": True, "labels": list(data.labels), "rows": len(rows), "seed_rows": len(data.seed_rows),
               "llm_rows": int(len(signals.rows)), "models": signals.names, "llm_seconds": signals.seconds,
-              "needs_review": sum(r["needs_review"] == "true" for r in rows), "seconds": seconds,
+              "needs_review": sum(r["needs_review"] == "true" for r in rows), "llm_budget": seconds.pop("plan"),
+              "seconds": seconds,
+              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "gold": quality(data, proba, source, signals)}
     text = summary(report)
     paths = job.outputs()

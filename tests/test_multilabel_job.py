@@ -1,0 +1,124 @@
+"""Multi-label tasks end to end: label sets in and out, every label's probability, the quality
+figures against gold, a job killed in the LLM stage resuming to the same output, bad input in
+one line (:mod:`mollia_edge.multilabel`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+from test_file_safety import _llm_outputs, slow_job
+
+from mollia_edge.cli import main
+from mollia_edge.errors import DataError
+from mollia_edge.llm.signals import AnnotationSignals
+from mollia_edge.multilabel.labels import cell_labels, indicator, label_set_of, multilabel_quality
+from mollia_edge.multilabel.prompts import label_probabilities
+
+TOPICS = {"sport": "match goal team player win".split(), "politics": "vote minister election party law".split(),
+          "tech": "computer phone software chip internet".split()}
+
+
+def _input(path, n=40, seeds=16):
+    rng = random.Random(0)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label", "gold"])
+        for i in range(n):
+            topics = sorted(rng.sample(list(TOPICS), 1 + i % 2))
+            words = [rng.choice(TOPICS[t]) for t in topics for _ in range(3)]
+            gold = "|".join(topics)
+            writer.writerow([" ".join(words) + f" #{i}", gold if i < seeds else "", gold])
+    return path
+
+
+def _args(data, out, model, *extra):
+    return ["label", str(data), "--multi-label", "--models", str(model), "--chat-format", "chatml",
+            "--llm-sample", "10", "--gold-column", "gold", "--quiet", "-o", str(out), *extra]
+
+
+def test_label_cells_are_sets_in_any_spelling():
+    assert cell_labels("a|b", "here") == ("a", "b") and cell_labels(' ["b", "a"] ', "here") == ("b", "a")
+    assert cell_labels(["a", "a", " c "], "here") == ("a", "c")  # a JSONL/Parquet list
+    assert cell_labels("", "here") is None and cell_labels(None, "here") is None and cell_labels("None", "here") == ()
+    with pytest.raises(DataError, match="not one"):
+        cell_labels("[a, b", "file.csv, row 3")
+    sets = [("a", "b"), None, (), ("c",)]
+    assert label_set_of(sets, None) == ("a", "b", "c")
+    with pytest.raises(DataError, match="not in --labels"):
+        label_set_of(sets, ("a", "b"))
+    y, seeded = indicator(sets, ("a", "b", "c"))
+    assert y.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 1]] and seeded.tolist() == [1, 0, 1, 1]
+
+
+def test_each_label_is_its_yes_answers_share_of_its_two_answers():
+    logprob = np.log(np.array([[0.3, 0.1, 0.02, 0.18]]))  # a: yes .3 / no .1; b: yes .02 / no .18
+    signals = AnnotationSignals(("a: yes", "a: no", "b: yes", "b: no"), logprob, np.array([[0.5, 0.0, 0.0, 0.5]]),
+                                np.zeros(1), ((),), np.zeros(1, bool), np.ones(1, np.int64))
+    p, c = label_probabilities(signals)
+    np.testing.assert_allclose(p, [[0.75, 0.1]])
+    np.testing.assert_allclose(c, [[1.0, 0.0]])
+
+
+def test_the_quality_figures_are_scikit_learns():
+    gold = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]], bool)
+    predicted = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 1]], bool)
+    q = multilabel_quality(predicted, gold)
+    assert q["subset_accuracy"] == pytest.approx(1 / 3, abs=1e-4) and q["hamming_loss"] == pytest.approx(3 / 9, abs=1e-4)
+    assert q["micro_f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 2), abs=1e-4)  # tp 3, fp 1, fn 2
+
+
+def test_a_multi_label_job_writes_label_sets_and_every_labels_probability(tmp_path, tiny_model_path):
+    data, out = _input(tmp_path / "in.csv"), tmp_path / "out.csv"
+    assert main(_args(data, out, tiny_model_path)) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 40 and {"label", "label_source", "confidence", "needs_review"} <= rows[0].keys()
+    assert all(r["label"] == r["gold"] for r in rows[:16]) and {r["label_source"] for r in rows[:16]} == {"seed"}
+    assert [r["label_source"] for r in rows[16:]].count("llm_mixture") == 10
+    for row in rows:
+        probabilities = dict(cell.split(":") for cell in row["confidence"].split("|"))
+        assert set(probabilities) == set(TOPICS)
+        applies = {label for label, p in probabilities.items() if float(p) >= 0.5}
+        assert row["label"] == ("|".join(sorted(applies)) or "none")
+    report = json.loads((tmp_path / "out.csv.report.json").read_text())
+    final = report["gold"]["final"]
+    assert final["rows"] == 24 and {"micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"} <= final.keys()
+    assert report["labels"] == sorted(TOPICS) and report["multi_label"] is True
+    assert (tmp_path / "out.csv.classifier.onnx").is_file()
+    assert "micro-F1" in (tmp_path / "out.csv.report.txt").read_text()
+
+
+def test_a_multi_label_job_killed_in_the_llm_stage_resumes_to_the_same_output(tmp_path, tiny_model_path):
+    data = _input(tmp_path / "in.csv")
+    reference = tmp_path / "reference" / "out.csv"
+    reference.parent.mkdir()
+    assert main(_args(data, reference, tiny_model_path)) == 0
+    out = tmp_path / "out.csv"
+    session = out.with_name(out.name + ".session.sqlite")
+    child = slow_job(_args(data, out, tiny_model_path), seconds=0.3, group_work=1)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None and len(_llm_outputs(session)) < 3:
+            time.sleep(0.02)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    kept = _llm_outputs(session)
+    assert child.returncode == -signal.SIGKILL and 3 <= len(kept) < 26 and not out.exists()
+    assert main(_args(data, out, tiny_model_path)) == 0
+    after = _llm_outputs(session)
+    assert {h: after[h] for h in kept} == kept and len(after) == 26  # kept, not computed again
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_a_seed_label_outside_the_label_set_is_one_clear_line(tmp_path, tiny_model_path, capsys):
+    data, out = _input(tmp_path / "in.csv"), tmp_path / "out.csv"
+    assert main(_args(data, out, tiny_model_path, "--labels", "sport,tech")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'politics'" in err[0] and "not in --labels" in err[0], err
+    assert not out.exists()
