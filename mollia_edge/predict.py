@@ -91,6 +91,8 @@ def export_classifier(clf: Any, encoder: Any, path: Path, labels: Sequence[str])
         "tokenizer_sha256": hashlib.sha256(tokenizer).hexdigest(),
         "producer": PRODUCER,
     }
+    if getattr(clf, "multi_label", False):  # sigmoid outputs: every label that applies
+        metadata["multi_label"] = "true"
     atomic_write_from(path, lambda tmp: clf.export_inference(tmp, prefix, metadata=metadata))
     atomic_write(tokenizer_path, lambda out: out.write(tokenizer))
     return tokenizer_path
@@ -107,6 +109,8 @@ class ExportedClassifier:
     mode: str
     session: ort.InferenceSession
     tokenizer: Tokenizer
+    multi_label: bool = False
+    """Each output is the probability that its label applies (a text gets every label at .5 or more)."""
 
 
 def _metadata(path: Path, session: ort.InferenceSession) -> tuple[tuple[str, ...], int, dict[str, str]]:
@@ -160,7 +164,8 @@ def load_classifier(path: Path, threads: int = 1) -> ExportedClassifier:
         tokenizer = load_tokenizer(tokenizer_path, max_length)
     except ModelError:
         raise ModelError(f"{tokenizer_path}: is not a readable tokenizer file; copy the one exported with {path.name}") from None
-    return ExportedClassifier(path, labels, max_length, meta.get("mode", ""), session, tokenizer)
+    return ExportedClassifier(path, labels, max_length, meta.get("mode", ""), session, tokenizer,
+                              meta.get("multi_label") == "true")
 
 
 # ---------------------------------------------------------------------------- prediction
@@ -204,6 +209,17 @@ class PredictResult:
     """Rows longer than the model's ``max_length`` tokens: the classifier read their beginning."""
 
 
+def _label_cells(classifier: ExportedClassifier, p: np.ndarray) -> dict[str, Any]:
+    """``label`` and ``confidence`` of one row: the most probable label and its probability; multi-
+    label: every label at .5 or more (``a|b``, ``none``) and the least sure of its K decisions."""
+    if not classifier.multi_label:
+        best = int(p.argmax())
+        return {"label": classifier.labels[best], "confidence": round(float(p[best]), 6)}
+    from .multilabel.labels import format_set
+
+    return {"label": format_set(p >= 0.5, classifier.labels), "confidence": round(float(np.maximum(p, 1 - p).min()), 6)}
+
+
 def run_predict(job: PredictJob, progress: Progress | None = None) -> PredictResult:
     """Write ``job.output``: every input row and column plus ``label``, ``confidence`` and one
     ``p_<label>`` column per label (a column of the input with one of those names is replaced).
@@ -222,14 +238,13 @@ def run_predict(job: PredictJob, progress: Progress | None = None) -> PredictRes
     labels = classifier.labels
     new_columns = ["label", "confidence", *(f"p_{label}" for label in labels)]
     out_columns = list(columns) + [column for column in new_columns if column not in columns]
-    best = probabilities.argmax(axis=1)
-    out_rows = []
-    for row, p, y in zip(rows, probabilities, best):
-        out_rows.append({
-            **row, "label": labels[y], "confidence": round(float(p[y]), 6),
-            **{f"p_{label}": round(float(value), 6) for label, value in zip(labels, p)},
-        })
+    out_rows = [{**row, **_label_cells(classifier, p), **{f"p_{label}": round(float(value), 6)
+                                                             for label, value in zip(labels, p)}}
+                for row, p in zip(rows, probabilities)]
     write_table_atomic(job.output, out_rows, out_columns, formula_guard=job.formula_guard)
-    counts = Counter(labels[y] for y in best)
+    if classifier.multi_label:
+        counts = Counter({label: int(count) for label, count in zip(labels, (probabilities >= 0.5).sum(axis=0))})
+    else:
+        counts = Counter(labels[y] for y in probabilities.argmax(axis=1))
     cut = sum(1 for e in classifier.tokenizer.encode_batch(list(table.texts)) if e.overflowing)
     return PredictResult(job.output, len(rows), {label: counts.get(label, 0) for label in labels}, cut)

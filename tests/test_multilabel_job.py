@@ -89,8 +89,15 @@ def test_a_multi_label_job_writes_label_sets_and_every_labels_probability(tmp_pa
     final = report["gold"]["final"]
     assert final["rows"] == 24 and {"micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"} <= final.keys()
     assert report["labels"] == sorted(TOPICS) and report["multi_label"] is True
-    assert (tmp_path / "out.csv.classifier.onnx").is_file()
     assert "micro-F1" in (tmp_path / "out.csv.report.txt").read_text()
+    # the exported classifier labels texts on its own, with label sets
+    assert main(["predict", str(tmp_path / "out.csv.classifier.onnx"), str(data), "-o", str(tmp_path / "p.csv")]) == 0
+    predicted = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
+    for row in predicted:
+        applies = {label for label in TOPICS if float(row[f"p_{label}"]) >= 0.5}
+        assert row["label"] == ("|".join(sorted(applies)) or "none")
+    classifier_rows = [i for i, r in enumerate(rows) if r["label_source"] == "classifier"]
+    assert all(predicted[i]["label"] == rows[i]["label"] for i in classifier_rows)
 
 
 def test_a_multi_label_job_killed_in_the_llm_stage_resumes_to_the_same_output(tmp_path, tiny_model_path):
