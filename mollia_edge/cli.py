@@ -424,7 +424,7 @@ def _label_job(args: argparse.Namespace, output: Path, strict: bool = False) -> 
         rounds=args.rounds, batch=args.batch, llm_budget=args.llm_budget,
         seed=args.seed, llm_sample=args.llm_sample, annotate_ahead=args.annotate_ahead, review_threshold=args.review_threshold, strict=strict,
         threads=args.threads, session=args.session, config=config, formula_guard=not args.keep_formulas,
-        ray=args.ray, ray_actors=args.ray_actors,
+        ray=args.ray, ray_actors=args.ray_actors, multi_label=getattr(args, "multi_label", False),
     )
 
 
@@ -433,11 +433,8 @@ def _run_label(args: argparse.Namespace) -> int:
     import time
 
     from .label import run_label_job
-    from .multilabel.job import run_multilabel_job
 
     job = _label_job(args, args.output, strict=args.strict)
-    if args.multi_label:
-        run_label_job = run_multilabel_job  # noqa: F811 (the same call, the multi-label job)
     console = Console(stderr=True)
 
     def warn(message: str) -> None:

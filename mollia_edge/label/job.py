@@ -68,6 +68,8 @@ class LabelJob:
     """The task file: the prompt's instruction, label descriptions and aliases, and the label
     set when ``labels`` is None (:mod:`mollia_edge.task`); None: the paper's prompt with bare
     label names."""
+    multi_label: bool = False
+    """A text may carry several labels (:mod:`mollia_edge.multilabel`): seed cells hold ``a|b``."""
     annotate_ahead: bool = False
     """The paper's way: every row the LLM budget pays for is annotated by each model up front
     (one load per model), and the loop queries among those rows at no further LLM cost; False:

@@ -21,6 +21,10 @@ T = TypeVar("T")
 
 def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
     """Label every row of ``job.input`` into ``job.output`` (see :mod:`mollia_edge.label`)."""
+    if job.multi_label:
+        from ..multilabel.job import run_multilabel_job
+
+        return run_multilabel_job(job, progress, warn)
     warnings: list[str] = []
 
     def say(message: str) -> None:
