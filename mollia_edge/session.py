@@ -170,12 +170,20 @@ class Session:
     def _check(self, label: RowLabel) -> None:
         if not 0 <= label.row < self.n_rows:
             raise StoreError(f"row {label.row} is outside this session's 0..{self.n_rows - 1}")
-        if label.label not in self.labels:
+        if label.label not in self.labels and not self._is_label_set(label.label):
             raise StoreError(
                 f"label {quoted(label.label)} is not in the session's label set ({quoted_list(self.labels)})"
             )
         if label.source not in SOURCES:
             raise StoreError(f"label source must be one of {', '.join(SOURCES)}, got {label.source!r}")
+
+    @property
+    def multi_label(self) -> bool:
+        """A session of a multi-label job: a row's label is a set, ``a|b`` (``none``: no label)."""
+        return bool(self.settings.get("multi_label", False))
+
+    def _is_label_set(self, cell: str) -> bool:
+        return self.multi_label and (cell == "none" or all(part in self.labels for part in cell.split("|")))
 
     def _current(self, db: Any, row: int) -> RowLabel | None:
         found = db.execute(

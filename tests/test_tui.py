@@ -373,3 +373,53 @@ def test_the_form_sets_the_error_guarantee(job):
     assert opened.config.guarantee.confidence_level == 0.95
     refused, status = asyncio.run(fill("0.05", "1.5"))
     assert refused is None and "confidence_level must be in (0, 1)" in status and "\n" not in status
+
+
+def test_a_multi_label_session_toggles_label_sets_by_keys(tiny_model_path, tmp_path, monkeypatch):
+    """Seeds: 1..K toggle labels, Enter confirms the set (none toggled: `none`), u undoes; the run
+    takes the sets as seeds; Review: keys toggle a label of the machine's set, Enter confirms."""
+    from test_multilabel_job import _input
+
+    monkeypatch.chdir(tmp_path)
+    _input(tmp_path / "in.csv")
+    job = LabelJob(input=Path("in.csv"), output=Path("out.csv"), models=(str(tiny_model_path),), chat_format="chatml",
+                   llm_sample=10, review_threshold=0.999, multi_label=True)
+
+    async def session() -> None:
+        app = LabelApp(job, author="tester")
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            seed = app.screen
+            assert isinstance(seed, SeedScreen) and app.labels == ("politics", "sport", "tech")
+            first = seed.row
+            await pilot.press("1", "3", "2", "2")  # politics, tech, sport on and off again
+            assert seed.chosen == {0, 2} and human_labels(app) == {}
+            await pilot.press("enter")
+            second = seed.row
+            await pilot.press("enter")  # nothing toggled: the text carries none of the labels
+            assert human_labels(app) == {first: "politics|tech", second: "none"}
+            await pilot.press("u")
+            assert human_labels(app) == {first: "politics|tech"} and seed.row == second
+            assert app.seed_counts()["politics"] == 1 + sum("politics" in r["label"] for r in _seed_rows())
+
+            await pilot.press("f3", "r")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            output = list(csv.DictReader(Path("out.csv").open(encoding="utf-8")))
+            assert (output[first]["label"], output[first]["label_source"]) == ("politics|tech", "human")
+
+            await pilot.press("f4")
+            review = app.screen
+            assert isinstance(review, ReviewScreen)
+            row, _, _ = review.item
+            machine = app.opened.session.row_labels()[row].label
+            await pilot.press("2", "enter")  # sport toggled on the machine's set
+            expected = set(machine.split("|")) ^ {"sport"} - {"none"}
+            assert set(human_labels(app)[row].split("|")) - {"none"} == expected
+            await pilot.press("q")
+
+    asyncio.run(session())
+
+
+def _seed_rows() -> list[dict]:
+    return [r for r in csv.DictReader(Path("in.csv").open(encoding="utf-8")) if r["label"]]

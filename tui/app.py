@@ -70,7 +70,11 @@ class LabelApp(App[None]):
         return {**self.opened.input_seeds, **self.opened.session.human_labels()}
 
     def seed_counts(self) -> Counter[str]:
-        return Counter(self.seed_labels().values())
+        """Seed rows per label (multi-label: each label of each set)."""
+        cells = self.seed_labels().values()
+        if self.opened.session.multi_label:
+            return Counter(label for cell in cells for label in cell.split("|") if label in self.labels)
+        return Counter(cells)
 
     def save_state(self) -> None:
         self.state.save(state_path(self.job))

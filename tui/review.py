@@ -1,4 +1,5 @@
-"""Review: the rows the machines flagged, most doubtful first; Enter accepts, 1..K correct."""
+"""Review: the rows the machines flagged, most doubtful first; Enter accepts, 1..K correct (multi-label:
+1..K toggle labels of the machine's set, Enter confirms it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from textual.widgets import Footer, Header, Static
 
 from mollia_edge.label.accept import RANDOM_CHECK
 
-from .widgets import NavBar, bind_label_keys, machine_view, row_text
+from .widgets import NavBar, bind_label_keys, machine_view, row_text, set_cell, set_indices, toggled_view
 
 
 class ReviewScreen(Screen[None]):
@@ -25,6 +26,9 @@ class ReviewScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
+        self.multi_label = self.app.opened.session.multi_label
+        self.chosen: set[int] | None = None
+        """Multi-label: the set toggled from the machine's for the row shown (None: untouched)."""
         bind_label_keys(self, self.app.labels)
 
     def compose(self) -> ComposeResult:
@@ -54,15 +58,23 @@ class ReviewScreen(Screen[None]):
         return queue[0] if queue else None
 
     def action_accept(self) -> None:
+        """Enter: the machine's label (multi-label: the set as toggled) becomes the row's."""
         item = self.item
         if item is not None:
-            current = self.app.opened.session.row_labels()[item[0]]
-            self.app.opened.session.set_human_label(item[0], current.label, self.app.author)
+            current = self.app.opened.session.row_labels()[item[0]].label
+            label = current if self.chosen is None else set_cell(self.app.labels, self.chosen)
+            self.app.opened.session.set_human_label(item[0], label, self.app.author)
+        self.chosen = None
         self.show_item()
 
     def action_label(self, index: int) -> None:
+        """1..K: the correct label; multi-label: toggle a label of the machine's set (Enter confirms)."""
         item = self.item
-        if item is not None:
+        if item is not None and self.multi_label:
+            if self.chosen is None:
+                self.chosen = set_indices(self.app.labels, self.app.opened.session.row_labels()[item[0]].label)
+            self.chosen ^= {index}
+        elif item is not None:
             self.app.opened.session.set_human_label(item[0], self.app.labels[index], self.app.author)
         self.show_item()
 
@@ -70,9 +82,11 @@ class ReviewScreen(Screen[None]):
         item = self.item
         if item is not None:
             self.app.opened.session.skip_review(item[0])
+        self.chosen = None
         self.show_item()
 
     def action_undo(self) -> None:
+        self.chosen = None
         if self.app.opened.session.undo(self.app.author) is None:
             self.notify("nothing left to undo")
         self.show_item()
@@ -92,4 +106,5 @@ class ReviewScreen(Screen[None]):
         row, reason, _ = queue[0]
         title.update(Text(f"Row {row + 1}: {reason}"))
         text.update(row_text(self.app.texts, row))
-        machine.update(machine_view(session.row_labels().get(row)))
+        machine.update(machine_view(session.row_labels().get(row)) if self.chosen is None else
+                       toggled_view(self.app.labels, self.chosen))

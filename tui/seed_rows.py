@@ -14,7 +14,7 @@ from mollia_edge.label import encode_texts
 from mollia_edge.errors import MolliaError
 
 from .state import coverage_order, shuffled_order
-from .widgets import NavBar, bind_label_keys, machine_view, row_text
+from .widgets import NavBar, bind_confirm_key, bind_label_keys, machine_view, row_text, set_cell, toggled_view
 
 
 class SeedScreen(Screen[None]):
@@ -31,7 +31,12 @@ class SeedScreen(Screen[None]):
         super().__init__()
         self.position = 0
         self.show_hint = False
+        self.multi_label = self.app.opened.session.multi_label
+        self.chosen: set[int] = set()
+        """Multi-label: the labels toggled on for the row shown, not yet confirmed."""
         bind_label_keys(self, self.app.labels)
+        if self.multi_label:
+            bind_confirm_key(self)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -90,7 +95,18 @@ class SeedScreen(Screen[None]):
     def action_label(self, index: int) -> None:
         if self.row is None:
             return
+        if self.multi_label:  # a toggle: the set is confirmed with Enter
+            self.chosen ^= {index}
+            self.show_row()
+            return
         self.app.opened.session.set_human_label(self.row, self.app.labels[index], self.app.author)
+        self.forward()
+
+    def action_confirm(self) -> None:
+        """Multi-label: the toggled set (none toggled: ``none``) becomes the row's seed label."""
+        if self.row is None:
+            return
+        self.app.opened.session.set_human_label(self.row, set_cell(self.app.labels, self.chosen), self.app.author)
         self.forward()
 
     def action_skip(self) -> None:
@@ -104,10 +120,12 @@ class SeedScreen(Screen[None]):
     def forward(self) -> None:
         self.position = self.next_open(self.position + 1)
         self.show_hint = False
+        self.chosen = set()
         self.show_row()
 
     def action_undo(self) -> None:
         entry = self.app.opened.session.undo(self.app.author)
+        self.chosen = set()
         if entry is None:
             self.notify("nothing left to undo")
         elif entry.row in self.app.state.order:
@@ -150,4 +168,7 @@ class SeedScreen(Screen[None]):
         title.update(Text(f"Row {row + 1} ({self.position + 1} of {len(self.app.state.order)} in order){done}"))
         text.update(row_text(self.app.texts, row))
         label = self.app.opened.session.row_labels().get(row)
+        if self.multi_label and not self.show_hint:
+            hint.update(toggled_view(self.app.labels, self.chosen))
+            return
         hint.update(machine_view(label) if self.show_hint else Text("h: show what the LLMs said", style="dim"))

@@ -31,6 +31,8 @@ WORDS = {"rounds": "auto"}
 """Number fields that also take a word: ``--rounds auto``."""
 ANNOTATION = [("per round: a sample, then each round's queries", "per round"),
               ("ahead: every row the budget pays for, up front (big GPUs)", "ahead")]
+KINDS = [("one label per text", "single"), ("several labels per text (a|b)", "multi")]
+"""``--multi-label`` (:mod:`mollia_edge.multilabel`)."""
 PRUNE = [("auto: release an LLM that adds nothing on the seed rows", "auto"),
          ("off: every LLM annotates", "off")]
 """``llm.prune`` (:mod:`mollia_edge.llm_value`)."""
@@ -140,6 +142,10 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
                                 type="integer" if name in NUMBERS - set(WORDS) else "text",
                                 placeholder=PLACEHOLDERS.get(name, "default"))
             with Horizontal(classes="setup-row"):
+                yield Label("labels per text", classes="setup-label")
+                yield Select(KINDS, value="multi" if self.draft.multi_label else "single", allow_blank=False,
+                             id="setup-kind", compact=True)
+            with Horizontal(classes="setup-row"):
                 yield Label("strategy", classes="setup-label")
                 yield Select([(s, s) for s in STRATEGIES], value=self.draft.strategy, allow_blank=False,
                              id="setup-strategy", compact=True)
@@ -196,7 +202,8 @@ class SetupScreen(Screen[tuple[LabelJob, JobSession]]):
         return dataclasses.replace(self.draft, models=tuple(models), config=config,
                                    strategy=str(self.query_one("#setup-strategy", Select).value),
                                    classifier=str(self.query_one("#setup-classifier", Select).value),
-                                   annotate_ahead=self.query_one("#setup-annotation", Select).value == "ahead", **values)
+                                   annotate_ahead=self.query_one("#setup-annotation", Select).value == "ahead",
+                                   multi_label=self.query_one("#setup-kind", Select).value == "multi", **values)
 
     def guarantee(self) -> GuaranteeConfig:
         """The form's ``[guarantee]``: an empty target error is no guarantee."""

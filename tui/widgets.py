@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from rich.text import Text
 from textual.screen import Screen
 from textual.widgets import Static
@@ -15,6 +16,29 @@ def bind_label_keys(screen: Screen, labels: tuple[str, ...]) -> None:
     """Keys 1..9 call ``screen.action_label(i)`` for the first nine labels; shown in the Footer."""
     for i, label in enumerate(labels[:MAX_LABEL_KEYS]):
         screen._bindings.bind(str(i + 1), f"label({i})", label)  # per-instance: the labels are the job's
+
+
+def bind_confirm_key(screen: Screen) -> None:
+    """Multi-label sessions: 1..9 toggle labels, Enter confirms the set (shown in the Footer)."""
+    screen._bindings.bind("enter", "confirm", "Confirm set")
+
+
+def set_cell(labels: tuple[str, ...], chosen: set[int]) -> str:
+    """The session's label cell of a set of label indices: ``a|b``, or ``none``."""
+    from mollia_edge.multilabel.labels import format_set
+
+    return format_set(np.isin(np.arange(len(labels)), sorted(chosen)), labels)
+
+
+def set_indices(labels: tuple[str, ...], cell: str) -> set[int]:
+    """The label indices of a label cell (``a|b``, ``none``)."""
+    return {i for i, label in enumerate(labels) if label in cell.split("|")}
+
+
+def toggled_view(labels: tuple[str, ...], chosen: set[int]) -> Text:
+    """The set being toggled, and how to confirm it."""
+    names = ", ".join(labels[i] for i in sorted(chosen)) or "none"
+    return Text(f"labels: {names}   (1..{min(len(labels), MAX_LABEL_KEYS)} toggle, Enter confirms)", style="bold")
 
 
 def row_text(texts: list[str], row: int) -> Text:

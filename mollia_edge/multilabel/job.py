@@ -18,6 +18,7 @@ probability is at least .5; a row needs review where some label's probability is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import time
@@ -88,6 +89,50 @@ def read_input(job: LabelJob) -> Input:
         gold, _ = label_sets.indicator([s if s is None else tuple(x for x in s if x in labels) for s in gold_sets],
                                        labels)
     return Input(list(columns), list(rows), list(texts), labels, y, np.flatnonzero(seeded), gold)
+
+
+def open_session(job: LabelJob, data: Input, store: Any, seed: int) -> Any:
+    """The job's :class:`~mollia_edge.session.Session` (multi-label: a row's label is a set)."""
+    from ..llm.catalog import file_sha256
+    from ..session import Session
+
+    settings = {"multi_label": True, "text_column": job.text_column, "label_column": job.label_column,
+                "item": job.item, "models": list(job.models or ()), "chat_format": job.chat_format, "seed": seed,
+                "llm_sample": job.llm_sample, "review_threshold": job.review_threshold}
+    return Session.open(store, settings, file_sha256(job.input), len(data.texts), data.labels)
+
+
+def with_human_labels(data: Input, session: Any) -> Input:
+    """``data`` with the sets people gave in the session (the TUI's Seeds and Review screens) as
+    seed rows, over the input's."""
+    human = session.human_labels()
+    if not human:
+        return data
+    y = data.y.copy()
+    seeded = np.zeros(len(y), bool)
+    seeded[data.seed_rows] = True
+    for row, cell in human.items():
+        y[row] = np.isin(data.labels, label_sets.cell_labels(cell, "the session") or ())
+        seeded[row] = True
+    return dataclasses.replace(data, y=y, seed_rows=np.flatnonzero(seeded))
+
+
+def record_labels(session: Any, rows: list[dict], proba: np.ndarray, source: np.ndarray) -> None:
+    """Every row's set in the session, and the rows to review queued, least sure first."""
+    from ..session import RowLabel
+
+    machine, review = [], []
+    for i, row in enumerate(rows):
+        if source[i] == "human":  # the session keeps a person's label as it is
+            continue
+        sure = float(np.maximum(proba[i], 1 - proba[i]).min())
+        flagged = row["needs_review"] == "true"
+        machine.append(RowLabel(i, row["label"], str(source[i]), "mollia-edge", round(sure, 6),
+                                tuple(filter(None, row["negative_labels"].split("|"))), needs_review=flagged))
+        if flagged:
+            review.append((i, "a label near even odds", 1.0 - sure))
+    session.put_machine_labels(machine)
+    session.queue_for_review(review)
 
 
 def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -166,7 +211,8 @@ def table(job: LabelJob, data: Input, proba: np.ndarray, source: np.ndarray, neg
         out.append({**row, "label": label_sets.format_set(decided, data.labels), "label_source": source[i],
                     "confidence": label_sets.format_confidences(proba[i], data.labels),
                     "negative_labels": "|".join(label for label, no in zip(data.labels, negatives[i]) if no),
-                    "needs_review": "true" if source[i] != "seed" and sure < job.review_threshold else "false"})
+                    "needs_review": "true" if source[i] in ("classifier", "llm_mixture")
+                    and sure < job.review_threshold else "false"})
     return out
 
 
@@ -174,7 +220,7 @@ def quality(data: Input, proba: np.ndarray, source: np.ndarray, signals: Signals
     """Against gold on the rows that were not seeds: the final labels, by source, each LLM alone."""
     if data.gold is None:
         return None
-    scored = np.flatnonzero(source != "seed")
+    scored = np.flatnonzero((source != "seed") & (source != "human"))
     out = {"final": label_sets.multilabel_quality(proba[scored] >= 0.5, data.gold[scored]), "by_source": {}}
     for name in ("llm_mixture", "classifier"):
         rows = np.flatnonzero(source == name)
@@ -235,24 +281,30 @@ def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Wa
         for lock in job.locks():
             stack.enter_context(lock)
         store = stack.enter_context(open_session_store(job.session_path))
+        session = open_session(job, data, store, seed)
+        data = with_human_labels(data, session)
         encoder, x = timed("encoding", encode_texts, job, data.texts,
                            (lambda d, t: progress("encoding", d, t)) if progress else None)
         rows, plan = llm_rows(job, data, seed)
         signals = timed("annotate", annotate, job, data, rows, store, progress)
         proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, signals, seed,
                                                      max(1, job.threads))
-        return _write(job, data, signals, (proba, source, negatives), classifier, encoder, seconds | {"plan": plan})
+        source[list(session.human_labels())] = "human"  # a person's set, as the single-label job says
+        return _write(job, data, signals, (proba, source, negatives), classifier, encoder, seconds | {"plan": plan},
+                      session)
 
 
 def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classifier: Any, encoder: Any,
-           seconds: dict[str, Any]) -> LabelResult:
+           seconds: dict[str, Any], session: Any) -> LabelResult:
     """The four outputs and the classifier, all or none."""
     from ..label.report import export_classifier
 
     proba, source, negatives = labelled
     rows = table(job, data, proba, source, negatives)
+    record_labels(session, rows, proba, source)
     columns = [*data.columns, *(c for c in OUTPUT_COLUMNS if c not in data.columns)]
     report = {"multi_label": True, "labels": list(data.labels), "rows": len(rows), "seed_rows": len(data.seed_rows),
+              "human_rows": len(session.human_labels()),
               "llm_rows": int(len(signals.rows)), "models": signals.names, "llm_seconds": signals.seconds,
               "needs_review": sum(r["needs_review"] == "true" for r in rows), "llm_budget": seconds.pop("plan"),
               "seconds": seconds,
@@ -265,5 +317,6 @@ def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classi
         atomic_write_text(paths["report"], json.dumps(report, indent=2, sort_keys=True) + "\n")
         atomic_write_text(paths["summary"], text)
         write_table_atomic(job.output, rows, columns, formula_guard=job.formula_guard)
+    session.set_state("done")
     return LabelResult(job.output, job.session_path, paths["classifier"], paths["report"], paths["summary"], text,
-                       [], "multi-label", classifier, proba)
+                       [], session.session_id, classifier, proba)
