@@ -249,7 +249,8 @@ def summary(report: dict[str, Any]) -> str:
 def check_job(job: LabelJob) -> None:
     """What a multi-label job does not do (yet), each refused in one line."""
     refused = {"--ray": job.ray is not None, "--target-error": job.config.guarantee.target_error is not None,
-               "--task-file": job.task_file is not None, "--classifier top-layers": job.classifier == "top-layers"}
+               "--task": job.task_file is not None, "--classifier top-layers": job.classifier == "top-layers",
+               "--rounds (the LLMs read a random sample)": job.rounds not in (None, 0)}
     for flag, given in refused.items():
         if given:
             raise ConfigError(f"{flag} is not available with --multi-label yet; leave it out")
