@@ -100,7 +100,10 @@ def test_a_multi_label_job_writes_label_sets_and_every_labels_probability(tmp_pa
     assert all(predicted[i]["label"] == rows[i]["label"] for i in classifier_rows)
 
 
-def test_a_multi_label_job_killed_in_the_llm_stage_resumes_to_the_same_output(tmp_path, tiny_model_path):
+def test_a_multi_label_job_killed_in_the_llm_stage_resumes_to_the_same_output(tmp_path, tiny_model_path, monkeypatch):
+    from mollia_edge.llm import engine
+
+    monkeypatch.setattr(engine, "GROUP_WORK", 1)  # the runs group texts alike (as the killed one does)
     data = _input(tmp_path / "in.csv")
     reference = tmp_path / "reference" / "out.csv"
     reference.parent.mkdir()
@@ -116,10 +119,11 @@ def test_a_multi_label_job_killed_in_the_llm_stage_resumes_to_the_same_output(tm
         child.send_signal(signal.SIGKILL)
         child.wait()
     kept = _llm_outputs(session)
-    assert child.returncode == -signal.SIGKILL and 3 <= len(kept) < 26 and not out.exists()
+    total = len(_llm_outputs(reference.with_name(reference.name + ".session.sqlite")))
+    assert child.returncode == -signal.SIGKILL and 3 <= len(kept) < total and not out.exists()
     assert main(_args(data, out, tiny_model_path)) == 0
     after = _llm_outputs(session)
-    assert {h: after[h] for h in kept} == kept and len(after) == 26  # kept, not computed again
+    assert {h: after[h] for h in kept} == kept and len(after) == total  # kept, not computed again
     assert out.read_bytes() == reference.read_bytes()
 
 
@@ -129,3 +133,18 @@ def test_a_seed_label_outside_the_label_set_is_one_clear_line(tmp_path, tiny_mod
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'politics'" in err[0] and "not in --labels" in err[0], err
     assert not out.exists()
+
+
+def test_demonstrations_alternate_yes_and_no_per_label_and_fewer_shots_keep_the_first():
+    from mollia_edge.multilabel.job import _with_shots
+    from mollia_edge.multilabel.prompts import demonstrations_from
+
+    texts = [f"text {i}" for i in range(8)]
+    y = np.array([[1, 0], [1, 1], [0, 1], [0, 0], [1, 0], [0, 1], [1, 1], [0, 0]], bool)
+    demos, used = demonstrations_from(texts, y, ("a", "b"), 2, np.random.default_rng(0))
+    assert sorted(answer for _, answer in demos) == ["a: no", "a: yes", "b: no", "b: yes"] and len(used) == 4
+    for text, answer in demos:
+        row, (label, word) = texts.index(text), answer.split(": ")
+        assert y[row, ("a", "b").index(label)] == (word == "yes")
+    assert sorted(answer for _, answer in _with_shots(demos, 1)) == ["a: yes", "b: yes"]
+    assert _with_shots(demos, 0) == ()

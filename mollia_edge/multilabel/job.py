@@ -34,7 +34,15 @@ from ..label.job import LabelJob, LabelResult, Progress, Warn
 from ..randomness import derived_seed
 from . import labels as label_sets
 from .model import label_model, negative_labels, text_annotator, train_classifier
-from .prompts import answers, label_probabilities, yes_no_prompt
+from .prompts import (
+    YES,
+    answers,
+    demonstrations_from,
+    label_probabilities,
+    seed_loss,
+    shot_candidates,
+    yes_no_prompt,
+)
 
 OUTPUT_COLUMNS = ("label", "label_source", "confidence", "negative_labels", "needs_review")
 MIN_SEEDS = 2
@@ -66,6 +74,8 @@ class Signals:
     """(N, m, K) each model's probability that each label applies."""
     consistency: np.ndarray
     seconds: dict[str, float]
+    shots: dict[str, dict[str, Any]]
+    """Per model the demonstrations per label it read with, and the seed log-loss of each tried."""
 
 
 def read_input(job: LabelJob) -> Input:
@@ -151,28 +161,68 @@ def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, dict[st
     return np.concatenate([data.seed_rows, sample]).astype(np.int64), budget.report()
 
 
-def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None) -> Signals:
-    """Every model's signals on ``rows``, stored as they are made."""
+def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None,
+             seed: int) -> Signals:
+    """Every model's signals on ``rows`` under the number of demonstrations it reads best
+    (:func:`choose_shots`), stored as they are made; one model loaded at a time."""
     from ..label.prepare import resolve_models
     from ..llm.annotator import LLMAnnotator
 
     models = resolve_models(job, answers(data.labels), None)
     texts = [data.texts[i] for i in rows]
-    p_yes, consistency, seconds = [], [], {}
+    llm = job.config.llm
+    demos, demo_rows = demonstrations_from([data.texts[i] for i in data.seed_rows], data.y[data.seed_rows],
+                                           data.labels, max(shot_candidates(llm.shots, llm.max_shots)),
+                                           np.random.default_rng(derived_seed(seed, 47)), llm.demo_words)
+    p_yes, consistency, seconds, shots = [], [], {}, {}
     for model, name, chat in zip(models.resolved, models.display, models.chat_formats):
-        prompt = yes_no_prompt(data.labels, job.item, chat)
         started = time.perf_counter()
-        with LLMAnnotator(model.path, prompt, job.config.llm_for(name, getattr(model.spec, "settings", None)),
-                          store) as annotator:  # one model loaded at a time
+        with LLMAnnotator(model.path, yes_no_prompt(data.labels, job.item, chat),
+                          job.config.llm_for(name, getattr(model.spec, "settings", None)), store) as annotator:
+            shots[name] = choose_shots(annotator, data, (demos, demo_rows), job, chat, progress, name)
+            annotator.use_prompt(yes_no_prompt(data.labels, job.item, chat, _with_shots(demos, shots[name]["chosen"])))
             signals = annotator.annotate(texts, (lambda d, t, n=name: progress(f"llm {n}", d, t)) if progress else None)
         seconds[name] = round(time.perf_counter() - started, 2)
         p, c = label_probabilities(signals)
         p_yes.append(p)
         consistency.append(c)
-    k = len(data.labels)
-    empty = np.zeros((0, len(rows), k))
+    empty = np.zeros((0, len(rows), len(data.labels)))
     return Signals(models.display, rows, np.stack(p_yes) if p_yes else empty,
-                   np.stack(consistency) if consistency else empty, seconds)
+                   np.stack(consistency) if consistency else empty, seconds, shots)
+
+
+def _with_shots(demos: tuple[tuple[str, str], ...], shots: int) -> tuple[tuple[str, str], ...]:
+    """The demonstrations of ``shots`` per label out of those drawn for more: per label the first
+    ``ceil(shots / 2)`` yes answers and ``floor(shots / 2)`` no answers, in the drawn order."""
+    most = {True: (shots + 1) // 2, False: shots // 2}
+    taken: dict[tuple[str, bool], int] = {}
+    out = []
+    for text, answer in demos:
+        label, word = answer.rsplit(": ", 1)
+        key = (label, word == YES)
+        if taken.get(key, 0) < most[key[1]]:
+            out.append((text, answer))
+            taken[key] = taken.get(key, 0) + 1
+    return tuple(out)
+
+
+def choose_shots(annotator: Any, data: Input, demonstrations: tuple, job: LabelJob, chat: str,
+                 progress: Progress | None, name: str) -> dict[str, Any]:
+    """The number of demonstrations per label this model reads the seed rows best with (lowest
+    mean binary log-loss on the seed rows no demonstration uses), among :func:`shot_candidates`."""
+    llm = job.config.llm
+    candidates = shot_candidates(llm.shots, llm.max_shots)
+    if len(candidates) == 1:
+        return {"chosen": candidates[0], "seed_log_loss": {}}
+    demos, demo_rows = demonstrations
+    rest = np.setdiff1d(np.arange(len(data.seed_rows)), demo_rows)
+    texts = [data.texts[data.seed_rows[i]] for i in rest]
+    losses = {}
+    for shots in candidates:
+        annotator.use_prompt(yes_no_prompt(data.labels, job.item, chat, _with_shots(demos, shots)))
+        signals = annotator.annotate(texts, (lambda d, t: progress(f"llm {name} shots", d, t)) if progress else None)
+        losses[shots] = round(seed_loss(label_probabilities(signals)[0], data.y[data.seed_rows[rest]]), 4)
+    return {"chosen": min(losses, key=losses.get), "seed_log_loss": losses}
 
 
 def label_rows(job: LabelJob, data: Input, x: np.ndarray, signals: Signals, seed: int,
@@ -287,7 +337,7 @@ def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Wa
         encoder, x = timed("encoding", encode_texts, job, data.texts,
                            (lambda d, t: progress("encoding", d, t)) if progress else None)
         rows, plan = llm_rows(job, data, seed)
-        signals = timed("annotate", annotate, job, data, rows, store, progress)
+        signals = timed("annotate", annotate, job, data, rows, store, progress, seed)
         proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, signals, seed,
                                                      max(1, job.threads))
         source[list(session.human_labels())] = "human"  # a person's set, as the single-label job says
@@ -307,6 +357,7 @@ def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classi
     report = {"multi_label": True, "labels": list(data.labels), "rows": len(rows), "seed_rows": len(data.seed_rows),
               "human_rows": len(session.human_labels()),
               "llm_rows": int(len(signals.rows)), "models": signals.names, "llm_seconds": signals.seconds,
+              "shots": signals.shots,
               "needs_review": sum(r["needs_review"] == "true" for r in rows), "llm_budget": seconds.pop("plan"),
               "seconds": seconds,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -44,18 +44,35 @@ def yes_no_prompt(labels: Sequence[str], item: str, chat_format: str,
 
 
 def demonstrations_from(texts: Sequence[str], y: np.ndarray, labels: Sequence[str], shots: int,
-                        rng: np.random.Generator) -> tuple[tuple[str, str], ...]:
-    """``shots`` demonstrations from seed rows (texts (s,), y (s, K) bool), alternately a label a
-    text carries (``k: yes``) and one it does not (``k: no``), each row and label drawn at random."""
-    out: list[tuple[str, str]] = []
-    for shot in range(shots):
-        want = shot % 2 == 0
-        cells = np.argwhere(y == want)
-        if not len(cells):
-            continue
-        row, k = cells[rng.integers(len(cells))]
-        out.append((texts[row], f"{labels[k]}: {YES if want else NO}"))
-    return tuple(out)
+                        rng: np.random.Generator, words: int = 60) -> tuple[tuple[tuple[str, str], ...], list[int]]:
+    """(Demonstrations, the seed rows they use): per label ``shots`` seed rows (texts (s,), y (s, K)
+    bool), alternately one the label applies to (``k: yes``) and one it does not (``k: no``), each
+    drawn at random among the rows not used yet and cut to ``words`` words; in shuffled order."""
+    chosen: list[tuple[int, str]] = []
+    used: set[int] = set()
+    for k, label in enumerate(labels):
+        for shot in range(shots):
+            want = shot % 2 == 0
+            rows = [i for i in np.flatnonzero(y[:, k] == want) if i not in used]
+            if rows:
+                row = int(rng.choice(rows))
+                used.add(row)
+                chosen.append((row, f"{label}: {YES if want else NO}"))
+    order = rng.permutation(len(chosen))
+    demos = tuple((" ".join(texts[chosen[i][0]].split()[:words]), chosen[i][1]) for i in order)
+    return demos, sorted(used)
+
+
+def shot_candidates(shots: int | str, max_shots: int) -> list[int]:
+    """The numbers of demonstrations per label a model is tried with: ``llm.shots``, or 0 and
+    ``llm.max_shots`` where it is ``auto``."""
+    return sorted({0, max_shots}) if shots == "auto" else [int(shots)]
+
+
+def seed_loss(p_yes: np.ndarray, y: np.ndarray) -> float:
+    """Mean binary log-loss of P(label applies) (s, K) against the seed sets (s, K)."""
+    p = np.clip(p_yes, 1e-6, 1 - 1e-6)
+    return float(-(y * np.log(p) + (~y) * np.log(1 - p)).mean())
 
 
 def label_probabilities(signals: AnnotationSignals) -> tuple[np.ndarray, np.ndarray]:
