@@ -39,7 +39,7 @@ from .prompts import (
     answers,
     demonstrations_from,
     label_probabilities,
-    seed_loss,
+    seed_auc,
     shot_candidates,
     yes_no_prompt,
 )
@@ -75,7 +75,7 @@ class Signals:
     consistency: np.ndarray
     seconds: dict[str, float]
     shots: dict[str, dict[str, Any]]
-    """Per model the demonstrations per label it read with, and the seed log-loss of each tried."""
+    """Per model the demonstrations per label it read with, and the seed AUC of each tried."""
 
 
 def read_input(job: LabelJob) -> Input:
@@ -208,21 +208,22 @@ def _with_shots(demos: tuple[tuple[str, str], ...], shots: int) -> tuple[tuple[s
 
 def choose_shots(annotator: Any, data: Input, demonstrations: tuple, job: LabelJob, chat: str,
                  progress: Progress | None, name: str) -> dict[str, Any]:
-    """The number of demonstrations per label this model reads the seed rows best with (lowest
-    mean binary log-loss on the seed rows no demonstration uses), among :func:`shot_candidates`."""
+    """The number of demonstrations per label this model reads the seed rows best with (the highest
+    mean ROC AUC per label on the seed rows no demonstration uses; ties to fewer), among
+    :func:`shot_candidates`."""
     llm = job.config.llm
     candidates = shot_candidates(llm.shots, llm.max_shots)
     if len(candidates) == 1:
-        return {"chosen": candidates[0], "seed_log_loss": {}}
+        return {"chosen": candidates[0], "seed_auc": {}}
     demos, demo_rows = demonstrations
     rest = np.setdiff1d(np.arange(len(data.seed_rows)), demo_rows)
     texts = [data.texts[data.seed_rows[i]] for i in rest]
-    losses = {}
+    scores = {}
     for shots in candidates:
         annotator.use_prompt(yes_no_prompt(data.labels, job.item, chat, _with_shots(demos, shots)))
         signals = annotator.annotate(texts, (lambda d, t: progress(f"llm {name} shots", d, t)) if progress else None)
-        losses[shots] = round(seed_loss(label_probabilities(signals)[0], data.y[data.seed_rows[rest]]), 4)
-    return {"chosen": min(losses, key=losses.get), "seed_log_loss": losses}
+        scores[shots] = round(seed_auc(label_probabilities(signals)[0], data.y[data.seed_rows[rest]]), 4)
+    return {"chosen": max(scores, key=lambda n: (scores[n], -n)), "seed_auc": scores}
 
 
 def label_rows(job: LabelJob, data: Input, x: np.ndarray, signals: Signals, seed: int,

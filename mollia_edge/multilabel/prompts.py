@@ -69,10 +69,15 @@ def shot_candidates(shots: int | str, max_shots: int) -> list[int]:
     return sorted({0, max_shots}) if shots == "auto" else [int(shots)]
 
 
-def seed_loss(p_yes: np.ndarray, y: np.ndarray) -> float:
-    """Mean binary log-loss of P(label applies) (s, K) against the seed sets (s, K)."""
-    p = np.clip(p_yes, 1e-6, 1 - 1e-6)
-    return float(-(y * np.log(p) + (~y) * np.log(1 - p)).mean())
+def seed_auc(p_yes: np.ndarray, y: np.ndarray) -> float:
+    """Mean over labels of the ROC AUC of P(label applies) (s, K) against the seed sets (s, K)
+    (labels all or none of the rows carry left out; 0.5 when every label is): how well the
+    model ranks, which is what the label model takes from it (its raw probabilities are not
+    calibrated: a model that says no to everything can have the lower log-loss)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = [roc_auc_score(y[:, k], p_yes[:, k]) for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
+    return float(np.mean(scores)) if scores else 0.5
 
 
 def label_probabilities(signals: AnnotationSignals) -> tuple[np.ndarray, np.ndarray]:
