@@ -148,11 +148,14 @@ def record_labels(session: Any, rows: list[dict], proba: np.ndarray, source: np.
 def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
     """(The seed rows, then at most ``job.llm_sample`` other rows drawn at random that the rest of
     ``llm.budget_words`` pays for; the plan). A text costs its words, the prompt around it and
-    each of its 2K answers (:mod:`mollia_edge.llm.budget`)."""
+    each of its 2K answers (:mod:`mollia_edge.llm.budget`); the seed rows are read under each
+    number of demonstrations tried, and once more under the one chosen (an upper bound: the
+    rows read under it before are not read again)."""
     from ..llm.budget import WordBudget, text_costs
 
     budget = WordBudget(job.config.llm.budget_words, text_costs(data.texts, 2 * len(data.labels)))
-    budget.spent["seed rows"] = int(budget.costs[data.seed_rows].sum())
+    tries = len(shot_candidates(job.config.llm.shots, job.config.llm.max_shots))  # the seed rows under each
+    budget.spent["seed rows"] = int(budget.costs[data.seed_rows].sum()) * (tries + (tries > 1))
     rest = np.setdiff1d(np.arange(len(data.texts)), data.seed_rows)
     ordered = np.random.default_rng(derived_seed(seed, 43)).permutation(rest)[: job.llm_sample]
     within = np.cumsum(budget.costs[ordered]) <= budget.left
