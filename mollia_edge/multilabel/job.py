@@ -145,27 +145,39 @@ def record_labels(session: Any, rows: list[dict], proba: np.ndarray, source: np.
     session.queue_for_review(review)
 
 
-def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+CHOICE_SHARE = 0.25
+"""At most this share of ``llm.budget_words`` goes to reading seed rows under the numbers of
+demonstrations not chosen."""
+MIN_CHOICE_ROWS = 10
+
+
+def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, int, dict[str, Any]]:
     """(The seed rows, then at most ``job.llm_sample`` other rows drawn at random that the rest of
-    ``llm.budget_words`` pays for; the plan). A text costs its words, the prompt around it and
-    each of its 2K answers (:mod:`mollia_edge.llm.budget`); the seed rows are read under each
-    number of demonstrations tried, and once more under the one chosen (an upper bound: the
-    rows read under it before are not read again)."""
+    ``llm.budget_words`` pays for; how many seed rows the choice of demonstrations reads under
+    each number tried; the plan). A text costs its words, the prompt around it and each of its
+    2K answers (:mod:`mollia_edge.llm.budget`). The choice reads as many seed rows as
+    :data:`CHOICE_SHARE` of the budget pays under the numbers not chosen (fewer than
+    :data:`MIN_CHOICE_ROWS`: no choice, zero-shot)."""
     from ..llm.budget import WordBudget, text_costs
 
     budget = WordBudget(job.config.llm.budget_words, text_costs(data.texts, 2 * len(data.labels)))
-    tries = len(shot_candidates(job.config.llm.shots, job.config.llm.max_shots))  # the seed rows under each
-    budget.spent["seed rows"] = int(budget.costs[data.seed_rows].sum()) * (tries + (tries > 1))
+    seed_costs = budget.costs[data.seed_rows]
+    others = len(shot_candidates(job.config.llm.shots, job.config.llm.max_shots)) - 1
+    choice = len(data.seed_rows) if others and not budget.total else 0
+    if others and budget.total:
+        choice = min(len(data.seed_rows), int(budget.total * CHOICE_SHARE // (seed_costs.mean() * others)))
+    choice = choice if choice >= MIN_CHOICE_ROWS else 0
+    budget.spent["seed rows"] = int(seed_costs.sum() + np.sort(seed_costs)[::-1][:choice].sum() * others)
     rest = np.setdiff1d(np.arange(len(data.texts)), data.seed_rows)
     ordered = np.random.default_rng(derived_seed(seed, 43)).permutation(rest)[: job.llm_sample]
     within = np.cumsum(budget.costs[ordered]) <= budget.left
     sample = np.sort(ordered[: int(within.sum()) if np.isfinite(budget.left) else len(ordered)])
     budget.spent["sample"] = int(budget.costs[sample].sum())
-    return np.concatenate([data.seed_rows, sample]).astype(np.int64), budget.report()
+    return np.concatenate([data.seed_rows, sample]).astype(np.int64), choice, budget.report()
 
 
 def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None,
-             seed: int) -> Signals:
+             seed: int, choice: int) -> Signals:
     """Every model's signals on ``rows`` under the number of demonstrations it reads best
     (:func:`choose_shots`), stored as they are made; one model loaded at a time."""
     from ..label.prepare import resolve_models
@@ -182,7 +194,7 @@ def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress:
         started = time.perf_counter()
         with LLMAnnotator(model.path, yes_no_prompt(data.labels, job.item, chat),
                           job.config.llm_for(name, getattr(model.spec, "settings", None)), store) as annotator:
-            shots[name] = choose_shots(annotator, data, (demos, demo_rows), job, chat, progress, name)
+            shots[name] = choose_shots(annotator, data, (demos, demo_rows), job, chat, choice, progress, name)
             annotator.use_prompt(yes_no_prompt(data.labels, job.item, chat, _with_shots(demos, shots[name]["chosen"])))
             signals = annotator.annotate(texts, (lambda d, t, n=name: progress(f"llm {n}", d, t)) if progress else None)
         seconds[name] = round(time.perf_counter() - started, 2)
@@ -209,17 +221,17 @@ def _with_shots(demos: tuple[tuple[str, str], ...], shots: int) -> tuple[tuple[s
     return tuple(out)
 
 
-def choose_shots(annotator: Any, data: Input, demonstrations: tuple, job: LabelJob, chat: str,
+def choose_shots(annotator: Any, data: Input, demonstrations: tuple, job: LabelJob, chat: str, choice: int,
                  progress: Progress | None, name: str) -> dict[str, Any]:
-    """The number of demonstrations per label this model reads the seed rows best with (the highest
-    mean ROC AUC per label on the seed rows no demonstration uses; ties to fewer), among
-    :func:`shot_candidates`."""
+    """The number of demonstrations per label this model reads ``choice`` seed rows best with
+    (the highest mean ROC AUC per label; rows no demonstration uses; ties to fewer), among
+    :func:`shot_candidates` (no choice: the only candidate, or zero-shot when ``choice`` is 0)."""
     llm = job.config.llm
     candidates = shot_candidates(llm.shots, llm.max_shots)
-    if len(candidates) == 1:
-        return {"chosen": candidates[0], "seed_auc": {}}
+    if len(candidates) == 1 or not choice:
+        return {"chosen": candidates[0] if len(candidates) == 1 else 0, "seed_auc": {}}
     demos, demo_rows = demonstrations
-    rest = np.setdiff1d(np.arange(len(data.seed_rows)), demo_rows)
+    rest = np.setdiff1d(np.arange(len(data.seed_rows)), demo_rows)[:choice]
     texts = [data.texts[data.seed_rows[i]] for i in rest]
     scores = {}
     for shots in candidates:
@@ -340,8 +352,8 @@ def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Wa
         data = with_human_labels(data, session)
         encoder, x = timed("encoding", encode_texts, job, data.texts,
                            (lambda d, t: progress("encoding", d, t)) if progress else None)
-        rows, plan = llm_rows(job, data, seed)
-        signals = timed("annotate", annotate, job, data, rows, store, progress, seed)
+        rows, choice, plan = llm_rows(job, data, seed)
+        signals = timed("annotate", annotate, job, data, rows, store, progress, seed, choice)
         proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, signals, seed,
                                                      max(1, job.threads))
         source[list(session.human_labels())] = "human"  # a person's set, as the single-label job says
