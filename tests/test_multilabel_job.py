@@ -48,6 +48,10 @@ def test_label_cells_are_sets_in_any_spelling():
     assert cell_labels("", "here") is None and cell_labels(None, "here") is None and cell_labels("None", "here") == ()
     with pytest.raises(DataError, match="not one"):
         cell_labels("[a, b", "file.csv, row 3")
+    with pytest.raises(DataError, match="JSON object"):
+        cell_labels({"a": 1}, "file.jsonl, row 2")
+    with pytest.raises(DataError, match="not text"):
+        cell_labels(["a", 1], "file.jsonl, row 2")
     sets = [("a", "b"), None, (), ("c",)]
     assert label_set_of(sets, None) == ("a", "b", "c")
     with pytest.raises(DataError, match="not in --labels"):

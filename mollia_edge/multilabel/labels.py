@@ -26,6 +26,8 @@ def cell_labels(value: Any, where: str) -> tuple[str, ...] | None:
     """The labels of one seed cell (None: no seed; ``()``: a seed row with no label)."""
     if value is None:
         return None
+    if isinstance(value, dict):
+        raise DataError(f"{where}: the cell holds a JSON object; write the labels as a|b or as a JSON list")
     if isinstance(value, (list, tuple)):
         names = value
     else:
