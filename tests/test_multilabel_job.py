@@ -152,3 +152,15 @@ def test_demonstrations_alternate_yes_and_no_per_label_and_fewer_shots_keep_the_
         assert y[row, ("a", "b").index(label)] == (word == "yes")
     assert sorted(answer for _, answer in _with_shots(demos, 1)) == ["a: yes", "b: yes"]
     assert _with_shots(demos, 0) == ()
+
+
+def test_a_jsonl_file_takes_and_gives_label_sets_as_lists(tmp_path, tiny_model_path):
+    rows = list(csv.DictReader(_input(tmp_path / "in.csv").open(encoding="utf-8")))
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"], "label": r["label"].split("|") if r["label"] else None,
+                                        "gold": r["gold"].split("|")}) + "\n" for r in rows), encoding="utf-8")
+    assert main(_args(data, tmp_path / "out.jsonl", tiny_model_path)) == 0
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["label"] for r in out[:16]] == [r["gold"] for r in out[:16]]
+    assert all(isinstance(r["label"], list) and set(r["confidence"]) == set(TOPICS) for r in out)
+    assert all(sorted(r["label"]) == sorted(k for k, p in r["confidence"].items() if p >= 0.5) for r in out[16:])

@@ -127,7 +127,8 @@ def with_human_labels(data: Input, session: Any) -> Input:
     return dataclasses.replace(data, y=y, seed_rows=np.flatnonzero(seeded))
 
 
-def record_labels(session: Any, rows: list[dict], proba: np.ndarray, source: np.ndarray) -> None:
+def record_labels(session: Any, rows: list[dict], proba: np.ndarray, source: np.ndarray,
+                  labels: tuple[str, ...]) -> None:
     """Every row's set in the session, and the rows to review queued, least sure first."""
     from ..session import RowLabel
 
@@ -137,7 +138,8 @@ def record_labels(session: Any, rows: list[dict], proba: np.ndarray, source: np.
             continue
         sure = float(np.maximum(proba[i], 1 - proba[i]).min())
         flagged = row["needs_review"] == "true"
-        machine.append(RowLabel(i, row["label"], str(source[i]), "mollia-edge", round(sure, 6),
+        cell = row["label"] if isinstance(row["label"], str) else label_sets.format_set(proba[i] >= 0.5, labels)
+        machine.append(RowLabel(i, cell, str(source[i]), "mollia-edge", round(sure, 6),
                                 tuple(filter(None, row["negative_labels"].split("|"))), needs_review=flagged))
         if flagged:
             review.append((i, "a label near even odds", 1.0 - sure))
@@ -269,14 +271,21 @@ def label_rows(job: LabelJob, data: Input, x: np.ndarray, signals: Signals, seed
 
 
 def table(job: LabelJob, data: Input, proba: np.ndarray, source: np.ndarray, negatives: np.ndarray) -> list[dict]:
-    """The output rows: the input's cells and :data:`OUTPUT_COLUMNS`."""
+    """The output rows: the input's cells and :data:`OUTPUT_COLUMNS`; in a JSONL output the set
+    is a JSON list and the probabilities an object, elsewhere ``a|b`` and ``a:0.930|b:0.710``."""
+    as_json = job.output.suffix.lower() == ".jsonl"
     out = []
     for i, row in enumerate(data.rows):
         decided = proba[i] >= 0.5
         sure = np.maximum(proba[i], 1 - proba[i]).min()
-        out.append({**row, "label": label_sets.format_set(decided, data.labels), "label_source": source[i],
-                    "confidence": label_sets.format_confidences(proba[i], data.labels),
-                    "negative_labels": "|".join(label for label, no in zip(data.labels, negatives[i]) if no),
+        if as_json:
+            label: Any = [name for name, on in zip(data.labels, decided) if on]
+            confidence: Any = {name: round(float(p), 3) for name, p in zip(data.labels, proba[i])}
+        else:
+            label = label_sets.format_set(decided, data.labels)
+            confidence = label_sets.format_confidences(proba[i], data.labels)
+        out.append({**row, "label": label, "label_source": source[i], "confidence": confidence,
+                    "negative_labels": "|".join(name for name, no in zip(data.labels, negatives[i]) if no),
                     "needs_review": "true" if source[i] in ("classifier", "llm_mixture")
                     and sure < job.review_threshold else "false"})
     return out
@@ -368,7 +377,7 @@ def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classi
 
     proba, source, negatives = labelled
     rows = table(job, data, proba, source, negatives)
-    record_labels(session, rows, proba, source)
+    record_labels(session, rows, proba, source, data.labels)
     columns = [*data.columns, *(c for c in OUTPUT_COLUMNS if c not in data.columns)]
     report = {"multi_label": True, "labels": list(data.labels), "rows": len(rows), "seed_rows": len(data.seed_rows),
               "human_rows": len(session.human_labels()),
