@@ -14,6 +14,7 @@ them); the job's seconds and peak RSS. yahoo is the dev set, bbc-news the report
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def bench_dataset(name: str, args: argparse.Namespace, work: Path, run_job) -> d
                        ("text", "label", "gold"))
     (folder / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
     extra = ["--multi-label", "--seed", str(args.seed), "--labels-file", str(folder / "labels.txt"),
-             "--session", str(folder / "session.sqlite")]
+             "--session", str(folder / "session.sqlite"), *shlex.split(args.job_args)]
     report, seconds = run_job(task, folder / "job" / "labelled.csv", ITEMS.get(name, "text"), extra)
     return {"dataset": f"{name}-pairs", "rows": args.n, "seeds": args.seeds, "job": report["gold"],
             "job_seconds": seconds, "stage_seconds": report["seconds"], "llm_seconds": report["llm_seconds"],

@@ -278,6 +278,18 @@ def test_bench_label(bench_label_work):
     assert result["job"]["final"]["rows"] == 4 and (work / "rotten-tomatoes" / "session.sqlite").is_file()
 
 
+def test_bench_label_multi_label(starter_catalog, tmp_path, monkeypatch):
+    """The multi-label job against gold (bench_label --multi-label): 8 topic-pair rows of bbc-news, 4 seeds."""
+    needs_dataset("bbc-news")
+    monkeypatch.setenv(MODELS_DIR_ENV, str(starter_catalog))
+    out = tmp_path / "bench.json"
+    assert script("bench_label").main(["--multi-label", "--datasets", "bbc-news", "--n", "8", "--seeds", "4",
+                                       "--work", str(tmp_path), "--job-args", FAST_JOB, "--out", str(out)]) == 0
+    (result,) = read_json(out)["results"]
+    assert result["dataset"] == "bbc-news-pairs" and result["job"]["final"]["rows"] == 4
+    assert {"micro_f1", "macro_f1"} <= result["seed_only"].keys() and result["llm_seconds"]
+
+
 def test_bench_refresh(bench_label_work, starter_models, tmp_path):
     """refresh_text_annotator on bench_label's work folder (copied; its stored LLM outputs reused):
     the `on` arm only (--arms on), one label job."""
