@@ -148,6 +148,20 @@ def _llm_outputs(session: Path) -> dict[tuple[str, str], str]:
         return {}
 
 
+def killed_once_stored(child: subprocess.Popen, session: Path, outputs: int = 3, seconds: float = 60) -> dict:
+    """Kill ``child`` (-9) once ``outputs`` LLM outputs are in ``session`` (or after ``seconds``):
+    the outputs stored then."""
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and child.poll() is None and len(_llm_outputs(session)) < outputs:
+            time.sleep(0.02)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    return _llm_outputs(session)
+
+
 def test_a_kill_in_the_llm_stage_keeps_the_outputs_made_before_it(tiny_model_path, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "GROUP_WORK", 1)  # every run here groups texts as for a big model
     data = write_input(tmp_path / "in.csv")
@@ -158,15 +172,7 @@ def test_a_kill_in_the_llm_stage_keeps_the_outputs_made_before_it(tiny_model_pat
     out = tmp_path / "out.csv"
     session = out.with_name(out.name + ".session.sqlite")
     child = slow_job(args(data, out, tiny_model_path), seconds=0.3, group_work=1)  # groups of 64 KV cells
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and child.poll() is None and len(_llm_outputs(session)) < 3:
-            time.sleep(0.02)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
-    kept = _llm_outputs(session)
+    kept = killed_once_stored(child, session)
     # the LLMs first score the 12 seed rows under three prompts (0, 1, 2 shots), then 15 sampled rows:
     # stored a few at a time, not a whole call at once
     assert 3 <= len(kept) <= 10, f"{len(kept)} LLM output(s) stored when the job was killed"

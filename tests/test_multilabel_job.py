@@ -7,12 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import random
-import signal
-import time
 
 import numpy as np
 import pytest
-from test_file_safety import _llm_outputs, slow_job
+from test_file_safety import _llm_outputs, killed_once_stored, slow_job
 
 from mollia_edge.cli import main
 from mollia_edge.errors import DataError
@@ -114,17 +112,9 @@ def test_a_multi_label_job_killed_in_the_llm_stage_resumes_to_the_same_output(tm
     assert main(_args(data, reference, tiny_model_path)) == 0
     out = tmp_path / "out.csv"
     session = out.with_name(out.name + ".session.sqlite")
-    child = slow_job(_args(data, out, tiny_model_path), seconds=0.3, group_work=1)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and child.poll() is None and len(_llm_outputs(session)) < 3:
-            time.sleep(0.02)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    kept = _llm_outputs(session)
+    kept = killed_once_stored(slow_job(_args(data, out, tiny_model_path), seconds=0.3, group_work=1), session)
     total = len(_llm_outputs(reference.with_name(reference.name + ".session.sqlite")))
-    assert child.returncode == -signal.SIGKILL and 3 <= len(kept) < total and not out.exists()
+    assert 3 <= len(kept) < total and not out.exists()
     assert main(_args(data, out, tiny_model_path)) == 0
     after = _llm_outputs(session)
     assert {h: after[h] for h in kept} == kept and len(after) == total  # kept, not computed again
