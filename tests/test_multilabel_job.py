@@ -36,8 +36,10 @@ def _input(path, n=40, seeds=16):
 
 
 def _args(data, out, model, *extra):
+    """A tiny multi-label job: the LLMs read the 16 seed rows, a sample of 10, then one round of 4."""
     return ["label", str(data), "--multi-label", "--models", str(model), "--chat-format", "chatml",
-            "--llm-sample", "10", "--gold-column", "gold", "--quiet", "-o", str(out), *extra]
+            "--llm-sample", "10", "--rounds", "1", "--batch", "4", "--gold-column", "gold", "--quiet", "-o", str(out),
+            *extra]
 
 
 def test_label_cells_are_sets_in_any_spelling():
@@ -81,7 +83,7 @@ def test_a_multi_label_job_writes_label_sets_and_every_labels_probability(tmp_pa
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 40 and {"label", "label_source", "confidence", "needs_review"} <= rows[0].keys()
     assert all(r["label"] == r["gold"] for r in rows[:16]) and {r["label_source"] for r in rows[:16]} == {"seed"}
-    assert [r["label_source"] for r in rows[16:]].count("llm_mixture") == 10
+    assert [r["label_source"] for r in rows[16:]].count("llm_mixture") == 14  # the sample and the round's 4
     for row in rows:
         probabilities = dict(cell.split(":") for cell in row["confidence"].split("|"))
         assert set(probabilities) == set(TOPICS)
@@ -154,3 +156,31 @@ def test_a_jsonl_file_takes_and_gives_label_sets_as_lists(tmp_path, tiny_model_p
     assert [r["label"] for r in out[:16]] == [r["gold"] for r in out[:16]]
     assert all(isinstance(r["label"], list) and set(r["confidence"]) == set(TOPICS) for r in out)
     assert all(sorted(r["label"]) == sorted(k for k, p in r["confidence"].items() if p >= 0.5) for r in out[16:])
+
+
+def test_the_loop_queries_the_rows_the_classifier_is_least_sure_of():
+    from mollia_edge.errors import ConfigError
+    from mollia_edge.multilabel.loop import mean_binary_entropy, query, strategy_of
+
+    proba = np.array([[0.5, 0.5], [0.99, 0.01], [0.6, 0.1], [0.5, 0.9], [0.0, 1.0]])
+    entropy = mean_binary_entropy(proba)
+    assert entropy[0] == pytest.approx(np.log(2)) and entropy[4] == pytest.approx(0, abs=1e-9)
+    rng = np.random.default_rng(0)
+    x = np.eye(5)
+    assert query("entropy", proba, x, np.array([1]), np.array([0, 2, 3, 4]), 2, rng).tolist() == [0, 3]
+    assert len(query("coreset", proba, x, np.array([1]), np.array([0, 2, 3, 4]), 3, rng)) == 3
+    assert query("random", proba, x, np.array([1]), np.array([2]), 5, rng).tolist() == [2]
+    assert strategy_of("bemps") == "entropy" and strategy_of("coreset") == "coreset"
+    with pytest.raises(ConfigError, match="no multi-label form"):
+        strategy_of("breaking-ties")
+
+
+def test_a_multi_label_job_reads_its_queried_rows_and_reports_the_rounds(tmp_path, tiny_model_path, capsys):
+    data, out = _input(tmp_path / "in.csv"), tmp_path / "out.csv"
+    assert main(_args(data, out, tiny_model_path, "--rounds", "2", "--batch", "3", "--strategy", "coreset")) == 0
+    report = json.loads((tmp_path / "out.csv.report.json").read_text())
+    assert report["active_learning"]["strategy"] == "coreset"
+    assert [r["queried"] for r in report["active_learning"]["rounds"]] == [3, 3] and report["llm_rows"] == 16 + 10 + 6
+    assert main(_args(data, tmp_path / "other.csv", tiny_model_path, "--strategy", "noise-stability")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no multi-label form" in err[-1] and not (tmp_path / "other.csv").exists()

@@ -2,12 +2,15 @@
 
 1. ``read``: the table, each seed cell's label set (:mod:`.labels`), the label set, gold sets;
 2. ``encode``: the sentence embeddings (cached beside the session store, as the single-label job);
-3. ``annotate``: every LLM reads the seed rows and a random sample of the others (``--llm-sample``)
-   once, its answers per label stored in the session store as they are made (a killed job
-   resumes without reading a text twice): :mod:`.prompts`;
-4. ``label_model``: per label the text annotator and MoLAM (:mod:`.model`);
-5. ``classifier``: the multi-label head on the seed rows (their labels), the sample (the label
-   model's labels) and every other row pseudo-labelled by the text annotator (``al.pseudo_weight``);
+3. ``annotate``: every LLM reads the seed rows (under the number of demonstrations it reads them
+   best with) and a random sample of the others (``--llm-sample``) once, its answers per label
+   stored in the session store as they are made (a killed job resumes without reading a text
+   twice): :mod:`.prompts`;
+4. ``active_learning``: rounds of queries (:mod:`.loop`) that every LLM reads, within the word
+   budget;
+5. ``labelling``: per label the text annotator and MoLAM (:mod:`.model`), then the multi-label
+   head on the seed rows (their labels), the rows the LLMs read (the label model's labels) and
+   every other row pseudo-labelled by the text annotator (``al.pseudo_weight``);
 6. ``write``: the labelled table, the classifier, the report and its summary, all or none.
 
 Rows: a seed row keeps its labels (``seed``); a row of the LLM sample gets the label model's
@@ -33,6 +36,7 @@ from ..files import all_or_nothing, atomic_write_text
 from ..label.job import LabelJob, LabelResult, Progress, Warn
 from ..randomness import derived_seed
 from . import labels as label_sets
+from .loop import mean_binary_entropy, query, strategy_of
 from .model import label_model, negative_labels, text_annotator, train_classifier
 from .prompts import (
     YES,
@@ -153,13 +157,26 @@ demonstrations not chosen."""
 MIN_CHOICE_ROWS = 10
 
 
-def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, int, dict[str, Any]]:
-    """(The seed rows, then at most ``job.llm_sample`` other rows drawn at random that the rest of
-    ``llm.budget_words`` pays for; how many seed rows the choice of demonstrations reads under
-    each number tried; the plan). A text costs its words, the prompt around it and each of its
-    2K answers (:mod:`mollia_edge.llm.budget`). The choice reads as many seed rows as
-    :data:`CHOICE_SHARE` of the budget pays under the numbers not chosen (fewer than
-    :data:`MIN_CHOICE_ROWS`: no choice, zero-shot)."""
+@dataclass(frozen=True)
+class ReadPlan:
+    """What the LLMs read: the seed rows and a random sample first, then ``rounds`` of ``batch``."""
+
+    rows: np.ndarray
+    """(m,) the seed rows, then the sample."""
+    choice: int
+    """Seed rows the choice of demonstrations reads under each number tried (0: no choice)."""
+    rounds: int
+    batch: int
+    report: dict[str, Any]
+
+
+def llm_rows(job: LabelJob, data: Input, seed: int) -> ReadPlan:
+    """The plan within ``llm.budget_words``: a text costs its words, the prompt around it and
+    each of its 2K answers (:mod:`mollia_edge.llm.budget`). The choice of demonstrations reads as
+    many seed rows as :data:`CHOICE_SHARE` of the budget pays under the numbers not chosen (fewer
+    than :data:`MIN_CHOICE_ROWS`: no choice, zero-shot); the sample (at most ``job.llm_sample``
+    rows drawn at random) takes half of what is left when the loop has rounds (all of it
+    without), the loop the rest (:meth:`WordBudget.rounds`)."""
     from ..llm.budget import WordBudget, text_costs
 
     budget = WordBudget(job.config.llm.budget_words, text_costs(data.texts, 2 * len(data.labels)))
@@ -171,17 +188,25 @@ def llm_rows(job: LabelJob, data: Input, seed: int) -> tuple[np.ndarray, int, di
     choice = choice if choice >= MIN_CHOICE_ROWS else 0
     budget.spent["seed rows"] = int(seed_costs.sum() + np.sort(seed_costs)[::-1][:choice].sum() * others)
     rest = np.setdiff1d(np.arange(len(data.texts)), data.seed_rows)
-    ordered = np.random.default_rng(derived_seed(seed, 43)).permutation(rest)[: job.llm_sample]
-    within = np.cumsum(budget.costs[ordered]) <= budget.left
-    sample = np.sort(ordered[: int(within.sum()) if np.isfinite(budget.left) else len(ordered)])
-    budget.spent["sample"] = int(budget.costs[sample].sum())
-    return np.concatenate([data.seed_rows, sample]).astype(np.int64), choice, budget.report()
+    ordered = np.random.default_rng(derived_seed(seed, 43)).permutation(rest)
+    rounds = job.config.al.rounds if job.rounds is None else int(job.rounds)
+    batch = job.batch or job.config.al.query_size
+    if rounds:
+        sample = np.sort(budget.sample(ordered, job.llm_sample))
+    else:
+        within = np.cumsum(budget.costs[ordered[: job.llm_sample]]) <= budget.left
+        sample = np.sort(ordered[: int(within.sum())])
+        budget.spent["sample"] = int(budget.costs[sample].sum())
+    rounds, batch = budget.rounds(rounds, batch, np.setdiff1d(rest, sample))
+    rows = np.concatenate([data.seed_rows, sample]).astype(np.int64)
+    return ReadPlan(rows, choice, rounds, batch, budget.report() | {"rounds": rounds, "batch": batch})
 
 
 def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None,
-             seed: int, choice: int) -> Signals:
+             seed: int, choice: int, chosen: dict[str, dict[str, Any]] | None = None) -> Signals:
     """Every model's signals on ``rows`` under the number of demonstrations it reads best
-    (:func:`choose_shots`), stored as they are made; one model loaded at a time."""
+    (:func:`choose_shots`; ``chosen``: as chosen before), stored as they are made; one model
+    loaded at a time."""
     from ..label.prepare import resolve_models
     from ..llm.annotator import LLMAnnotator
 
@@ -196,7 +221,8 @@ def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress:
         started = time.perf_counter()
         with LLMAnnotator(model.path, yes_no_prompt(data.labels, job.item, chat),
                           job.config.llm_for(name, getattr(model.spec, "settings", None)), store) as annotator:
-            shots[name] = choose_shots(annotator, data, (demos, demo_rows), job, chat, choice, progress, name)
+            shots[name] = chosen[name] if chosen else choose_shots(annotator, data, (demos, demo_rows), job, chat,
+                                                                   choice, progress, name)
             annotator.use_prompt(yes_no_prompt(data.labels, job.item, chat, _with_shots(demos, shots[name]["chosen"])))
             signals = annotator.annotate(texts, (lambda d, t, n=name: progress(f"llm {n}", d, t)) if progress else None)
         seconds[name] = round(time.perf_counter() - started, 2)
@@ -241,6 +267,36 @@ def choose_shots(annotator: Any, data: Input, demonstrations: tuple, job: LabelJ
         signals = annotator.annotate(texts, (lambda d, t: progress(f"llm {name} shots", d, t)) if progress else None)
         scores[shots] = round(seed_auc(label_probabilities(signals)[0], data.y[data.seed_rows[rest]]), 4)
     return {"chosen": max(scores, key=lambda n: (scores[n], -n)), "seed_auc": scores}
+
+
+def merged(first: Signals, then: Signals) -> Signals:
+    """The signals of ``first``'s rows and then ``then``'s (the same models)."""
+    return Signals(first.names, np.concatenate([first.rows, then.rows]),
+                   np.concatenate([first.p_yes, then.p_yes], axis=1),
+                   np.concatenate([first.consistency, then.consistency], axis=1),
+                   {name: round(first.seconds[name] + then.seconds.get(name, 0.0), 2) for name in first.names},
+                   first.shots)
+
+
+def active_learning(job: LabelJob, data: Input, x: np.ndarray, store: Any, signals: Signals, plan: ReadPlan,
+                    seed: int, progress: Progress | None) -> tuple[Signals, dict[str, Any]]:
+    """``plan.rounds`` rounds: fit the label model and the classifier on what the LLMs have read,
+    query ``plan.batch`` more rows by the strategy (:mod:`.loop`), have every LLM read them."""
+    strategy = strategy_of(job.strategy)
+    rng = np.random.default_rng(derived_seed(seed, 53))
+    history = []
+    for round_number in range(1, plan.rounds + 1):
+        proba, *_ = label_rows(job, data, x, signals, seed, max(1, job.threads))
+        candidates = np.setdiff1d(np.arange(len(x)), signals.rows)
+        picked = query(strategy, proba, x, signals.rows, candidates, plan.batch, rng)
+        if not len(picked):
+            break
+        signals = merged(signals, annotate(job, data, picked, store, progress, seed, 0, signals.shots))
+        history.append({"round": round_number, "queried": int(len(picked)),
+                        "mean_binary_entropy": round(float(mean_binary_entropy(proba[picked]).mean()), 4)})
+        if progress:
+            progress("rounds", round_number, plan.rounds)
+    return signals, {"strategy": strategy, "rounds": history}
 
 
 def label_rows(job: LabelJob, data: Input, x: np.ndarray, signals: Signals, seed: int,
@@ -325,10 +381,11 @@ def check_job(job: LabelJob) -> None:
     """What a multi-label job does not do (yet), each refused in one line."""
     refused = {"--ray": job.ray is not None, "--target-error": job.config.guarantee.target_error is not None,
                "--task": job.task_file is not None, "--classifier top-layers": job.classifier == "top-layers",
-               "--rounds (the LLMs read a random sample)": job.rounds not in (None, 0)}
+               "--rounds auto": job.rounds == "auto"}
     for flag, given in refused.items():
         if given:
             raise ConfigError(f"{flag} is not available with --multi-label yet; leave it out")
+    strategy_of(job.strategy)  # one with no multi-label form: now, not after the LLMs
 
 
 def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
@@ -361,13 +418,14 @@ def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Wa
         data = with_human_labels(data, session)
         encoder, x = timed("encoding", encode_texts, job, data.texts,
                            (lambda d, t: progress("encoding", d, t)) if progress else None)
-        rows, choice, plan = llm_rows(job, data, seed)
-        signals = timed("annotate", annotate, job, data, rows, store, progress, seed, choice)
+        plan = llm_rows(job, data, seed)
+        signals = timed("annotate", annotate, job, data, plan.rows, store, progress, seed, plan.choice)
+        signals, loop = timed("active_learning", active_learning, job, data, x, store, signals, plan, seed, progress)
         proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, signals, seed,
                                                      max(1, job.threads))
         source[list(session.human_labels())] = "human"  # a person's set, as the single-label job says
-        return _write(job, data, signals, (proba, source, negatives), classifier, encoder, seconds | {"plan": plan},
-                      session)
+        return _write(job, data, signals, (proba, source, negatives), classifier, encoder,
+                      seconds | {"plan": plan.report, "loop": loop}, session)
 
 
 def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classifier: Any, encoder: Any,
@@ -384,6 +442,7 @@ def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classi
               "llm_rows": int(len(signals.rows)), "models": signals.names, "llm_seconds": signals.seconds,
               "shots": signals.shots,
               "needs_review": sum(r["needs_review"] == "true" for r in rows), "llm_budget": seconds.pop("plan"),
+              "active_learning": seconds.pop("loop"),
               "seconds": seconds,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "gold": quality(data, proba, source, signals)}
