@@ -3,6 +3,7 @@
 ::
 
     item = "review"                  # what a row is (optional)
+    multi_label = false              # true: a text may carry several labels (optional)
     instruction = "..."              # optional; fields {item} and {labels}
     demonstration = "{Item}: {text}\\n\\nOutput: {label}\\n\\n"   # optional
 
@@ -31,7 +32,7 @@ from .data import check_label_set
 from .errors import ConfigError, quoted, quoted_list
 from .llm.prompts import DEMONSTRATION_FORMAT, PAPER_INSTRUCTION, PromptSpec
 
-_TOP_KEYS = {"item", "instruction", "demonstration", "labels"}
+_TOP_KEYS = {"item", "instruction", "demonstration", "labels", "multi_label"}
 _LABEL_KEYS = {"description", "aliases"}
 _FIELDS = {"instruction": {"item", "labels"}, "demonstration": {"item", "Item", "text", "label"}}
 
@@ -47,6 +48,10 @@ class Task:
     item: str | None = None
     instruction: str = PAPER_INSTRUCTION
     demonstration: str = DEMONSTRATION_FORMAT
+    multi_label: bool = False
+    """The task is multi-label (:mod:`mollia_edge.multilabel`): its prompts ask yes or no per label,
+    with the item and the descriptions from here (``instruction`` and ``demonstration`` are
+    single-label wordings and are not used)."""
 
     def prompt(self, prompt: PromptSpec) -> PromptSpec:
         """``prompt`` (whose labels are this task's, in any order) with the task's wording."""
@@ -110,9 +115,12 @@ def _task(data: dict[str, Any]) -> Task:
         names = check_label_set(labels)
     except ConfigError as exc:
         raise ConfigError(f"labels: {exc}") from None
+    multi_label = data.get("multi_label", False)
+    if not isinstance(multi_label, bool):
+        raise ConfigError("multi_label must be true or false")
     task = Task(labels=names, descriptions=tuple(descriptions), aliases=tuple(aliases),
                 item=texts.get("item"), instruction=texts.get("instruction", PAPER_INSTRUCTION),
-                demonstration=demonstration)
+                demonstration=demonstration, multi_label=multi_label)
     PromptSpec(labels=task.labels, item=task.item or "text", descriptions=task.descriptions, aliases=task.aliases,
                instruction=task.instruction, demonstration_format=task.demonstration)  # labels, aliases
     return task

@@ -184,3 +184,31 @@ def test_a_multi_label_job_reads_its_queried_rows_and_reports_the_rounds(tmp_pat
     assert main(_args(data, tmp_path / "other.csv", tiny_model_path, "--strategy", "noise-stability")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no multi-label form" in err[-1] and not (tmp_path / "other.csv").exists()
+
+
+def test_a_task_file_makes_a_job_multi_label_and_words_its_prompt(tmp_path, tiny_model_path, monkeypatch):
+    """`multi_label = true` in the task file: the job is multi-label without --multi-label; the
+    item and the descriptions reach every model's prompt."""
+    import mollia_edge.llm.annotator as annotator_module
+
+    prompts = []
+    real = annotator_module.LLMAnnotator.use_prompt
+
+    def spy(self, prompt):
+        prompts.append(prompt.render("TEXT"))
+        return real(self, prompt)
+
+    monkeypatch.setattr(annotator_module.LLMAnnotator, "use_prompt", spy)
+    task = tmp_path / "task.toml"
+    task.write_text('item = "headline"\nmulti_label = true\n[labels.politics]\ndescription = "government and votes"\n'
+                    '[labels.sport]\n[labels.tech]\ndescription = "computers and phones"\n', encoding="utf-8")
+    data, out = _input(tmp_path / "in.csv"), tmp_path / "out.csv"
+    argv = [a for a in _args(data, out, tiny_model_path, "--task", str(task)) if a != "--multi-label"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert rows[1]["label"] == rows[1]["gold"] and "|" in rows[1]["label"]  # a multi-label seed row
+    assert prompts and all("politics (government and votes); sport; tech (computers and phones)" in p for p in prompts)
+    assert all("headline" in p for p in prompts)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('multi_label = "yes"\n[labels.a]\n[labels.b]\n', encoding="utf-8")
+    assert main([*argv[:-2], "--task", str(bad), "-o", str(tmp_path / "o2.csv")]) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -19,12 +21,21 @@ from .rows import label_rows
 T = TypeVar("T")
 
 
+def is_multi_label(job: LabelJob) -> bool:
+    """``--multi-label``, or a task file that says ``multi_label = true``."""
+    if job.multi_label:
+        return True
+    from ..task import load_task
+
+    return job.task_file is not None and load_task(job.task_file).multi_label
+
+
 def run_label_job(job: LabelJob, progress: Progress | None = None, warn: Warn | None = None) -> LabelResult:
     """Label every row of ``job.input`` into ``job.output`` (see :mod:`mollia_edge.label`)."""
-    if job.multi_label:
+    if is_multi_label(job):
         from ..multilabel.job import run_multilabel_job
 
-        return run_multilabel_job(job, progress, warn)
+        return run_multilabel_job(dataclasses.replace(job, multi_label=True), progress, warn)
     warnings: list[str] = []
 
     def say(message: str) -> None:

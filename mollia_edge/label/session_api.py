@@ -3,6 +3,8 @@ human labels the seeds the next :func:`~mollia_edge.label.run_label_job` adds to
 
 from __future__ import annotations
 
+import dataclasses
+
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -34,8 +36,10 @@ class JobSession:
 def open_job_session(job: LabelJob) -> JobSession:
     """The session :func:`~mollia_edge.label.run_label_job` will use for ``job`` (created if
     new), and the input; the session stays locked for this process until :meth:`JobSession.close`."""
-    if job.multi_label:
-        return _open_multilabel_session(job)
+    from .run import is_multi_label
+
+    if is_multi_label(job):
+        return _open_multilabel_session(dataclasses.replace(job, multi_label=True))
     settings = check_settings(job)
     with ExitStack() as stack:
         prep = prepare(job, settings)

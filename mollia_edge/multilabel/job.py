@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from ..data import load_table, texts_from_rows, write_table_atomic
-from ..errors import ConfigError, DataError, quoted
+from ..errors import ConfigError, DataError, quoted, quoted_list
 from ..files import all_or_nothing, atomic_write_text
 from ..label.job import LabelJob, LabelResult, Progress, Warn
 from ..randomness import derived_seed
+from ..task import load_task
 from . import labels as label_sets
 from .loop import mean_binary_entropy, query, strategy_of
 from .model import label_model, negative_labels, text_annotator, train_classifier
@@ -65,6 +66,9 @@ class Input:
     seed_rows: np.ndarray
     gold: np.ndarray | None
     """(n, K) bool, or None without ``--gold-column``."""
+    item: str = "text"
+    descriptions: tuple[str, ...] = ()
+    """Per label its description from the task file ("" for none; empty without one)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,11 @@ def read_input(job: LabelJob) -> Input:
                         "needs seed rows whose cells hold their labels (a|b)")
     texts = texts_from_rows(job.input, columns, rows, job.text_column).texts
     sets = label_sets.seed_sets([row.get(label_column) for row in rows], f"{job.input}, column {quoted(label_column)}")
-    labels = label_sets.label_set_of(sets, job.labels)
+    task = load_task(job.task_file) if job.task_file else None
+    labels = label_sets.label_set_of(sets, job.labels or (task.labels if task else None))
+    if task is not None and set(task.labels) != set(labels):
+        raise DataError(f"the task file's labels {quoted_list(task.labels)} differ from the job's "
+                        f"{quoted_list(labels)}; give the same label set")
     y, seeded = label_sets.indicator(sets, labels)
     if seeded.sum() < MIN_SEEDS or seeded.all():
         raise DataError(f"{job.input}: {int(seeded.sum())} seed row(s) of {len(rows)}; a multi-label job needs at "
@@ -102,7 +110,9 @@ def read_input(job: LabelJob) -> Input:
         gold_sets = label_sets.seed_sets([row.get(job.gold_column) for row in rows], f"{job.input}, gold")
         gold, _ = label_sets.indicator([s if s is None else tuple(x for x in s if x in labels) for s in gold_sets],
                                        labels)
-    return Input(list(columns), list(rows), list(texts), labels, y, np.flatnonzero(seeded), gold)
+    descriptions = tuple(dict(zip(task.labels, task.descriptions))[label] for label in labels) if task else ()
+    return Input(list(columns), list(rows), list(texts), labels, y, np.flatnonzero(seeded), gold,
+                 (task.item if task and task.item else job.item), descriptions)
 
 
 def open_session(job: LabelJob, data: Input, store: Any, seed: int) -> Any:
@@ -110,8 +120,8 @@ def open_session(job: LabelJob, data: Input, store: Any, seed: int) -> Any:
     from ..llm.catalog import file_sha256
     from ..session import Session
 
-    settings = {"multi_label": True, "text_column": job.text_column, "label_column": job.label_column,
-                "item": job.item, "models": list(job.models or ()), "chat_format": job.chat_format, "seed": seed,
+    settings = {"multi_label": True, **({"task": file_sha256(job.task_file)} if job.task_file else {}),
+                "text_column": job.text_column, "label_column": job.label_column, "item": data.item, "models": list(job.models or ()), "chat_format": job.chat_format, "seed": seed,
                 "llm_sample": job.llm_sample, "review_threshold": job.review_threshold}
     return Session.open(store, settings, file_sha256(job.input), len(data.texts), data.labels)
 
@@ -219,11 +229,12 @@ def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress:
     p_yes, consistency, seconds, shots = [], [], {}, {}
     for model, name, chat in zip(models.resolved, models.display, models.chat_formats):
         started = time.perf_counter()
-        with LLMAnnotator(model.path, yes_no_prompt(data.labels, job.item, chat),
+        with LLMAnnotator(model.path, yes_no_prompt(data.labels, data.item, chat, descriptions=data.descriptions),
                           job.config.llm_for(name, getattr(model.spec, "settings", None)), store) as annotator:
             shots[name] = chosen[name] if chosen else choose_shots(annotator, data, (demos, demo_rows), job, chat,
                                                                    choice, progress, name)
-            annotator.use_prompt(yes_no_prompt(data.labels, job.item, chat, _with_shots(demos, shots[name]["chosen"])))
+            demonstrations = _with_shots(demos, shots[name]["chosen"])
+            annotator.use_prompt(yes_no_prompt(data.labels, data.item, chat, demonstrations, data.descriptions))
             signals = annotator.annotate(texts, (lambda d, t, n=name: progress(f"llm {n}", d, t)) if progress else None)
         seconds[name] = round(time.perf_counter() - started, 2)
         p, c = label_probabilities(signals)
@@ -263,7 +274,7 @@ def choose_shots(annotator: Any, data: Input, demonstrations: tuple, job: LabelJ
     texts = [data.texts[data.seed_rows[i]] for i in rest]
     scores = {}
     for shots in candidates:
-        annotator.use_prompt(yes_no_prompt(data.labels, job.item, chat, _with_shots(demos, shots)))
+        annotator.use_prompt(yes_no_prompt(data.labels, data.item, chat, _with_shots(demos, shots), data.descriptions))
         signals = annotator.annotate(texts, (lambda d, t: progress(f"llm {name} shots", d, t)) if progress else None)
         scores[shots] = round(seed_auc(label_probabilities(signals)[0], data.y[data.seed_rows[rest]]), 4)
     return {"chosen": max(scores, key=lambda n: (scores[n], -n)), "seed_auc": scores}
@@ -380,7 +391,7 @@ def summary(report: dict[str, Any]) -> str:
 def check_job(job: LabelJob) -> None:
     """What a multi-label job does not do (yet), each refused in one line."""
     refused = {"--ray": job.ray is not None, "--target-error": job.config.guarantee.target_error is not None,
-               "--task": job.task_file is not None, "--classifier top-layers": job.classifier == "top-layers",
+               "--classifier top-layers": job.classifier == "top-layers",
                "--rounds auto": job.rounds == "auto"}
     for flag, given in refused.items():
         if given:

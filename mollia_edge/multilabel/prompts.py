@@ -36,9 +36,12 @@ def answers(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def yes_no_prompt(labels: Sequence[str], item: str, chat_format: str,
-                  demonstrations: Sequence[tuple[str, str]] = ()) -> PromptSpec:
-    """The prompt for ``labels``: every text's answers are :func:`answers` of them."""
-    listed = ", ".join(labels).replace("{", "{{").replace("}", "}}")
+                  demonstrations: Sequence[tuple[str, str]] = (), descriptions: Sequence[str] = ()) -> PromptSpec:
+    """The prompt for ``labels``: every text's answers are :func:`answers` of them; the task
+    file's ``descriptions`` (one per label, "" for none) follow the category names."""
+    described = [f"{label} ({text})" if text else label for label, text in zip(labels, descriptions or [""] * len(labels))]
+    listed = "; ".join(described) if any(descriptions) else ", ".join(labels)
+    listed = listed.replace("{", "{{").replace("}", "}}")
     return PromptSpec(labels=answers(labels), item=item, instruction=INSTRUCTION.format(categories=listed),
                       chat_format=chat_format, demonstrations=tuple(demonstrations))
 
