@@ -212,3 +212,9 @@ def test_a_task_file_makes_a_job_multi_label_and_words_its_prompt(tmp_path, tiny
     bad = tmp_path / "bad.toml"
     bad.write_text('multi_label = "yes"\n[labels.a]\n[labels.b]\n', encoding="utf-8")
     assert main([*argv[:-2], "--task", str(bad), "-o", str(tmp_path / "o2.csv")]) == 2
+
+
+def test_a_budget_that_cuts_the_batch_buys_fewer_rounds_not_smaller_ones():
+    from mollia_edge.multilabel.job import MIN_BATCH, _fewer_rounds
+
+    assert _fewer_rounds(10, 4) == (2, 20) and _fewer_rounds(10, 1) == (1, 10) and _fewer_rounds(3, MIN_BATCH) == (3, 20)

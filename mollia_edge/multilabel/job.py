@@ -207,9 +207,27 @@ def llm_rows(job: LabelJob, data: Input, seed: int) -> ReadPlan:
         within = np.cumsum(budget.costs[ordered[: job.llm_sample]]) <= budget.left
         sample = np.sort(ordered[: int(within.sum())])
         budget.spent["sample"] = int(budget.costs[sample].sum())
-    rounds, batch = budget.rounds(rounds, batch, np.setdiff1d(rest, sample))
+    planned = budget.rounds(rounds, batch, np.setdiff1d(rest, sample))
+    rounds, batch = _fewer_rounds(*planned) if planned[1] < batch else planned  # the budget cut the batch
     rows = np.concatenate([data.seed_rows, sample]).astype(np.int64)
     return ReadPlan(rows, choice, rounds, batch, budget.report() | {"rounds": rounds, "batch": batch})
+
+
+MIN_BATCH = 20
+"""A round queries at least this many rows: each round refits K label models and the classifier
+and loads every LLM, which cost more than the LLMs' reading of a few rows (yahoo's 10 labels: 10
+rounds of 4 rows took 334 s)."""
+
+
+def _fewer_rounds(rounds: int, batch: int) -> tuple[int, int]:
+    """(rounds, batch) with the same rows in rounds of at least :data:`MIN_BATCH` (one round of
+    all of them when they are fewer): where the budget pays for fewer rows than ``--batch`` a
+    round, fewer rounds rather than smaller ones."""
+    if not rounds or batch >= MIN_BATCH:
+        return rounds, batch
+    rows = rounds * batch
+    fewer = max(1, rows // MIN_BATCH)
+    return fewer, rows // fewer
 
 
 def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None,
