@@ -36,10 +36,11 @@ def _input(path, n=40, seeds=16):
 
 
 def _args(data, out, model, *extra):
-    """A tiny multi-label job: the LLMs read the 16 seed rows, a sample of 10, then one round of 4."""
+    """A tiny multi-label job: the LLMs read the 16 seed rows, a sample of 10, then one round of 4
+    (``--prune off``: the tiny random models add nothing, and these jobs test what their outputs become)."""
     return ["label", str(data), "--multi-label", "--models", str(model), "--chat-format", "chatml",
-            "--llm-sample", "10", "--rounds", "1", "--batch", "4", "--gold-column", "gold", "--quiet", "-o", str(out),
-            *extra]
+            "--llm-sample", "10", "--rounds", "1", "--batch", "4", "--prune", "off", "--gold-column", "gold", "--quiet",
+            "-o", str(out), *extra]
 
 
 def test_label_cells_are_sets_in_any_spelling():
@@ -218,3 +219,36 @@ def test_a_budget_that_cuts_the_batch_buys_fewer_rounds_not_smaller_ones():
     from mollia_edge.multilabel.job import MIN_BATCH, _fewer_rounds
 
     assert _fewer_rounds(10, 4) == (2, 20) and _fewer_rounds(10, 1) == (1, 10) and _fewer_rounds(3, MIN_BATCH) == (3, 20)
+
+
+def test_a_useful_model_is_kept_and_a_random_one_released_before_the_sample(tmp_path, tiny_model_path, monkeypatch):
+    """Value before spend, per label: an oracle model (its yes answers follow the topic words) is
+    kept, a random-weight one is released after the seed rows; without --prune off."""
+    import dataclasses
+
+    import mollia_edge.llm.annotator as annotator_module
+    from tiny_gguf import write_tiny_gguf
+
+    calls: dict[str, int] = {}
+    real = annotator_module.LLMAnnotator.annotate
+
+    def annotate(self, texts, progress=None):
+        calls[self.model_path.stem] = calls.get(self.model_path.stem, 0) + len(texts)
+        signals = real(self, texts, progress)
+        if self.model_path.stem != "oracle":
+            return signals
+        labels = [answer.split(": ")[0] for answer in self.prompt.labels[::2]]
+        applies = np.array([[any(w in t.split() for w in TOPICS[k]) for k in labels] for t in texts])
+        yes = np.where(applies, 0.9, 0.1)
+        logprob = np.log(np.stack([yes, 1 - yes], axis=2).reshape(len(texts), -1) / len(labels))
+        return dataclasses.replace(signals, label_logprob=logprob, consistency=np.exp(logprob))
+
+    monkeypatch.setattr(annotator_module.LLMAnnotator, "annotate", annotate)
+    oracle, noise = write_tiny_gguf(tmp_path / "oracle.gguf", seed=4), write_tiny_gguf(tmp_path / "noise.gguf", seed=3)
+    data, out = _input(tmp_path / "in.csv"), tmp_path / "out.csv"
+    argv = [a for a in _args(data, out, tiny_model_path, "--shots", "0") if a not in ("--prune", "off")]
+    argv[argv.index("--models") + 1] = f"{noise},{oracle}"
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out.csv.report.json").read_text())
+    assert report["llm_value"]["noise"]["decision"] == "released" and report["llm_value"]["oracle"]["decision"] == "kept"
+    assert report["models"] == ["oracle"] and calls["noise"] == 16 and calls["oracle"] > 16

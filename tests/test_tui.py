@@ -383,7 +383,7 @@ def test_a_multi_label_session_toggles_label_sets_by_keys(tiny_model_path, tmp_p
     monkeypatch.chdir(tmp_path)
     _input(tmp_path / "in.csv")
     job = LabelJob(input=Path("in.csv"), output=Path("out.csv"), models=(str(tiny_model_path),), chat_format="chatml",
-                   llm_sample=10, rounds=1, batch=4, review_threshold=0.999, multi_label=True)
+                   llm_sample=10, rounds=1, batch=4, review_threshold=0.999, multi_label=True, config=NO_PRUNE)
 
     async def session() -> None:
         app = LabelApp(job, author="tester")

@@ -39,6 +39,7 @@ from ..task import load_task
 from . import labels as label_sets
 from .loop import mean_binary_entropy, query, strategy_of
 from .model import label_model, negative_labels, text_annotator, train_classifier
+from .value import label_set_values
 from .prompts import (
     YES,
     answers,
@@ -233,12 +234,17 @@ def _fewer_rounds(rounds: int, batch: int) -> tuple[int, int]:
 def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress: Progress | None,
              seed: int, choice: int, chosen: dict[str, dict[str, Any]] | None = None) -> Signals:
     """Every model's signals on ``rows`` under the number of demonstrations it reads best
-    (:func:`choose_shots`; ``chosen``: as chosen before), stored as they are made; one model
-    loaded at a time."""
+    (:func:`choose_shots`; ``chosen``: as chosen before, for those models only), stored as they are
+    made; one model loaded at a time."""
     from ..label.prepare import resolve_models
     from ..llm.annotator import LLMAnnotator
 
     models = resolve_models(job, answers(data.labels), None)
+    if chosen is not None:  # the models kept by the value check
+        keep = [i for i, name in enumerate(models.display) if name in chosen]
+        models = dataclasses.replace(models, resolved=[models.resolved[i] for i in keep],
+                                     display=[models.display[i] for i in keep],
+                                     chat_formats=[models.chat_formats[i] for i in keep])
     texts = [data.texts[i] for i in rows]
     llm = job.config.llm
     demos, demo_rows = demonstrations_from([data.texts[i] for i in data.seed_rows], data.y[data.seed_rows],
@@ -249,7 +255,7 @@ def annotate(job: LabelJob, data: Input, rows: np.ndarray, store: Any, progress:
         started = time.perf_counter()
         with LLMAnnotator(model.path, yes_no_prompt(data.labels, data.item, chat, descriptions=data.descriptions),
                           job.config.llm_for(name, getattr(model.spec, "settings", None)), store) as annotator:
-            shots[name] = chosen[name] if chosen else choose_shots(annotator, data, (demos, demo_rows), job, chat,
+            shots[name] = chosen[name] if chosen is not None else choose_shots(annotator, data, (demos, demo_rows), job, chat,
                                                                    choice, progress, name)
             demonstrations = _with_shots(demos, shots[name]["chosen"])
             annotator.use_prompt(yes_no_prompt(data.labels, data.item, chat, demonstrations, data.descriptions))
@@ -303,19 +309,48 @@ def merged(first: Signals, then: Signals) -> Signals:
     return Signals(first.names, np.concatenate([first.rows, then.rows]),
                    np.concatenate([first.p_yes, then.p_yes], axis=1),
                    np.concatenate([first.consistency, then.consistency], axis=1),
-                   {name: round(first.seconds[name] + then.seconds.get(name, 0.0), 2) for name in first.names},
+                   {name: round(first.seconds[name] + then.seconds.get(name, 0.0), 2) for name in first.seconds},
                    first.shots)
 
 
-def active_learning(job: LabelJob, data: Input, x: np.ndarray, store: Any, signals: Signals, plan: ReadPlan,
-                    seed: int, progress: Progress | None) -> tuple[Signals, dict[str, Any]]:
+def check_value(job: LabelJob, signals: Signals, text_seed: np.ndarray, y_seed: np.ndarray,
+                seed: int) -> tuple[Signals, dict[str, Any] | None]:
+    """The seed rows' signals of the models that add to the text annotator (:mod:`.value`), and
+    each model's value; every model with ``llm.prune = "off"``."""
+    if job.config.llm.prune == "off" or not signals.names:
+        return signals, None
+    values = label_set_values(signals.names, signals.p_yes, text_seed, y_seed, seed)
+    keep = [i for i, value in enumerate(values) if value.kept]
+    kept = Signals([signals.names[i] for i in keep], signals.rows, signals.p_yes[keep], signals.consistency[keep],
+                   signals.seconds, {signals.names[i]: signals.shots[signals.names[i]] for i in keep})
+    return kept, {value.name: value.as_dict() for value in values}
+
+
+def read_seed_rows_first(job: LabelJob, data: Input, text_p: np.ndarray, plan: ReadPlan, store: Any,
+                         progress: Progress | None, seed: int, warn: Warn | None) -> tuple[Signals, dict | None]:
+    """Every model reads the seed rows; the models that add nothing to the text annotator there
+    are released (:func:`check_value`); the others read the sample."""
+    seeds = data.seed_rows
+    signals = annotate(job, data, seeds, store, progress, seed, plan.choice)
+    signals, value = check_value(job, signals, text_p[seeds], data.y[seeds], seed)
+    if value is not None and not signals.names:
+        if warn:
+            warn("no LLM adds to the text annotator on the seed rows: the LLMs read nothing more, and the "
+                 "classifier labels every other row (--prune off keeps them)")
+        return signals, value
+    sample = plan.rows[len(seeds):]
+    return merged(signals, annotate(job, data, sample, store, progress, seed, 0, signals.shots)), value
+
+
+def active_learning(job: LabelJob, data: Input, x: np.ndarray, text_p: np.ndarray, store: Any, signals: Signals,
+                    plan: ReadPlan, seed: int, progress: Progress | None) -> tuple[Signals, dict[str, Any]]:
     """``plan.rounds`` rounds: fit the label model and the classifier on what the LLMs have read,
     query ``plan.batch`` more rows by the strategy (:mod:`.loop`), have every LLM read them."""
     strategy = strategy_of(job.strategy)
     rng = np.random.default_rng(derived_seed(seed, 53))
     history = []
-    for round_number in range(1, plan.rounds + 1):
-        proba, *_ = label_rows(job, data, x, signals, seed, max(1, job.threads))
+    for round_number in range(1, plan.rounds + 1 if signals.names else 1):  # no LLM left: nothing to read
+        proba, *_ = label_rows(job, data, x, text_p, signals, seed, max(1, job.threads))
         candidates = np.setdiff1d(np.arange(len(x)), signals.rows)
         picked = query(strategy, proba, x, signals.rows, candidates, plan.batch, rng)
         if not len(picked):
@@ -328,15 +363,15 @@ def active_learning(job: LabelJob, data: Input, x: np.ndarray, store: Any, signa
     return signals, {"strategy": strategy, "rounds": history}
 
 
-def label_rows(job: LabelJob, data: Input, x: np.ndarray, signals: Signals, seed: int,
+def label_rows(job: LabelJob, data: Input, x: np.ndarray, text_p: np.ndarray, signals: Signals, seed: int,
                threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-    """(P(label applies) (n, K), source per row (n,), negative labels (n, K), the classifier)."""
+    """(P(label applies) (n, K), source per row (n,), negative labels (n, K), the classifier);
+    text_p (n, K) the text annotator's (:func:`~.model.text_annotator`)."""
     config = job.config
     seeds = data.seed_rows
-    text_p = text_annotator(x, seeds, data.y[seeds], seed, config.al.self_training)
     m_rows = signals.rows
-    mixture = label_model(signals.p_yes, signals.consistency, text_p[m_rows], np.arange(len(seeds)),
-                          data.y[seeds], config, seed)
+    mixture = text_p[m_rows] if not signals.names else label_model(
+        signals.p_yes, signals.consistency, text_p[m_rows], np.arange(len(seeds)), data.y[seeds], config, seed)
     sample = m_rows[len(seeds):]
     others = np.setdiff1d(np.arange(len(x)), m_rows)
     rows = np.concatenate([seeds, sample, others])
@@ -448,13 +483,16 @@ def run_multilabel_job(job: LabelJob, progress: Progress | None = None, warn: Wa
         encoder, x = timed("encoding", encode_texts, job, data.texts,
                            (lambda d, t: progress("encoding", d, t)) if progress else None)
         plan = llm_rows(job, data, seed)
-        signals = timed("annotate", annotate, job, data, plan.rows, store, progress, seed, plan.choice)
-        signals, loop = timed("active_learning", active_learning, job, data, x, store, signals, plan, seed, progress)
-        proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, signals, seed,
+        text_p = timed("text_annotator", text_annotator, x, data.seed_rows, data.y[data.seed_rows], seed,
+                       job.config.al.self_training)
+        signals, value = timed("annotate", read_seed_rows_first, job, data, text_p, plan, store, progress, seed, warn)
+        signals, loop = timed("active_learning", active_learning, job, data, x, text_p, store, signals, plan, seed,
+                              progress)
+        proba, source, negatives, classifier = timed("labelling", label_rows, job, data, x, text_p, signals, seed,
                                                      max(1, job.threads))
         source[list(session.human_labels())] = "human"  # a person's set, as the single-label job says
         return _write(job, data, signals, (proba, source, negatives), classifier, encoder,
-                      seconds | {"plan": plan.report, "loop": loop}, session)
+                      seconds | {"plan": plan.report, "loop": loop, "value": value}, session)
 
 
 def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classifier: Any, encoder: Any,
@@ -471,7 +509,7 @@ def _write(job: LabelJob, data: Input, signals: Signals, labelled: tuple, classi
               "llm_rows": int(len(signals.rows)), "models": signals.names, "llm_seconds": signals.seconds,
               "shots": signals.shots,
               "needs_review": sum(r["needs_review"] == "true" for r in rows), "llm_budget": seconds.pop("plan"),
-              "active_learning": seconds.pop("loop"),
+              "active_learning": seconds.pop("loop"), "llm_value": seconds.pop("value"),
               "seconds": seconds,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "gold": quality(data, proba, source, signals)}
