@@ -226,8 +226,9 @@ def test_a_useful_model_is_kept_and_a_random_one_released_before_the_sample(tmp_
     kept, a random-weight one is released after the seed rows; without --prune off."""
     import dataclasses
 
-    import mollia_edge.llm.annotator as annotator_module
     from tiny_gguf import write_tiny_gguf
+
+    import mollia_edge.llm.annotator as annotator_module
 
     calls: dict[str, int] = {}
     real = annotator_module.LLMAnnotator.annotate

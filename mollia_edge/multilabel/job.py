@@ -39,7 +39,6 @@ from ..task import load_task
 from . import labels as label_sets
 from .loop import mean_binary_entropy, query, strategy_of
 from .model import label_model, negative_labels, text_annotator, train_classifier
-from .value import label_set_values
 from .prompts import (
     YES,
     answers,
@@ -49,6 +48,7 @@ from .prompts import (
     shot_candidates,
     yes_no_prompt,
 )
+from .value import label_set_values
 
 OUTPUT_COLUMNS = ("label", "label_source", "confidence", "negative_labels", "needs_review")
 MIN_SEEDS = 2
