@@ -313,6 +313,11 @@ def merged(first: Signals, then: Signals) -> Signals:
                    first.shots)
 
 
+def kept_shots(signals: Signals) -> dict[str, dict[str, Any]]:
+    """The demonstrations each model still reading was given (the released ones' stay in the report)."""
+    return {name: signals.shots[name] for name in signals.names}
+
+
 def check_value(job: LabelJob, signals: Signals, text_seed: np.ndarray, y_seed: np.ndarray,
                 seed: int) -> tuple[Signals, dict[str, Any] | None]:
     """The seed rows' signals of the models that add to the text annotator (:mod:`.value`), and
@@ -322,7 +327,7 @@ def check_value(job: LabelJob, signals: Signals, text_seed: np.ndarray, y_seed: 
     values = label_set_values(signals.names, signals.p_yes, text_seed, y_seed, seed)
     keep = [i for i, value in enumerate(values) if value.kept]
     kept = Signals([signals.names[i] for i in keep], signals.rows, signals.p_yes[keep], signals.consistency[keep],
-                   signals.seconds, {signals.names[i]: signals.shots[signals.names[i]] for i in keep})
+                   signals.seconds, signals.shots)
     return kept, {value.name: value.as_dict() for value in values}
 
 
@@ -339,7 +344,7 @@ def read_seed_rows_first(job: LabelJob, data: Input, text_p: np.ndarray, plan: R
                  "classifier labels every other row (--prune off keeps them)")
         return signals, value
     sample = plan.rows[len(seeds):]
-    return merged(signals, annotate(job, data, sample, store, progress, seed, 0, signals.shots)), value
+    return merged(signals, annotate(job, data, sample, store, progress, seed, 0, kept_shots(signals))), value
 
 
 def active_learning(job: LabelJob, data: Input, x: np.ndarray, text_p: np.ndarray, store: Any, signals: Signals,
@@ -355,7 +360,7 @@ def active_learning(job: LabelJob, data: Input, x: np.ndarray, text_p: np.ndarra
         picked = query(strategy, proba, x, signals.rows, candidates, plan.batch, rng)
         if not len(picked):
             break
-        signals = merged(signals, annotate(job, data, picked, store, progress, seed, 0, signals.shots))
+        signals = merged(signals, annotate(job, data, picked, store, progress, seed, 0, kept_shots(signals)))
         history.append({"round": round_number, "queried": int(len(picked)),
                         "mean_binary_entropy": round(float(mean_binary_entropy(proba[picked]).mean()), 4)})
         if progress:
@@ -428,10 +433,23 @@ def quality(data: Input, proba: np.ndarray, source: np.ndarray, signals: Signals
     return out
 
 
+def _bought(report: dict[str, Any]) -> list[str]:
+    """A line per model: what it was given, what it cost, and whether it was kept."""
+    lines = []
+    for name, seconds in report["llm_seconds"].items():
+        value = (report.get("llm_value") or {}).get(name)
+        decided = "kept" if value is None or value["decision"] == "kept" else "released after the seed rows"
+        why = f" ({value['why']})" if value else ""
+        shots = (report.get("shots") or {}).get(name, {}).get("chosen")
+        lines.append(f"  {name}: {decided}{why}; {seconds:.0f} s"
+                     + ("" if shots is None else f", {shots} demonstration(s) per label"))
+    read = report["llm_rows"] if report["models"] else report["seed_rows"]
+    return [f"LLMs ({read} rows read):", *lines] if lines else []
+
+
 def summary(report: dict[str, Any]) -> str:
-    lines = [f"multi-label: {report['rows']} rows, {len(report['labels'])} labels, {report['seed_rows']} seed rows, "
-             f"{report['llm_rows']} read by {len(report['models'])} LLM(s)",
-             f"rows to review: {report['needs_review']}"]
+    lines = [f"multi-label: {report['rows']} rows, {len(report['labels'])} labels, {report['seed_rows']} seed rows",
+             *_bought(report), f"rows to review: {report['needs_review']}"]
     gold = report.get("gold")
     if gold:
         final = gold["final"]
