@@ -36,10 +36,11 @@ def _input(path, n=40, seeds=16):
 
 
 def _args(data, out, model, *extra):
-    """A tiny multi-label job: the LLMs read the 16 seed rows, a sample of 10, then one round of 4
-    (``--prune off``: the tiny random models add nothing, and these jobs test what their outputs become)."""
+    """A tiny multi-label job: the LLMs read the 16 seed rows and a sample of 10, no loop (its test
+    asks for rounds); ``--prune off``: the tiny random models add nothing, and these jobs test what
+    their outputs become."""
     return ["label", str(data), "--multi-label", "--models", str(model), "--chat-format", "chatml",
-            "--llm-sample", "10", "--rounds", "1", "--batch", "4", "--prune", "off", "--gold-column", "gold", "--quiet",
+            "--llm-sample", "10", "--rounds", "0", "--prune", "off", "--gold-column", "gold", "--quiet",
             "-o", str(out), *extra]
 
 
@@ -84,7 +85,7 @@ def test_a_multi_label_job_writes_label_sets_and_every_labels_probability(tmp_pa
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 40 and {"label", "label_source", "confidence", "needs_review"} <= rows[0].keys()
     assert all(r["label"] == r["gold"] for r in rows[:16]) and {r["label_source"] for r in rows[:16]} == {"seed"}
-    assert [r["label_source"] for r in rows[16:]].count("llm_mixture") == 14  # the sample and the round's 4
+    assert [r["label_source"] for r in rows[16:]].count("llm_mixture") == 10  # the sample
     for row in rows:
         probabilities = dict(cell.split(":") for cell in row["confidence"].split("|"))
         assert set(probabilities) == set(TOPICS)
