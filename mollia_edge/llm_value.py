@@ -110,8 +110,10 @@ class ForwardSelection:
 
     def __call__(self, name: str, scores: np.ndarray, first_look: bool = False) -> bool:
         """Whether the model with these scores (m, K) of the seed rows is kept. ``first_look``: its
-        scores under its cheapest prompt, before the choice of demonstrations: a release is
-        recorded (it is final), a keep is not (the check is made again on the chosen prompt)."""
+        scores under its cheapest prompt, before the choice of demonstrations: only a model whose
+        scores do not lower the held-out log-loss at all is released there (final); any gain is
+        looked at again on the chosen prompt (Gemma-3 zero-shot on `make demo`'s 50 seed rows
+        gained .005 ± .016 and was released at one standard error: .604 instead of .820)."""
         scores = np.asarray(scores, np.float64)
         accuracy = float(np.mean(scores.argmax(axis=1) == self.y))
         with_it = stacked_losses([*self.kept_, scores], self.y, self.k, self.seed)
@@ -119,7 +121,7 @@ class ForwardSelection:
         mean = float(gain.mean())
         se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
         keep = mean > max(KEEP_ABOVE * se, MIN_GAIN)
-        if keep and first_look:
+        if first_look and mean > 0:  # zero-shot cannot show what demonstrations bring: look again with them
             return True
         if keep:
             why = f"its scores lower the held-out log-loss of the seed rows by {mean:.3f} (± {se:.3f})"
