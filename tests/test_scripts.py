@@ -288,6 +288,38 @@ def test_bench_label_multi_label(starter_catalog, tmp_path, monkeypatch):
     (result,) = read_json(out)["results"]
     assert result["dataset"] == "bbc-news-pairs" and result["job"]["final"]["rows"] == 4
     assert {"micro_f1", "macro_f1"} <= result["seed_only"].keys() and result["llm_seconds"]
+    table = script("bench_multilabel").table([result], "multi-label")  # the script's own table
+    assert table.row_count == 1 and "seed-only micro-F1" in [c.header for c in table.columns]
+
+
+def test_setfit_baseline_and_the_setfit_column(bench_label_work, tmp_path):
+    """scripts/setfit_baseline.py needs a venv with setfit and torch (never this project's): its
+    ECE is checked here, the training runs only where setfit is installed; bench_label's
+    --setfit-python and --reuse are run end to end with a stand-in python that prints what the
+    script prints (a log line, then its JSON), on the rows of the reused run."""
+    import numpy as np
+
+    baseline = script("setfit_baseline")
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    # bins (.8,.9]: confidences .9 and .8 both right; (.6,.7]: .7 right; (.5,.6]: .6 wrong
+    assert baseline._ece(proba, np.array([0, 0, 1, 1])) == pytest.approx(0.5 * 0.15 + 0.25 * 0.3 + 0.25 * 0.6)
+    if importlib.util.find_spec("setfit") is not None:
+        task = tmp_path / "task.csv"
+        task.write_text("text,label,gold\ngood,pos,pos\nbad,neg,neg\nfine,,pos\n", encoding="utf-8")
+        assert baseline.main([str(task)]) == 0
+    _, reused = bench_label_work
+    fake = tmp_path / "python"
+    printed = json.dumps({"accuracy": 0.5, "ece": 0.1, "rows": 4, "seeds": 4, "train_seconds": 1.0,
+                          "predict_seconds": 0.1})
+    fake.write_text(f"#!/bin/sh\necho \"{{'train_runtime': 1}}\"\necho '{printed}'\n", encoding="utf-8")
+    fake.chmod(0o755)
+    out = tmp_path / "bench.json"
+    assert script("bench_label").main(["--datasets", "rotten-tomatoes", "--n", "8", "--seeds", "4", "--reuse",
+                                       str(reused), "--setfit-python", str(fake), "--work", str(tmp_path / "w"),
+                                       "--out", str(out)]) == 0
+    (result,) = read_json(out)["results"]
+    assert result["setfit"]["accuracy"] == 0.5 and result["job"] == read_json(reused)["results"][0]["job"]
+    assert (tmp_path / "w" / "rotten-tomatoes" / "task.csv").is_file()
 
 
 def test_bench_refresh(bench_label_work, starter_models, tmp_path):

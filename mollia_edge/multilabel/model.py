@@ -37,7 +37,7 @@ def text_annotator(x: np.ndarray, rows: np.ndarray, y: np.ndarray, seed: int,
     return out
 
 
-def _binary(p: np.ndarray) -> np.ndarray:
+def binary_proba(p: np.ndarray) -> np.ndarray:
     """(..., K) probabilities that labels apply -> (..., K, 2) [does not, does]."""
     return np.stack([1.0 - p, p], axis=-1)
 
@@ -57,8 +57,8 @@ def label_model(p_llm: np.ndarray, c_llm: np.ndarray, text_p: np.ndarray, seed_p
         text_position = len(members)
         members.append(text_p)
         consistency.append(text_p)
-    scores = np.stack([_binary(p) for p in members], axis=1)  # (m, N(+1), K, 2)
-    cons = np.stack([_binary(c) for c in consistency], axis=1)
+    scores = np.stack([binary_proba(p) for p in members], axis=1)  # (m, N(+1), K, 2)
+    cons = np.stack([binary_proba(c) for c in consistency], axis=1)
     out = np.empty(p_llm.shape[1:] if len(p_llm) else text_p.shape)
     for k in range(y_seed.shape[1]):
         column = y_seed[:, k].astype(np.int64)

@@ -19,17 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..llm_value import KEEP_ABOVE, MIN_GAIN, ModelValue, stacked_losses
-
-
-def _binary(p: np.ndarray) -> np.ndarray:
-    return np.stack([1.0 - p, p], axis=1)
+from .model import binary_proba
 
 
 def _losses(parts: Sequence[np.ndarray], y: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     """(s,) each seed row's held-out log-loss summed over ``labels`` (the stack on ``parts``, each (s, K))."""
     total = np.zeros(len(y))
     for k in labels:
-        total += stacked_losses([_binary(part[:, k]) for part in parts], y[:, k].astype(np.int64), 2, seed)
+        total += stacked_losses([binary_proba(part[:, k]) for part in parts], y[:, k].astype(np.int64), 2, seed)
     return total
 
 
