@@ -77,6 +77,11 @@ class LLMConfig:
     label job chooses per model among 0..``max_shots`` on the seed rows (elsewhere: 0)."""
     max_shots: int = 2
     """The most demonstrations per label ``shots = "auto"`` tries."""
+    retrieval: str = "auto"
+    """``auto``: with ``shots = "auto"`` the label job also tries ``max_shots`` demonstrations
+    per label retrieved for each text (the seed rows nearest to it), per model, where the word
+    budget pays for their longer prompts, and keeps them only where they beat the best shared
+    demonstrations on the seed rows by more than a standard error; ``off``: shared ones only."""
     prune: str = "auto"
     """``auto``: the label job releases an LLM whose scores add nothing to the text annotator
     and the LLMs kept before it on the seed rows (cross-fitted; :mod:`mollia_edge.llm_value`),
@@ -140,6 +145,7 @@ class LLMConfig:
         _check(self.chunk_combine in ("mean", "max"),
                f"llm.chunk_combine must be 'mean' or 'max', got {quoted(self.chunk_combine)}")
         _check(self.prune in ("auto", "off"), f"llm.prune must be 'auto' or 'off', got {quoted(self.prune)}")
+        _check(self.retrieval in ("auto", "off"), f"llm.retrieval must be 'auto' or 'off', got {quoted(self.retrieval)}")
 
 
 MODEL_SETTINGS = ("n_ctx", "n_batch", "n_threads", "n_gpu_layers")

@@ -12,8 +12,9 @@ from mollia_edge.cli import main
 from mollia_edge.config import LLMConfig
 from mollia_edge.llm.annotator import LLMAnnotator
 from mollia_edge.llm.budget import LABEL_WORDS, PROMPT_WORDS, WordBudget, text_costs
-from mollia_edge.llm.demonstrations import PromptPlan, clip_words, demonstration_sets
-from mollia_edge.llm.panel import LLMPanel, PanelModel
+from mollia_edge.llm.demonstrations import (RETRIEVED, PromptPlan, RetrievedPlan, clip_words, demonstration_sets,
+                                           nearest_rows, retrieved_words)
+from mollia_edge.llm.panel import LLMPanel, PanelModel, clearly_better
 from mollia_edge.llm.prompts import PromptSpec
 from mollia_edge.molam import _clearly_best
 from mollia_edge.text_annotator import embedding_model_proba, self_trained_rows, text_annotator_proba
@@ -83,6 +84,76 @@ def test_each_model_gets_the_number_of_shots_that_scores_its_seed_rows_best(tmp_
     assert choices["better"].chosen == 1 and choices["worse"].chosen == 0
     assert panel.plans["better"].shots == 1 and panel.plans["worse"].shots == 0
     assert choices["worse"].accuracy[0] > choices["worse"].accuracy[2]
+
+
+def test_retrieved_demonstrations_are_the_nearest_seed_rows_of_each_label_never_the_row_itself():
+    x, rows, y, texts = seed_data()
+    for row in (0, 3, 30):
+        chosen = nearest_rows(x, rows, y, row, shots=2)
+        assert row not in chosen and sorted(int(y[r]) for r in chosen) == [0, 0, 1, 1]
+        cosine = x[rows] @ x[row] / (np.linalg.norm(x[rows], axis=1) * np.linalg.norm(x[row]))
+        for label in (0, 1):
+            others = [r for r in rows[y == label] if r != row]
+            best = sorted(others, key=lambda r: -cosine[r])[:2]
+            assert set(best) == {r for r in chosen if y[r] == label}
+        assert cosine[chosen[-1]] == max(cosine[r] for r in chosen)  # the nearest next to the text
+    plan = RetrievedPlan(BASE, 2, texts, x, rows, y, words=60)
+    parts = plan.split(np.arange(40))
+    assert sum(len(positions) for _, positions in parts) == 40 and len(parts) > 2  # a prompt per text
+    for prompt, positions in parts:
+        shown = {text for text, _ in prompt.demonstrations}
+        assert not any(clip_words(texts[i], 60) in shown for i in positions if i in rows)
+    longest = plan.prompts[0]
+    assert len(longest.demonstrations) == 4
+    assert retrieved_words(texts, rows, 2, 2, 60) == round(4 * (np.mean([len(texts[r].split()) for r in rows]) + 2))
+
+
+class RetrievalPanel(LLMPanel):
+    """Right on the seed rows listed per model and plan ("shared": any shared number of shots)."""
+
+    def model_signals(self, model, rows, plan):
+        right = np.isin(rows, self.right[model.name][plan.name if plan.name == RETRIEVED else "shared"])
+        y = self.truth[rows]
+        p = np.where(right, 0.9, 0.1)[:, None]
+        z = np.where(np.arange(2)[None, :] == y[:, None], p, 1 - p)
+        return z, z, z
+
+    def _fits(self, model, plan):
+        return True
+
+
+def test_retrieved_demonstrations_are_taken_only_where_clearly_better_than_shared_ones(tmp_path):
+    x, rows, y, texts = seed_data(n_per_label=20)
+    models = [PanelModel(name, tmp_path / f"{name}.gguf", BASE) for name in ("near", "slight", "worse")]
+    panel = RetrievalPanel(models, texts, None, None)
+    panel.truth = np.zeros(40, np.int64)
+    panel.truth[rows] = y
+    panel.right = {"near": {"shared": rows[:24], RETRIEVED: rows[:38]},  # +14 of 40 rows
+                   "slight": {"shared": rows[:24], RETRIEVED: np.r_[rows[:23], rows[24:26]]},  # +1 of 40
+                   "worse": {"shared": rows[:30], RETRIEVED: rows[:20]}}
+    choices = panel.choose_shots([0, 1, 2], x, rows, y, words=60, retrieved=2)
+    assert choices["near"].chosen == RETRIEVED and isinstance(panel.plans["near"], RetrievedPlan)
+    assert choices["slight"].chosen == 0 and choices["worse"].chosen == 0
+    assert choices["slight"].accuracy[RETRIEVED] > choices["slight"].accuracy[0]
+    assert RETRIEVED not in panel.choose_shots([0, 1, 2], x, rows, y, words=60)["near"].accuracy  # not asked
+    assert panel.choose_shots([2], x, rows, y, words=60, retrieved=2)["near"].chosen == 2  # --shots 2: as asked
+    assert clearly_better(np.ones(40, bool), np.zeros(40, bool)) and not clearly_better(np.ones(1, bool), np.zeros(1, bool))
+
+
+def test_the_word_budget_pays_for_retrieved_demonstrations_before_they_are_tried():
+    costs = text_costs(["a b c d e"] * 100, 0)  # 15 words a row
+    seeds = np.arange(20)
+    budget = WordBudget(1200, costs)  # half: 600 = 300 for every seed row + 20 rows x (15 + 15 + 15 + 15 more)
+    candidates, rows = budget.shot_choice([0, 1, 2], seeds, retrieved_words=15)
+    assert candidates == []  # 5 rows: too few to choose
+    budget = WordBudget(2400, costs)
+    candidates, rows = budget.shot_choice([0, 1, 2], seeds, retrieved_words=15)
+    assert len(rows) == 15 and budget.spent["seed rows"] == 300 + 15 * (2 * 15 + 30)  # (1200 - 300) // 60
+    assert budget.affords(10, 15) and not budget.affords(10_000, 15)
+    budget.sample(np.arange(20, 100), most=10)
+    budget.charge_retrieved(10, 15)
+    assert budget.spent["retrieved demonstrations"] == 150 and budget.costs[50] == 30  # the loop's rows cost more
+    assert WordBudget(0, costs).affords(10**9, 15)  # no limit
 
 
 def test_the_text_annotator_is_out_of_fold_on_the_seed_rows():
@@ -179,7 +250,8 @@ def test_the_classifier_is_a_choice_of_the_job(tiny_model_path, tmp_path, classi
         assert "al.round_seconds" in choice["why"] and choice["estimated_round_seconds"] > 0
     else:
         assert choice["mode"] == "top-layers"
-    assert set(report["shots"]["tiny"]["seed_accuracy"]) == {"0", "1", "2"}
+    assert set(report["shots"]["tiny"]["seed_accuracy"]) == {"0", "1", "2", RETRIEVED}
+    assert report["llm_budget"]["planned"]["seed rows"] > 0
 
 
 def test_without_a_choice_base_models_take_demonstrations_and_chat_models_none(tmp_path):

@@ -14,7 +14,7 @@ from ..agreement import annotator_report
 from ..al.annotators import abstaining_labels, confidence_floor
 from ..files import make_private_folder
 from ..label_model import LabelModel, can_fit_molam, fit_label_model
-from ..llm.demonstrations import demo_words
+from ..llm.demonstrations import RETRIEVED, demo_words, retrieved_words
 from ..llm_value import ForwardSelection
 from ..randomness import derived_seed
 from ..teaching import TeachingCheck, check_teaching
@@ -96,9 +96,11 @@ def score_seeds(context: JobContext, encoded: Encoded) -> SeedScores:
     seed rows' signals; the LLM sample (drawn after the seed rows' share of the budget)."""
     seed_rows, y = context.seed_rows, context.seed_label[context.seed_rows]
     config = context.config
-    shots = config.llm.shots
+    shots, words = config.llm.shots, demo_words(config.llm, context.k)
+    retrieved = config.llm.max_shots if shots == "auto" and config.llm.retrieval == "auto" else 0
+    extra = retrieved_words(context.prep.texts, seed_rows, context.k, retrieved, words)
     candidates, choice_rows = context.budget.shot_choice(
-        range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)], seed_rows)
+        range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)], seed_rows, extra)
     fits = can_fit_molam(y)
     text_proba, strength = None, 0.0
     if fits and config.molam.text_annotator:
@@ -108,12 +110,15 @@ def score_seeds(context: JobContext, encoded: Encoded) -> SeedScores:
     chosen: dict[str, Any] = {}
     values: dict[str, Any] = {}
     if fits:
-        words = demo_words(config.llm, context.k)
         ahead = sample if context.job.annotate_ahead else None
         selection = value_check(context, text_proba)
+        retrieved = retrieved if context.budget.affords(len(sample), extra) else 0
         choices = context.panel.choose_shots(candidates, encoded.x, seed_rows, y, words, choice_rows,
-                                             config.llm.max_shots, ahead, selection)
-        chosen = {name: {"chosen": c.chosen, "seed_accuracy": c.accuracy} for name, c in choices.items()}
+                                             config.llm.max_shots, ahead, selection, retrieved)
+        if any(c.chosen == RETRIEVED for name, c in choices.items() if name in context.panel.names):
+            context.budget.charge_retrieved(len(sample), extra)
+        chosen = {name: {"chosen": c.chosen, "seed_accuracy": {str(k): a for k, a in c.accuracy.items()}}
+                  for name, c in choices.items()}
         values = {v.name: v.as_dict() for v in selection.values_} if selection else {}
         say_released(context, values)
     return SeedScores(text_proba, strength, chosen, sample, values)

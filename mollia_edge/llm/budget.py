@@ -48,11 +48,13 @@ class WordBudget:
     def left(self) -> float:
         return float("inf") if not self.total else self.total - sum(self.spent.values())
 
-    def shot_choice(self, candidates: Sequence[int], seed_rows: np.ndarray) -> tuple[list[int], np.ndarray]:
+    def shot_choice(self, candidates: Sequence[int], seed_rows: np.ndarray,
+                    retrieved_words: int = 0) -> tuple[list[int], np.ndarray]:
         """(candidates, the seed rows the choice is made on): every seed row is scored once; the
-        choice among the numbers of shots scores ``m`` of them again under each other candidate,
-        with ``m`` as large as half the budget allows (all of them where it does). Fewer than
-        :data:`MIN_CHOICE_ROWS`: no choice (``[]``), each model takes its default."""
+        choice among the numbers of shots scores ``m`` of them again under each other candidate
+        (and once more with ``retrieved_words`` more words each, for retrieved demonstrations,
+        where that is > 0), with ``m`` as large as half the budget allows (all of them where it
+        does). Fewer than :data:`MIN_CHOICE_ROWS`: no choice (``[]``), each model takes its default."""
         options = sorted(set(candidates))
         seed_cost = int(self.costs[seed_rows].sum())
         if len(options) < 2:
@@ -62,13 +64,26 @@ class WordBudget:
             self.spent["seed rows"] = seed_cost
             return [], np.empty(0, np.int64)
         mean = seed_cost / max(1, len(seed_rows))
-        affordable = len(seed_rows) if not self.total else int((self.total / 2 - seed_cost) // (mean * (len(options) - 1)))
+        per_row = mean * (len(options) - 1) + (mean + retrieved_words if retrieved_words else 0)
+        affordable = len(seed_rows) if not self.total else int((self.total / 2 - seed_cost) // per_row)
         chosen = seed_rows[: max(0, min(len(seed_rows), affordable))]
         if len(chosen) < MIN_CHOICE_ROWS:
             self.spent["seed rows"] = seed_cost
             return [], np.empty(0, np.int64)
-        self.spent["seed rows"] = seed_cost + int(self.costs[chosen].sum()) * (len(options) - 1)
+        again = int(self.costs[chosen].sum())
+        self.spent["seed rows"] = (seed_cost + again * (len(options) - 1)
+                                   + (again + retrieved_words * len(chosen) if retrieved_words else 0))
         return options, chosen
+
+    def affords(self, rows: int, extra_words: int) -> bool:
+        """Whether what is left pays for ``extra_words`` more on each of ``rows`` rows."""
+        return not self.total or self.left >= rows * extra_words
+
+    def charge_retrieved(self, rows: int, extra_words: int) -> None:
+        """A model reads with retrieved demonstrations: ``extra_words`` more on each of the
+        ``rows`` rows already planned and on every row planned from now on (the loop)."""
+        self.spent["retrieved demonstrations"] = rows * extra_words
+        self.costs = self.costs + extra_words
 
     def sample(self, ordered: np.ndarray, most: int) -> np.ndarray:
         """The first rows of ``ordered`` (at most ``most``) that cost at most half of what is left."""

@@ -8,6 +8,9 @@ rows they would give away.
   set A, except the rows of set A themselves, which are scored with set B's: a seed row's
   signals never come from a prompt that shows its own answer (cross-fitting), so the label
   model's fit and the per-LLM seed accuracy stay honest.
+* :class:`RetrievedPlan`: each row's own demonstrations, the seed rows of each label nearest
+  to it on the embeddings (:func:`nearest_rows`), never the row itself (leave-one-out on the
+  seed rows): a prompt prefix per text, evaluated for every text (dearer than a shared one).
 * :func:`clip_words`: demonstrations are cut to a few dozen words, so a long-text task does not
   pay for a long prefix in every text's attention.
 """
@@ -81,6 +84,11 @@ class PromptPlan:
     held: PromptSpec | None = None
     held_rows: frozenset[int] = frozenset()
 
+    @property
+    def name(self) -> int | str:
+        """What the report calls this plan: its demonstrations per label."""
+        return self.shots
+
     @classmethod
     def zero_shot(cls, base: PromptSpec) -> PromptPlan:
         return cls(0, base)
@@ -113,3 +121,67 @@ class PromptPlan:
         if self.held is not None:
             parts.append((self.held, np.flatnonzero(held)))
         return [(prompt, positions) for prompt, positions in parts if len(positions)]
+
+
+RETRIEVED = "retrieved"
+"""The name of :class:`RetrievedPlan` in the report (beside 0, 1, 2 shared shots)."""
+
+
+def nearest_rows(x: np.ndarray, rows: np.ndarray, y: np.ndarray, row: int, shots: int) -> np.ndarray:
+    """Up to ``shots`` of the seed ``rows`` of each label nearest to ``row`` (cosine on the
+    embeddings ``x`` (n, D)), never ``row`` itself; ordered by similarity, the nearest last
+    (next to the text). y (m,): the seed rows' class indices."""
+    keep = rows != row
+    rows, y = rows[keep], y[keep]
+    points = x[rows].astype(np.float64)
+    target = x[row].astype(np.float64)
+    similarity = points @ target / np.maximum(np.linalg.norm(points, axis=1) * np.linalg.norm(target), 1e-12)
+    chosen = [members[np.argsort(-similarity[members], kind="stable")[:shots]]
+              for members in (np.flatnonzero(y == label) for label in np.unique(y))]
+    picked = np.concatenate(chosen) if chosen else np.empty(0, np.int64)
+    return rows[picked[np.lexsort((-rows[picked], similarity[picked]))]]
+
+
+class RetrievedPlan:
+    """One model's prompts with retrieved demonstrations: each row gets the ``shots`` seed rows
+    of each label nearest to it (:func:`nearest_rows`). A seed row never sees its own answer,
+    so its signals stay cross-fitted as :class:`PromptPlan`'s are."""
+
+    name = RETRIEVED
+
+    def __init__(self, base: PromptSpec, shots: int, texts: Sequence[str], x: np.ndarray, rows: np.ndarray,
+                 y: np.ndarray, words: int) -> None:
+        self.base, self.shots, self.texts, self.x, self.words = base, shots, texts, x, words
+        self.rows, self.y = np.asarray(rows, np.int64), np.asarray(y, np.int64)
+        self._label_of = dict(zip(self.rows.tolist(), self.y.tolist()))
+
+    def _spec(self, chosen: np.ndarray) -> PromptSpec:
+        demos = tuple((clip_words(self.texts[r], self.words), self.base.labels[self._label_of[int(r)]]) for r in chosen)
+        return dataclasses.replace(self.base, demonstrations=demos)
+
+    def prompt_for(self, row: int) -> PromptSpec:
+        return self._spec(nearest_rows(self.x, self.rows, self.y, int(row), self.shots))
+
+    @property
+    def prompts(self) -> tuple[PromptSpec, ...]:
+        """The prompt with the longest demonstrations any row can get (for the context check)."""
+        lengths = np.array([len(self.texts[r].split()) for r in self.rows])
+        longest = [members[np.argsort(-lengths[members], kind="stable")[: self.shots]]
+                   for members in (np.flatnonzero(self.y == label) for label in np.unique(self.y))]
+        return (self._spec(self.rows[np.concatenate(longest)]),) if longest else (self.base,)
+
+    def split(self, rows: np.ndarray) -> list[tuple[PromptSpec, np.ndarray]]:
+        """(prompt, the positions in ``rows`` it scores): rows with the same demonstrations together."""
+        groups: dict[PromptSpec, list[int]] = {}
+        for position, row in enumerate(np.asarray(rows, np.int64)):
+            groups.setdefault(self.prompt_for(int(row)), []).append(position)
+        return [(prompt, np.asarray(positions, np.int64)) for prompt, positions in groups.items()]
+
+
+def retrieved_words(texts: Sequence[str], rows: np.ndarray, n_labels: int, shots: int, words: int) -> int:
+    """Words the retrieved demonstrations add to each text's prompt: ``shots`` per label, each
+    a seed text cut to ``words`` (their mean length) and its answer."""
+    if not len(rows) or not shots:
+        return 0
+    mean = float(np.mean([min(len(texts[r].split()), words) for r in rows]))
+    return int(round(n_labels * shots * (mean + 2)))

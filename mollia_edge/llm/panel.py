@@ -4,9 +4,10 @@ any rows, every output cached in the session store as it is made.
 * :class:`LLMPanel` - ``signals(rows)`` gives scores and consistency (n, N, K) of the rows,
   each model scoring every row with the prompt its :class:`PromptPlan` gives that row.
 * :meth:`LLMPanel.choose_shots` - per model, the number of demonstrations that scores the
-  seed rows best (accuracy, then log-likelihood of the seed label; ties to fewer shots). The
-  seed rows are scored cross-fitted (:mod:`mollia_edge.llm.demonstrations`), so a model that
-  gets worse with demonstrations gets none.
+  seed rows best (accuracy, then log-likelihood of the seed label; ties to fewer shots), or
+  demonstrations retrieved per text where they are clearly better (a prefix per text costs
+  more). The seed rows are scored cross-fitted (:mod:`mollia_edge.llm.demonstrations`), so a
+  model that gets worse with demonstrations gets none.
 
 Models are loaded on first need. With ``max_resident`` set, at most that many stay loaded
 together: the least recently used one is released before another loads (models take turns,
@@ -27,10 +28,11 @@ from ..calibration import row_log_losses
 from ..config import LLMConfig
 from ..store import Store
 from .annotator import LLMAnnotator
-from .demonstrations import PromptPlan
+from .demonstrations import PromptPlan, RetrievedPlan
 from .prompts import PromptSpec
 
 Progress = Callable[[str, int, int], None]
+Plan = PromptPlan | RetrievedPlan
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,9 @@ class ShotChoice:
     """What :meth:`LLMPanel.choose_shots` measured for one model: per number of shots, its
     accuracy on the seed rows, and the number it chose."""
 
-    accuracy: dict[int, float]
-    chosen: int
+    accuracy: dict[int | str, float]
+    chosen: int | str
+    """A number of shared demonstrations per label, or ``"retrieved"``."""
 
 
 class LLMPanel:
@@ -134,15 +137,16 @@ class LLMPanel:
             self._annotators[loaded.pop(0)].close()
 
     def model_signals(self, model: PanelModel, rows: np.ndarray,
-                      plan: PromptPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One model's label probabilities (renormalised over the K labels), consistency and raw
         label mass (each label's sequence probability, the paper's z of Eq. 5), each
         (len(rows), K), under ``plan``."""
         k = len(model.prompt.labels)
         scores, c, mass = np.zeros((len(rows), k)), np.zeros((len(rows), k)), np.zeros((len(rows), k))
         annotator = self._annotator(model)
-        report = (lambda d, t: self.progress(f"llm {model.name}", d, t)) if self.progress else None
+        done = 0
         for prompt, positions in plan.split(rows):
+            report = (lambda d, t, b=done: self.progress(f"llm {model.name}", b + d, len(rows))) if self.progress else None
             annotator.use_prompt(prompt)
             before, started = annotator.computed, time.perf_counter()
             s = annotator.annotate([self.texts[i] for i in rows[positions]], report)
@@ -151,9 +155,10 @@ class LLMPanel:
             scores[positions], c[positions], mass[positions] = s.scores, s.consistency, np.exp(s.label_logprob)
             self.truncated.update(int(r) for r, cut in zip(rows[positions], s.truncated) if cut)
             self.chunked.update(int(r) for r, n in zip(rows[positions], s.chunks) if n > 1)
+            done += len(positions)
         return scores, c, mass
 
-    def _fits(self, model: PanelModel, plan: PromptPlan) -> bool:
+    def _fits(self, model: PanelModel, plan: Plan) -> bool:
         annotator = self._annotator(model)
         return all(annotator.prefix_fits(prompt) for prompt in plan.prompts)
 
@@ -197,7 +202,7 @@ class LLMPanel:
     def choose_shots(self, candidates: Sequence[int], x: np.ndarray, seed_rows: np.ndarray, y: np.ndarray,
                      words: int, choice_rows: np.ndarray | None = None, fallback: int = 0,
                      ahead: np.ndarray | None = None,
-                     keep: Callable[..., bool] | None = None) -> dict[str, ShotChoice]:
+                     keep: Callable[..., bool] | None = None, retrieved: int = 0) -> dict[str, ShotChoice]:
         """Set each model's plan to its best number of shots (see the module docstring).
 
         x (n, D): embeddings (the demonstrations cover each label on them); seed_rows (m,) and
@@ -211,37 +216,59 @@ class LLMPanel:
         the value check, called with each model's scores (m, K) of the seed rows under its cheapest
         prompt first (``first_look=True``: before the choice of demonstrations reads the seed rows
         again) and then under its chosen plan; False releases the model (:meth:`release`) before
-        it annotates anything else.
+        it annotates anything else. ``retrieved`` > 0: with several candidates, each model also
+        tries ``retrieved`` demonstrations per label retrieved per text (:class:`RetrievedPlan`),
+        taken only where it beats the best shared plan on the choice rows by more than a standard
+        error (:func:`clearly_better`): a prefix per text costs more than a shared one.
         """
         label_of = dict(zip(seed_rows.tolist(), y.tolist()))
         rows = seed_rows if choice_rows is None else np.asarray(choice_rows, np.int64)
         truth = np.array([label_of[int(r)] for r in rows], np.int64)
         choices = {}
         for model in list(self.models):
-            best, accuracy = None, {}
             options = sorted(set(candidates)) or [fallback if model.prompt.chat_format == "none" else 0]
             if keep is not None and len(options) > 1 and not self._first_look(model, options[0], x, seed_rows, y, words, keep):
                 choices[model.name] = ShotChoice({}, options[0])
                 continue
-            for shots in options:
-                plan = PromptPlan.with_demonstrations(model.prompt, shots, self.texts, x, seed_rows, y, words)
-                if shots and len(candidates) != 1 and not self._fits(model, plan):
-                    continue  # demonstrations too long for the model's context: not a candidate
-                if len(options) == 1:
-                    best = ((0.0, 0.0), plan)
-                    break
-                scores, _, _ = self.model_signals(model, rows, plan)
-                score = (float(np.mean(scores.argmax(axis=1) == truth)), -float(row_log_losses(scores, truth, 1e-9).mean()))
-                accuracy[shots] = round(score[0], 4)
-                if best is None or score > best[0]:
-                    best = (score, plan)
-            if best is None:  # no number of shots fits: zero-shot
-                best = ((0.0, 0.0), PromptPlan.zero_shot(model.prompt))
-            self.plans[model.name] = best[1]
-            choices[model.name] = ShotChoice(accuracy, best[1].shots)
-            if keep is not None and not keep(model.name, self.model_signals(model, seed_rows, best[1])[0]):
+            plans: list[Plan] = [PromptPlan.with_demonstrations(model.prompt, shots, self.texts, x, seed_rows, y, words)
+                                 for shots in options]
+            if retrieved and len(options) > 1:
+                plans.append(RetrievedPlan(model.prompt, retrieved, self.texts, x, seed_rows, y, words))
+            plan, accuracy = self._best_plan(model, plans, rows, truth, forced=len(candidates) == 1)
+            self.plans[model.name] = plan
+            choices[model.name] = ShotChoice(accuracy, plan.name)
+            if keep is not None and not keep(model.name, self.model_signals(model, seed_rows, plan)[0]):
                 self.release(model.name)
                 continue
             if ahead is not None and len(ahead):
-                self.model_signals(model, np.union1d(seed_rows, ahead), best[1])
+                self.model_signals(model, np.union1d(seed_rows, ahead), plan)
         return choices
+
+    def _best_plan(self, model: PanelModel, plans: list[Plan], rows: np.ndarray, truth: np.ndarray,
+                   forced: bool) -> tuple[Plan, dict[int | str, float]]:
+        """The plan that scores ``rows`` best (accuracy, then log-likelihood of ``truth``; the
+        first of equals), and each plan's accuracy; a retrieved plan must be
+        :func:`clearly_better` than the best shared one. A plan whose prefix does not fit the
+        model's context is passed over (unless ``forced``); none fits: zero-shot."""
+        best, accuracy = None, {}
+        for plan in plans:
+            if plan.shots and not forced and not self._fits(model, plan):
+                continue  # demonstrations too long for the model's context: not a candidate
+            if len(plans) == 1:
+                return plan, accuracy
+            scores, _, _ = self.model_signals(model, rows, plan)
+            right = scores.argmax(axis=1) == truth
+            score = (float(np.mean(right)), -float(row_log_losses(scores, truth, 1e-9).mean()))
+            accuracy[plan.name] = round(score[0], 4)
+            if best is None or (score > best[0] and (isinstance(plan, PromptPlan) or clearly_better(right, best[2]))):
+                best = (score, plan, right)
+        return (PromptPlan.zero_shot(model.prompt) if best is None else best[1]), accuracy
+
+
+def clearly_better(right: np.ndarray, other: np.ndarray) -> bool:
+    """Whether rows right under one plan (m,) beat rows right under another (m,) by more than
+    one standard error of the paired difference."""
+    diff = right.astype(np.float64) - other.astype(np.float64)
+    if len(diff) < 2:
+        return False
+    return bool(diff.mean() > diff.std(ddof=1) / np.sqrt(len(diff)))
