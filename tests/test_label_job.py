@@ -64,6 +64,7 @@ def test_files_beside_the_output(done):
     report = json.loads(out.with_name(out.name + ".report.json").read_text())
     assert report["rows"] == 60 and report["seed_rows"] == 12 and report["rounds"] == 2
     assert set(report["llm_accuracy_on_seeds"]) == {"tiny"} and "encoding" in report["seconds"]
+    assert report["llm_speed"]["tiny"]["quant"] == "F32"  # a user's own file: what its header declares
     summary = out.with_name(out.name + ".report.txt").read_text()
     assert "60 rows" in summary
     assert "good" not in summary and "#1" not in json.dumps(report)  # no input text in reports

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ..config import MODEL_SETTINGS
 from ..data import write_table_atomic
 from ..errors import quoted, quoted_list
 from ..files import all_or_nothing, atomic_write_text
+from ..llm.catalog import inspect_gguf
 from ..session import RowLabel
 from ..teaching import TeachingCheck
 from .context import JobContext
@@ -52,9 +54,20 @@ def record_speed(context: JobContext) -> dict[str, dict[str, float]]:
         computed = panel.computed[name]
         seconds = before["seconds"] + (panel.seconds[name] if computed else 0.0)
         totals[name] = {"texts": before["texts"] + computed, "seconds": round(seconds, 3),
-                        "file_mib": round(model_file.size / 2**20, 1), "quant": model_file.quant or "-"}
+                        "file_mib": round(model_file.size / 2**20, 1), "quant": declared_quant(model_file)}
     context.session.put_stage("llm_speed", totals, sum(panel.seconds.values()))
     return totals
+
+
+def declared_quant(model_file: Any) -> str:
+    """The catalog's quant name of a model file, else the quantization its GGUF header declares
+    (a user's own file), else "-"."""
+    if model_file.quant:
+        return model_file.quant
+    try:
+        return inspect_gguf(model_file.path).file_type or "-"
+    except (OSError, ValueError, struct.error):
+        return "-"
 
 
 def report(context: JobContext, outcome: Outcome, speed: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
