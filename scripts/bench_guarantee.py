@@ -13,7 +13,9 @@ level (one source: the whole level). Per target error E:
 * then after 25, 50 and 100 simulated reviews (gold answers for the rows the Review screen shows,
   in its order: the doubtful rows nearest the threshold, every other one a random check), each
   answer a training label and each random check a calibration row: the share accepted and how
-  often the error exceeded E.
+  often the error exceeded E. ``--order`` compares other orders (:data:`ORDERS`): ``checks``,
+  random checks only (every answer a calibration row); ``doubtful``, the rows nearest the
+  threshold only (every answer a training label, none a calibration row).
 
 The LLMs take no part (their outputs differ per draw of the seed rows, the demonstrations, and
 would cost hours per draw); ``scripts/bench_label.py`` runs the whole job once per dataset.
@@ -47,6 +49,8 @@ from mollia_edge.randomness import derived_seed
 from mollia_edge.text_annotator import text_annotator_fit
 
 REVIEWS = (25, 50, 100)
+ORDERS = ("screen", "checks", "doubtful")
+"""``screen``: the Review screen's order (:func:`~mollia_edge.label.accept.review_order`)."""
 
 
 def evaluate(x: np.ndarray, gold: np.ndarray, k: int, labelled: np.ndarray, calibration: np.ndarray,
@@ -66,17 +70,24 @@ def evaluate(x: np.ndarray, gold: np.ndarray, k: int, labelled: np.ndarray, cali
             "exceeded": error is not None and error > target, "confidence": confidence, "rest": rest}
 
 
-def queue(state: dict, rng: np.random.Generator) -> list[tuple[int, bool]]:
-    """The Review screen's order (:func:`~mollia_edge.label.accept.review_order`): rows not
-    accepted nearest the threshold first, every other one a random check of the unlabelled rows."""
+def queue(state: dict, rng: np.random.Generator, order: str = "screen") -> list[tuple[int, bool]]:
+    """(row, is a random check) in ``order``; ``screen``: the Review screen's order
+    (:func:`~mollia_edge.label.accept.review_order`): rows not accepted nearest the threshold
+    first, every other one a random check of the unlabelled rows."""
     rest, confidence, threshold = state["rest"], state["confidence"], state["threshold"]
     accepted = set(rest[confidence[rest] >= threshold].tolist()) if threshold is not None else set()
     doubtful = sorted((r for r in rest.tolist() if r not in accepted),
                       key=lambda r: (abs((threshold if threshold is not None else 1.0) - confidence[r]), r))
-    return review_order(doubtful, rng.permutation(rest).tolist())
+    checks = rng.permutation(rest).tolist()
+    if order == "checks":
+        return [(int(r), True) for r in checks]
+    if order == "doubtful":
+        return [(int(r), False) for r in doubtful]
+    return review_order(doubtful, checks)
 
 
-def one_draw(x: np.ndarray, gold: np.ndarray, k: int, seeds: int, target: float, delta: float, draw: int) -> dict:
+def one_draw(x: np.ndarray, gold: np.ndarray, k: int, seeds: int, target: float, delta: float, draw: int,
+             order: str = "screen") -> dict:
     rng = np.random.default_rng(derived_seed(draw, 41))
     labelled = np.sort(rng.choice(len(gold), seeds, replace=False))
     calibration = labelled.copy()
@@ -84,10 +95,10 @@ def one_draw(x: np.ndarray, gold: np.ndarray, k: int, seeds: int, target: float,
     out = {"0": {key: state[key] for key in ("threshold", "accepted", "error", "exceeded")}}
     done = 0
     for reviews in REVIEWS:
-        order = queue(state, rng)[: reviews - done]
+        answered = queue(state, rng, order)[: reviews - done]
         done = reviews
-        rows = np.array([r for r, _ in order], np.int64)
-        checks = np.array([r for r, check in order if check], np.int64)
+        rows = np.array([r for r, _ in answered], np.int64)
+        checks = np.array([r for r, check in answered if check], np.int64)
         labelled, calibration = np.union1d(labelled, rows), np.union1d(calibration, checks)
         state = evaluate(x, gold, k, labelled, calibration, target, delta, draw)
         out[str(reviews)] = {key: state[key] for key in ("threshold", "accepted", "error", "exceeded")}
@@ -104,8 +115,8 @@ def bench_dataset(name: str, args: argparse.Namespace) -> list[dict]:
     results = []
     for target in args.targets:
         began = time.perf_counter()
-        draws = [one_draw(x, gold, k, args.seeds, target, 1 - args.level, d) for d in range(args.draws)]
-        summary = {"dataset": name, "target_error": target, "level": args.level, "draws": draws,
+        draws = [one_draw(x, gold, k, args.seeds, target, 1 - args.level, d, args.order) for d in range(args.draws)]
+        summary = {"dataset": name, "target_error": target, "level": args.level, "order": args.order, "draws": draws,
                    "seconds": round(time.perf_counter() - began, 1)}
         for step in ("0", *map(str, REVIEWS)):
             picked = [d[step] for d in draws]
@@ -141,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="the dataset sample's seed")
+    parser.add_argument("--order", choices=ORDERS, default="screen", help="the order of the simulated reviews")
     parser.add_argument("--work", type=Path, default=Path("results/bench_guarantee_work"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     title = (f"error guarantee vs gold: {args.n} rows, {args.seeds} random seed rows, {args.draws} draws, "
-             f"level {args.level}; share of non-seed rows accepted, realised error, share of draws above E")
+             f"level {args.level}, reviews in {args.order} order; share of non-seed rows accepted, realised error, share of draws above E")
     results: list[dict] = []
     for name in args.datasets:  # the JSON after each dataset: a long run keeps what it measured
         results.extend(bench_dataset(name, args))
