@@ -84,7 +84,7 @@ class LLMConfig:
     demonstrations on the seed rows by more than a standard error; ``off``: shared ones only."""
     prune: str = "auto"
     """``auto``: the label job releases an LLM whose scores add nothing to the text annotator
-    and the LLMs kept before it on the seed rows (cross-fitted; :mod:`mollia_edge.llm_value`),
+    on the seed rows (cross-fitted; :mod:`mollia_edge.llm_value`),
     before it annotates anything else; ``off``: every LLM annotates."""
     demo_words: int = 60
     """Demonstrations are cut to this many words (a long-text task then pays little for them)."""

@@ -39,6 +39,21 @@ def test_a_useful_model_is_kept_and_a_random_one_released():
     assert "add nothing to the text annotator" in values[0].why
 
 
+def test_two_good_models_that_agree_are_both_kept_whatever_their_order():
+    """Each model is judged against the text annotator alone: the second of two models that agree
+    adds little to the first on the seed rows, yet the seed rows cannot tell which is better."""
+    rng = np.random.default_rng(2)
+    k, y = 2, np.random.default_rng(3).integers(0, 2, 50)
+    first = _noisy(y, k, 0.85, rng)
+    twin = np.clip(first + rng.normal(0, 0.02, first.shape), 1e-3, None)
+    twin /= twin.sum(axis=1, keepdims=True)
+    text = _noisy(y, k, 0.6, rng)
+    for names, scores in ((["first", "twin"], [first, twin]), (["twin", "first"], [twin, first])):
+        values = model_values(names, scores, text, y, k)
+        assert [v.kept for v in values] == [True, True]
+        assert abs(values[0].gain - values[1].gain) < 0.05  # the same value in either place
+
+
 def _parity_input(path, n=60, seeds=30):
     """Texts whose label is the parity of their number: the sentence embeddings cannot tell it,
     an oracle LLM can."""

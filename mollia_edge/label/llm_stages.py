@@ -15,7 +15,7 @@ from ..al.annotators import abstaining_labels, confidence_floor
 from ..files import make_private_folder
 from ..label_model import LabelModel, can_fit_molam, fit_label_model
 from ..llm.demonstrations import RETRIEVED, demo_words, retrieved_words
-from ..llm_value import ForwardSelection
+from ..llm_value import ValueCheck
 from ..randomness import derived_seed
 from ..teaching import TeachingCheck, check_teaching
 from ..text_annotator import text_annotator_fit
@@ -124,14 +124,13 @@ def score_seeds(context: JobContext, encoded: Encoded) -> SeedScores:
     return SeedScores(text_proba, strength, chosen, sample, values)
 
 
-def value_check(context: JobContext, text_proba: np.ndarray | None) -> ForwardSelection | None:
+def value_check(context: JobContext, text_proba: np.ndarray | None) -> ValueCheck | None:
     """The check that releases an LLM adding nothing on the seed rows (``llm.prune = "auto"``),
     or None: no check (``off``, or no text annotator to measure against)."""
     if context.config.llm.prune == "off" or text_proba is None:
         return None
     seed_rows = context.seed_rows
-    return ForwardSelection(text_proba[seed_rows], context.seed_label[seed_rows], context.k,
-                            derived_seed(context.prep.seed, 19))
+    return ValueCheck(text_proba[seed_rows], context.seed_label[seed_rows], context.k, derived_seed(context.prep.seed, 19))
 
 
 def say_released(context: JobContext, values: dict[str, Any]) -> None:
@@ -143,7 +142,7 @@ def say_released(context: JobContext, values: dict[str, Any]) -> None:
         context.say("no LLM adds to the text annotator on the seed rows (llm.prune = \"auto\"): "
                     "the job goes on without LLM calls, on the text annotator alone")
     else:
-        context.say(f"released {', '.join(released)}: adds nothing to the text annotator and the other LLMs "
+        context.say(f"released {', '.join(released)}: adds nothing to the text annotator "
                     "on the seed rows (llm.prune = \"auto\"; see the report's llm_value)")
 
 
