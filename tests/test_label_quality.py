@@ -154,6 +154,9 @@ def test_the_word_budget_pays_for_retrieved_demonstrations_before_they_are_tried
     budget.charge_retrieved(10, 15)
     assert budget.spent["retrieved demonstrations"] == 150 and budget.costs[50] == 30  # the loop's rows cost more
     assert WordBudget(0, costs).affords(10**9, 15)  # no limit
+    fresh = WordBudget(2400, costs)  # rows of 15 words: demonstrations of 15 more at most
+    assert fresh.retrieval_fits(15, np.arange(20, 100)) and not fresh.retrieval_fits(16, np.arange(20, 100))
+    assert WordBudget(0, costs).retrieval_fits(10**6, np.arange(20, 100))
 
 
 def test_the_text_annotator_is_out_of_fold_on_the_seed_rows():
@@ -242,7 +245,10 @@ def test_the_default_candidate_wins_unless_another_is_clearly_better():
 def test_the_classifier_is_a_choice_of_the_job(tiny_model_path, tmp_path, classifier):
     data = write_input(tmp_path / "in.csv", n=40)
     out = tmp_path / "out.csv"
-    assert main([*args(data, out, tiny_model_path), "--classifier", classifier, "--rounds", "1"]) == 0
+    unlimited = tmp_path / "unlimited.toml"  # no word budget: retrieved demonstrations are tried too
+    unlimited.write_text("[llm]\nbudget_words = 0\n")
+    extra = ["--config", str(unlimited)] if classifier == "top-layers" else []
+    assert main([*args(data, out, tiny_model_path), "--classifier", classifier, "--rounds", "1", *extra]) == 0
     report = json.loads(out.with_name(out.name + ".report.json").read_text())
     choice = report["classifier"]
     assert choice["mode"] in ("head", "top-layers") and choice["why"]
@@ -250,8 +256,8 @@ def test_the_classifier_is_a_choice_of_the_job(tiny_model_path, tmp_path, classi
         assert "al.round_seconds" in choice["why"] and choice["estimated_round_seconds"] > 0
     else:
         assert choice["mode"] == "top-layers"
-    assert set(report["shots"]["tiny"]["seed_accuracy"]) == {"0", "1", "2", RETRIEVED}
-    assert report["llm_budget"]["planned"]["seed rows"] > 0
+    tried = {"0", "1", "2", RETRIEVED} if extra else {"0", "1", "2"}  # 6-word texts: 36 words of them would not fit
+    assert set(report["shots"]["tiny"]["seed_accuracy"]) == tried
 
 
 def test_without_a_choice_base_models_take_demonstrations_and_chat_models_none(tmp_path):

@@ -99,6 +99,8 @@ def score_seeds(context: JobContext, encoded: Encoded) -> SeedScores:
     shots, words = config.llm.shots, demo_words(config.llm, context.k)
     retrieved = config.llm.max_shots if shots == "auto" and config.llm.retrieval == "auto" else 0
     extra = retrieved_words(context.prep.texts, seed_rows, context.k, retrieved, words)
+    if not context.budget.retrieval_fits(extra, np.setdiff1d(np.arange(context.n), seed_rows)):
+        retrieved, extra = 0, 0  # their words would more than double each row's: not tried
     candidates, choice_rows = context.budget.shot_choice(
         range(config.llm.max_shots + 1) if shots == "auto" else [int(shots)], seed_rows, extra)
     fits = can_fit_molam(y)

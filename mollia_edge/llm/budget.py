@@ -75,6 +75,13 @@ class WordBudget:
                                    + (again + retrieved_words * len(chosen) if retrieved_words else 0))
         return options, chosen
 
+    def retrieval_fits(self, extra_words: int, rows: np.ndarray) -> bool:
+        """Whether retrieved demonstrations (``extra_words`` more per row) can be paid for on the
+        sample: it takes half of what the seed stage leaves, and the other half must pay its extra
+        words, so a row's mean cost (over ``rows``, the unlabelled ones) must be at least
+        ``extra_words``. Decided before the seed stage reserves anything for them."""
+        return not self.total or (len(rows) > 0 and float(self.costs[rows].mean()) >= extra_words)
+
     def affords(self, rows: int, extra_words: int) -> bool:
         """Whether what is left pays for ``extra_words`` more on each of ``rows`` rows."""
         return not self.total or self.left >= rows * extra_words
