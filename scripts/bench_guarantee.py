@@ -11,11 +11,12 @@ level (one source: the whole level). Per target error E:
 * ``error``: the realised error among them against gold (mean over the draws that accepted any);
 * ``exceeded``: how often it was above E (must be <= 1 - level within binomial noise);
 * then after 25, 50 and 100 simulated reviews (gold answers for the rows the Review screen shows,
-  in its order: the doubtful rows nearest the threshold, every other one a random check), each
+  in its order: random checks first, then the doubtful rows nearest the threshold), each
   answer a training label and each random check a calibration row: the share accepted and how
-  often the error exceeded E. ``--order`` compares other orders (:data:`ORDERS`): ``checks``,
-  random checks only (every answer a calibration row); ``doubtful``, the rows nearest the
-  threshold only (every answer a training label, none a calibration row).
+  often the error exceeded E. ``--order`` compares other orders (:data:`ORDERS`): ``turns``,
+  doubtful rows and random checks taking turns (the screen's order until 2026-12-08);
+  ``doubtful``, the rows nearest the threshold only (every answer a training label, none a
+  calibration row).
 
 The LLMs take no part (their outputs differ per draw of the seed rows, the demonstrations, and
 would cost hours per draw); ``scripts/bench_label.py`` runs the whole job once per dataset.
@@ -44,13 +45,14 @@ from mollia_edge.calibration import fit_temperature, temper
 from mollia_edge.config import ActiveLearningConfig
 from mollia_edge.datasets import load_dataset
 from mollia_edge.guarantee import acceptance_threshold
-from mollia_edge.label.accept import review_order
+from mollia_edge.label.accept import RANDOM_CHECKS, review_order
 from mollia_edge.randomness import derived_seed
 from mollia_edge.text_annotator import text_annotator_fit
 
 REVIEWS = (25, 50, 100)
-ORDERS = ("screen", "checks", "doubtful")
-"""``screen``: the Review screen's order (:func:`~mollia_edge.label.accept.review_order`)."""
+ORDERS = ("screen", "turns", "doubtful")
+"""``screen``: the Review screen's order (:func:`~mollia_edge.label.accept.review_order`: random
+checks first, then the doubtful rows)."""
 
 
 def evaluate(x: np.ndarray, gold: np.ndarray, k: int, labelled: np.ndarray, calibration: np.ndarray,
@@ -71,18 +73,19 @@ def evaluate(x: np.ndarray, gold: np.ndarray, k: int, labelled: np.ndarray, cali
 
 
 def queue(state: dict, rng: np.random.Generator, order: str = "screen") -> list[tuple[int, bool]]:
-    """(row, is a random check) in ``order``; ``screen``: the Review screen's order
-    (:func:`~mollia_edge.label.accept.review_order`): rows not accepted nearest the threshold
-    first, every other one a random check of the unlabelled rows."""
+    """(row, is a random check) in ``order`` (:data:`ORDERS`); ``screen``: the Review screen's
+    (:func:`~mollia_edge.label.accept.review_order`): random checks of the unlabelled rows first,
+    then the rows not accepted nearest the threshold."""
     rest, confidence, threshold = state["rest"], state["confidence"], state["threshold"]
     accepted = set(rest[confidence[rest] >= threshold].tolist()) if threshold is not None else set()
     doubtful = sorted((r for r in rest.tolist() if r not in accepted),
                       key=lambda r: (abs((threshold if threshold is not None else 1.0) - confidence[r]), r))
     checks = rng.permutation(rest).tolist()
-    if order == "checks":
-        return [(int(r), True) for r in checks]
     if order == "doubtful":
         return [(int(r), False) for r in doubtful]
+    if order == "turns":
+        taken = list(zip(doubtful, checks))[:RANDOM_CHECKS]
+        return [item for pair in taken for item in ((int(pair[0]), False), (int(pair[1]), True))]
     return review_order(doubtful, checks)
 
 

@@ -466,13 +466,13 @@ def test_bench_guarantee(tmp_path):
 
 
 def test_bench_guarantee_orders_the_simulated_reviews_as_asked():
-    """``screen`` is the Review screen's order; ``checks`` random checks only; ``doubtful`` the rows
-    nearest the threshold only."""
+    """``screen`` is the Review screen's order (random checks first); ``turns`` doubtful rows and
+    random checks in turn; ``doubtful`` the rows nearest the threshold only."""
     bench = script("bench_guarantee")
     confidence = np.array([0.0, 0.95, 0.85, 0.99, 0.7, 0.91])
     state = {"rest": np.arange(1, 6), "confidence": confidence, "threshold": 0.9}
     screen = bench.queue(state, np.random.default_rng(0))
-    assert [check for _, check in screen][:2] == [False, True] and screen[0][0] == 2  # nearest 0.9, not accepted
-    checks = bench.queue(state, np.random.default_rng(0), "checks")
-    assert all(check for _, check in checks) and sorted(r for r, _ in checks) == [1, 2, 3, 4, 5]
+    assert all(check for _, check in screen) and sorted(r for r, _ in screen) == [1, 2, 3, 4, 5]
+    turns = bench.queue(state, np.random.default_rng(0), "turns")
+    assert [check for _, check in turns] == [False, True, False, True] and turns[0][0] == 2  # nearest 0.9
     assert bench.queue(state, np.random.default_rng(0), "doubtful") == [(2, False), (4, False)]
