@@ -60,11 +60,16 @@ def _job(tmp_path, model, *extra):
     return json.loads((tmp_path / "out.csv.report.json").read_text()), rows, (tmp_path / "out.csv.report.txt").read_text()
 
 
-def test_a_job_accepts_rows_above_the_thresholds_and_flags_the_rest(tmp_path, tiny_model_path):
+def test_a_job_accepts_rows_above_the_thresholds_and_flags_the_rest(tmp_path, tiny_model_path, monkeypatch):
     """A lenient target (30 % error) on 40 seed rows: rows at or above their source's threshold are
     accepted, every other machine row needs review; the output, reviewed, goes back through
     ``label`` (:func:`_reviewed_round_trip`); asking 2 % of the same run (no model trained again)
-    accepts nothing and says in one line how many calibration rows it would need."""
+    accepts nothing and says in one line how many calibration rows it would need. Four random
+    checks head the queue (100 would take every row of this small file, and no doubtful row
+    would be left to review)."""
+    import mollia_edge.label.accept as accept
+
+    monkeypatch.setattr(accept, "RANDOM_CHECKS", 4)
     report, rows, _ = _job(tmp_path, tiny_model_path, "--target-error", "0.3")
     guarantee = report["guarantee"]
     thresholds = {source: g["threshold"] for source, g in guarantee["by_source"].items()}
