@@ -73,9 +73,11 @@ def _held_scores(parts: list[np.ndarray], seed_rows: np.ndarray, held: np.ndarra
 
 def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
     """Per dataset and draw: ``seeds`` random rows of the collected ones are the seed rows, the
-    rest held out. Per LLM (forward selection in panel order): its gain and standard error on the
-    seed rows (:class:`ForwardSelection`'s numbers) and, against gold on the held rows, the
-    accuracy and log-loss of the stacked regression fitted on the seed rows with and without it."""
+    rest held out. Per LLM, against the text annotator alone (as the job's
+    :class:`~mollia_edge.llm_value.ValueCheck`; until 2026-12-08 a forward selection in panel
+    order, which docs/label/llm_value_dev.json was made with): its gain and standard error on the
+    seed rows and, against gold on the held rows, the accuracy and log-loss of the stacked
+    regression fitted on the seed rows with and without it."""
     from mollia_edge.llm_value import stacked_losses
     from mollia_edge.text_annotator import text_annotator_fit
 
@@ -90,7 +92,7 @@ def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
             seed_rows = np.sort(rng.choice(n, seeds, replace=False))
             held = np.setdiff1d(np.arange(n), seed_rows)
             text, _ = text_annotator_fit(x, seed_rows, gold[seed_rows], k, seed=draw)
-            kept = [text]
+            kept = [text]  # each model against the text annotator alone
             for m, name in enumerate(names):
                 llm = scores[:, m, :]
                 before = stacked_losses([p[seed_rows] for p in kept], gold[seed_rows], k, draw)
@@ -102,8 +104,6 @@ def evaluate(folder: Path, draws: int, seeds: int) -> dict[str, list[dict]]:
                 records.append({"draw": draw, "model": name, "seed_accuracy": float(np.mean(llm[seed_rows].argmax(1) == gold[seed_rows])),
                                 "gain": float(gain.mean()), "se": float(gain.std(ddof=1) / np.sqrt(len(gain))),
                                 "held_accuracy_gain": acc1 - acc0, "held_loss_gain": loss0 - loss1})
-                if gain.mean() > 0:  # forward selection under the simplest rule
-                    kept.append(llm)
         out[path.stem] = records
     return out
 
