@@ -84,9 +84,24 @@ def queue(state: dict, rng: np.random.Generator, order: str = "screen") -> list[
     if order == "doubtful":
         return [(int(r), False) for r in doubtful]
     if order == "turns":
-        taken = list(zip(doubtful, checks))[:RANDOM_CHECKS]
-        return [item for pair in taken for item in ((int(pair[0]), False), (int(pair[1]), True))]
+        return in_turns(doubtful, checks)
     return review_order(doubtful, checks)
+
+
+def in_turns(doubtful: list[int], checks: list[int]) -> list[tuple[int, bool]]:
+    """The Review screen's order until 2026-12-08 (what ``--order screen`` measured then): a
+    doubtful row and a random check in turn for the first :data:`RANDOM_CHECKS` checks, then the
+    other doubtful rows, each row once (a row already shown is skipped)."""
+    order: list[tuple[int, bool]] = []
+    seen: set[int] = set()
+    rest = iter(doubtful)
+    for check in checks[:RANDOM_CHECKS]:
+        for row, is_check in ((next(rest, None), False), (check, True)):
+            if row is not None and row not in seen:
+                order.append((int(row), is_check))
+                seen.add(row)
+    order.extend((int(row), False) for row in rest if row not in seen)
+    return order
 
 
 def one_draw(x: np.ndarray, gold: np.ndarray, k: int, seeds: int, target: float, delta: float, draw: int,

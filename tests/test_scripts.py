@@ -474,5 +474,6 @@ def test_bench_guarantee_orders_the_simulated_reviews_as_asked():
     screen = bench.queue(state, np.random.default_rng(0))
     assert all(check for _, check in screen) and sorted(r for r, _ in screen) == [1, 2, 3, 4, 5]
     turns = bench.queue(state, np.random.default_rng(0), "turns")
-    assert [check for _, check in turns] == [False, True, False, True] and turns[0][0] == 2  # nearest 0.9
+    assert turns[0] == (2, False) and turns[1][1] and sorted(r for r, _ in turns) == [1, 2, 3, 4, 5]  # each row once
+    assert bench.in_turns([7, 8], [9, 7, 5]) == [(7, False), (9, True), (8, False), (5, True)]
     assert bench.queue(state, np.random.default_rng(0), "doubtful") == [(2, False), (4, False)]

@@ -19,7 +19,7 @@ from ..config import MODEL_SETTINGS
 from ..data import write_table_atomic
 from ..errors import quoted, quoted_list
 from ..files import all_or_nothing, atomic_write_text
-from ..llm.catalog import inspect_gguf
+from ..llm.catalog import ModelFile, inspect_gguf
 from ..session import RowLabel
 from ..teaching import TeachingCheck
 from .context import JobContext
@@ -59,7 +59,7 @@ def record_speed(context: JobContext) -> dict[str, dict[str, float]]:
     return totals
 
 
-def declared_quant(model_file: Any) -> str:
+def declared_quant(model_file: ModelFile) -> str:
     """The catalog's quant name of a model file, else the quantization its GGUF header declares
     (a user's own file), else "-"."""
     if model_file.quant:

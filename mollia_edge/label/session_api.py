@@ -4,7 +4,6 @@ human labels the seeds the next :func:`~mollia_edge.label.run_label_job` adds to
 from __future__ import annotations
 
 import dataclasses
-
 from contextlib import ExitStack
 from dataclasses import dataclass
 
